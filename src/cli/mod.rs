@@ -1,0 +1,143 @@
+//! The `agentstream` command line: the server (`serve`, the default) and
+//! client commands for people at a terminal.
+
+mod chat;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{
+    config::ServeConfig,
+    server::{ServeError, Server},
+    telemetry,
+};
+
+/// Streams AI-agent output (chat chunks, RAG answers, task progress) over gRPC.
+#[derive(Debug, Parser)]
+#[command(
+    name = "agentstream",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// With no subcommand, these configure the server.
+    #[command(flatten)]
+    serve: ServeConfig,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default when no subcommand is given).
+    Serve(ServeConfig),
+    /// Stream a chat answer to standard output as it is generated.
+    Chat(chat::ChatArgs),
+}
+
+/// Where client commands connect.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The server's address.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+}
+
+impl ClientArgs {
+    async fn connect(&self) -> Result<Channel, CliError> {
+        let endpoint = Endpoint::from_shared(self.server.clone())
+            .map_err(|e| CliError::Connect(self.server.clone(), e.to_string()))?
+            .connect_timeout(Duration::from_secs(5));
+        endpoint
+            .connect()
+            .await
+            .map_err(|e| CliError::Connect(self.server.clone(), e.to_string()))
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, String),
+    #[error("{code:?}: {message}", code = .0.code(), message = .0.message())]
+    Status(#[from] tonic::Status),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("cannot write output: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Runs the command line; returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(config)) => serve(config).await,
+        Some(Command::Chat(args)) => chat::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Cancelled) => {
+            eprintln!("\ncancelled");
+            ExitCode::from(130)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ServeConfig) -> Result<(), CliError> {
+    telemetry::init(config.log_format);
+    let server = Server::start(config).await?;
+    let shutdown = server.shutdown();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        shutdown.request();
+    });
+    server.wait().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Resolves on Ctrl-C; client commands race their call against it.
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

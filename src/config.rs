@@ -1,0 +1,100 @@
+//! Server configuration: command-line flags, each also settable through an
+//! `AGENTSTREAM_*` environment variable, with defaults that run out of the box
+//! (built-in mock models, loopback address, local data directory).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, ValueEnum};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the call's span fields.
+    Json,
+}
+
+/// Everything `agentstream serve` can be told.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on (use port 0 for any free port).
+    #[arg(long, env = "AGENTSTREAM_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Model used when a request names none.
+    #[arg(long, env = "AGENTSTREAM_DEFAULT_MODEL", default_value = "echo")]
+    pub default_model: String,
+
+    /// Delay between two tokens of the built-in models (e.g. `20ms`; `0` for
+    /// benchmarks). 20 ms is about the 50 tokens/s of a real model.
+    #[arg(long, env = "AGENTSTREAM_MOCK_TOKEN_DELAY", default_value = "20ms", value_parser = parse_duration)]
+    pub mock_token_delay: Duration,
+
+    /// Tokens generated per choice when a request sets `max_tokens` to 0.
+    #[arg(long, env = "AGENTSTREAM_DEFAULT_MAX_TOKENS", default_value_t = 512)]
+    pub default_max_tokens: u32,
+
+    /// Largest `max_tokens` a request may ask for; above it: INVALID_ARGUMENT.
+    #[arg(long, env = "AGENTSTREAM_MAX_TOKENS_LIMIT", default_value_t = 262_144)]
+    pub max_tokens_limit: u32,
+
+    /// Largest total message content of one chat request, in bytes.
+    #[arg(long, env = "AGENTSTREAM_MAX_REQUEST_BYTES", default_value_t = 1 << 20)]
+    pub max_request_bytes: usize,
+
+    /// Most streaming calls served at once; beyond it new calls get
+    /// RESOURCE_EXHAUSTED instead of degrading every stream.
+    #[arg(long, env = "AGENTSTREAM_MAX_ACTIVE_STREAMS", default_value_t = 50_000)]
+    pub max_active_streams: usize,
+
+    /// On SIGTERM or Ctrl-C, how long in-flight streams may run on before
+    /// they are ended with UNAVAILABLE (e.g. `10s`).
+    #[arg(long, env = "AGENTSTREAM_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Directory for the server's on-disk state (search index, ...).
+    #[arg(
+        long,
+        env = "AGENTSTREAM_DATA_DIR",
+        default_value = "./agentstream-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Log line format.
+    #[arg(long, env = "AGENTSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Default for ServeConfig {
+    /// The defaults of the command line (environment variables included).
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        Defaults::parse_from(["agentstream"]).config
+    }
+}
+
+/// Parses `20ms`, `10s`, `1m30s` or a bare `0`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 0, 20ms, 10s, 1m30s)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_bare_zero() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert!(parse_duration("ten").is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! agentstream: streams AI-agent output over gRPC as it is produced.
+//!
+//! - [`server`] wires the services, reflection, health and shutdown;
+//! - [`chat`] implements ChatService on top of the [`llm`] backends;
+//! - [`tokenizer`] gives the built-in models real cl100k_base tokens;
+//! - [`error`] is the one error type and its mapping to gRPC codes;
+//! - [`cli`] is the `agentstream` command line (server and clients).
+
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod llm;
+pub mod metrics;
+pub mod pb;
+mod placeholder;
+pub mod server;
+pub mod telemetry;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

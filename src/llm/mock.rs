@@ -1,0 +1,236 @@
+//! The built-in models: deterministic, offline, and cheap.
+//!
+//! - `echo` answers with a sentence that restates the last user message, in
+//!   whatever language it was written.
+//! - `synthetic` produces exactly `max_tokens` tokens of pseudo-text and
+//!   finishes with LENGTH; it is the model for benchmarks and soak tests, so
+//!   each token is a table lookup and no tokenizer work happens per token.
+//!
+//! Both stream real cl100k_base tokens paced by `--mock-token-delay` on a
+//! fixed schedule (token k is due at start + k x delay, so pacing does not
+//! drift). Choices are separate pulled streams merged with `select_all`, so
+//! `n > 1` really runs concurrently, and every choice holds a live-generation
+//! guard that is released the moment its stream is dropped.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use futures::{StreamExt, stream};
+use tokio::time::{Instant, sleep_until};
+
+use super::{
+    Backend, FinishReason, GenerationEvent, GenerationRequest, GenerationStream, Role, Usage,
+    stop::{Filtered, StopSequenceFilter},
+};
+use crate::{
+    metrics::Metrics,
+    tokenizer::{Piece, Tokenizer},
+};
+
+/// Name of the model that restates the question.
+pub const ECHO: &str = "echo";
+/// Name of the benchmark model.
+pub const SYNTHETIC: &str = "synthetic";
+
+/// Serves the `echo` and `synthetic` models.
+#[derive(Debug, Clone)]
+pub struct MockBackend {
+    token_delay: Duration,
+    tokenizer: Tokenizer,
+    metrics: Arc<Metrics>,
+}
+
+impl MockBackend {
+    /// Built-in models pacing tokens `token_delay` apart.
+    pub fn new(token_delay: Duration, tokenizer: Tokenizer, metrics: Arc<Metrics>) -> Self {
+        Self {
+            token_delay,
+            tokenizer,
+            metrics,
+        }
+    }
+
+    /// Streams the given text as tokens, exactly like a model would: the
+    /// extractive RAG answerer writes its answer through this.
+    pub fn stream_text(&self, text: &str, request: GenerationRequest) -> GenerationStream {
+        let script = Script::Text(Arc::new(self.tokenizer.pieces(text)));
+        self.run(script, request)
+    }
+
+    fn run(&self, script: Script, request: GenerationRequest) -> GenerationStream {
+        let prompt_tokens = self.tokenizer.prompt_tokens(&request.messages);
+        let completion = Arc::new(AtomicU32::new(0));
+        let choices: Vec<GenerationStream> = (0..request.n.max(1))
+            .map(|choice| {
+                let spec = ChoiceSpec {
+                    choice,
+                    script: script.clone(),
+                    max_tokens: request.max_tokens,
+                    stop: StopSequenceFilter::new(&request.stop),
+                    token_delay: self.token_delay,
+                    metrics: self.metrics.clone(),
+                    completion: completion.clone(),
+                };
+                spec.into_stream().boxed()
+            })
+            .collect();
+        let usage = stream::once(async move {
+            Ok(GenerationEvent::Usage(Usage {
+                prompt_tokens,
+                completion_tokens: completion.load(Relaxed),
+            }))
+        });
+        stream::select_all(choices).chain(usage).boxed()
+    }
+}
+
+impl Backend for MockBackend {
+    fn models(&self) -> Vec<String> {
+        vec![ECHO.to_owned(), SYNTHETIC.to_owned()]
+    }
+
+    fn generate(&self, request: GenerationRequest) -> GenerationStream {
+        let script = if request.model == SYNTHETIC {
+            Script::Synthetic
+        } else {
+            Script::Text(Arc::new(self.tokenizer.pieces(&echo_reply(&request))))
+        };
+        self.run(script, request)
+    }
+}
+
+/// The sentence `echo` answers with.
+fn echo_reply(request: &GenerationRequest) -> String {
+    let question = request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .or(request.messages.last())
+        .map_or("", |m| m.content.trim());
+    format!(
+        "You said: \u{201c}{question}\u{201d}. I am agentstream's built-in echo model, so I restate \
+         your message token by token instead of answering it."
+    )
+}
+
+/// What a choice says.
+#[derive(Debug, Clone)]
+enum Script {
+    /// A fixed text, already split into pieces.
+    Text(Arc<Vec<Piece>>),
+    /// Endless pseudo-text.
+    Synthetic,
+}
+
+/// Everything one choice needs to generate on its own.
+struct ChoiceSpec {
+    choice: u32,
+    script: Script,
+    max_tokens: u32,
+    stop: StopSequenceFilter,
+    token_delay: Duration,
+    metrics: Arc<Metrics>,
+    completion: Arc<AtomicU32>,
+}
+
+impl ChoiceSpec {
+    fn into_stream(self) -> impl futures::Stream<Item = crate::Result<GenerationEvent>> + Send {
+        let ChoiceSpec {
+            choice,
+            script,
+            max_tokens,
+            mut stop,
+            token_delay,
+            metrics,
+            completion,
+        } = self;
+        async_stream::stream! {
+            let _live = metrics.generation();
+            let mut due = Instant::now();
+            let mut produced = 0u32;
+            let mut index = 0usize;
+            let reason = loop {
+                let Some((text, tokens)) = script.piece(index) else { break FinishReason::Stop };
+                if produced.saturating_add(tokens) > max_tokens {
+                    break FinishReason::Length;
+                }
+                if !token_delay.is_zero() {
+                    due += token_delay * tokens;
+                    sleep_until(due).await;
+                }
+                index += 1;
+                produced += tokens;
+                metrics.add_tokens(u64::from(tokens));
+                completion.fetch_add(tokens, Relaxed);
+                match stop.push(text) {
+                    Filtered::Pass(text) if text.is_empty() => {}
+                    Filtered::Pass(text) => yield Ok(GenerationEvent::Delta { choice, text }),
+                    Filtered::Stopped(text) => {
+                        if !text.is_empty() {
+                            yield Ok(GenerationEvent::Delta { choice, text });
+                        }
+                        yield Ok(GenerationEvent::Finished { choice, reason: FinishReason::Stop });
+                        return;
+                    }
+                }
+            };
+            let held = stop.finish();
+            if !held.is_empty() {
+                yield Ok(GenerationEvent::Delta { choice, text: held });
+            }
+            yield Ok(GenerationEvent::Finished { choice, reason });
+        }
+    }
+}
+
+impl Script {
+    /// The `index`-th piece and its token count; `None` at the natural end.
+    fn piece(&self, index: usize) -> Option<(&str, u32)> {
+        match self {
+            Script::Text(pieces) => pieces.get(index).map(|p| (p.text.as_str(), p.tokens)),
+            Script::Synthetic => Some((synthetic_token(index), 1)),
+        }
+    }
+}
+
+/// Words that are each exactly one cl100k_base token (checked by a test).
+const SYNTHETIC_WORDS: [&str; 32] = [
+    " the", " stream", " token", " agent", " model", " answer", " fast", " data", " server",
+    " client", " time", " first", " open", " call", " chunk", " flow", " and", " of", " to", " in",
+    " is", " a", " for", " with", " we", " it", " on", " that", " each", " new", " over", ".",
+];
+
+/// The `index`-th synthetic token: a cheap, deterministic pseudo-random word.
+fn synthetic_token(index: usize) -> &'static str {
+    // A 64-bit multiplicative hash: one multiply per token.
+    let mixed = (index as u64 ^ 0x9e37_79b9).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    SYNTHETIC_WORDS[(mixed >> 59) as usize % SYNTHETIC_WORDS.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_synthetic_word_is_one_token() {
+        let t = Tokenizer::cl100k();
+        for word in SYNTHETIC_WORDS {
+            assert_eq!(t.count(word), 1, "{word:?}");
+        }
+    }
+
+    #[test]
+    fn synthetic_text_is_deterministic_and_varied() {
+        let a: Vec<_> = (0..64).map(synthetic_token).collect();
+        let b: Vec<_> = (0..64).map(synthetic_token).collect();
+        assert_eq!(a, b);
+        let distinct: std::collections::HashSet<_> = a.iter().collect();
+        assert!(distinct.len() > 8);
+    }
+}

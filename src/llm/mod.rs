@@ -1,0 +1,204 @@
+//! Language-model backends behind one trait.
+//!
+//! A [`Backend`] turns a [`GenerationRequest`] into a [`GenerationStream`] of
+//! events for all of its choices, interleaved as they are produced. The
+//! stream is *pulled*: no token is produced until the response stream asks
+//! for it, and dropping the stream (a client that goes away) stops the work
+//! at once. The built-in models live in [`mock`]; an OpenAI-compatible
+//! upstream and the RAG answerer plug in through the same trait.
+//!
+//! Every backend must:
+//! - honour `max_tokens` per choice and never emit a stop sequence;
+//! - emit, for each choice, its deltas then exactly one `Finished`;
+//! - emit one `Usage` after every choice has finished.
+
+pub mod mock;
+pub mod stop;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use futures::stream::BoxStream;
+
+use crate::error::{Error, Result};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Instructions to the model.
+    System,
+    /// The end user.
+    User,
+    /// The model.
+    Assistant,
+    /// A tool's result.
+    Tool,
+}
+
+impl Role {
+    /// The role's name in the chat format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// Author.
+    pub role: Role,
+    /// Text.
+    pub content: String,
+    /// Optional author name; empty when unset.
+    pub name: String,
+}
+
+impl ChatMessage {
+    /// A message from the user.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::User,
+            content: content.into(),
+            name: String::new(),
+        }
+    }
+
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::System,
+            content: content.into(),
+            name: String::new(),
+        }
+    }
+}
+
+/// Why a choice ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// Natural end or stop sequence.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+/// Token accounting of one generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens over every choice.
+    pub completion_tokens: u32,
+}
+
+impl Usage {
+    /// Prompt plus completion tokens.
+    pub fn total_tokens(&self) -> u32 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+}
+
+/// A validated request for one generation.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    /// The resolved model name.
+    pub model: String,
+    /// The conversation, at least one message.
+    pub messages: Vec<ChatMessage>,
+    /// Most tokens per choice (at least 1).
+    pub max_tokens: u32,
+    /// Sampling temperature, when given.
+    pub temperature: Option<f32>,
+    /// Stop sequences, at most 4, none empty.
+    pub stop: Vec<String>,
+    /// Number of choices, 1 to 8.
+    pub n: u32,
+}
+
+/// One event of a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenerationEvent {
+    /// More text for a choice (never splits a character).
+    Delta {
+        /// Choice index.
+        choice: u32,
+        /// The text.
+        text: String,
+    },
+    /// A choice has ended.
+    Finished {
+        /// Choice index.
+        choice: u32,
+        /// Why.
+        reason: FinishReason,
+    },
+    /// Token accounting, after every choice finished.
+    Usage(Usage),
+}
+
+/// The events of one generation, pulled by the response stream.
+pub type GenerationStream = BoxStream<'static, Result<GenerationEvent>>;
+
+/// A source of generated text.
+pub trait Backend: Send + Sync + 'static {
+    /// The model names this backend serves.
+    fn models(&self) -> Vec<String>;
+
+    /// Starts a generation. Nothing happens until the stream is polled.
+    fn generate(&self, request: GenerationRequest) -> GenerationStream;
+}
+
+/// Routes a model name to the backend that serves it.
+#[derive(Clone)]
+pub struct Models {
+    backends: BTreeMap<String, Arc<dyn Backend>>,
+    default_model: String,
+}
+
+impl Models {
+    /// An empty registry whose default model is `default_model`.
+    pub fn new(default_model: impl Into<String>) -> Self {
+        Self {
+            backends: BTreeMap::new(),
+            default_model: default_model.into(),
+        }
+    }
+
+    /// Serves every model of `backend` (later registrations win).
+    pub fn register(&mut self, backend: Arc<dyn Backend>) {
+        for model in backend.models() {
+            self.backends.insert(model, backend.clone());
+        }
+    }
+
+    /// The backend for `model` (empty: the default model) and the model's
+    /// resolved name.
+    pub fn resolve(&self, model: &str) -> Result<(String, Arc<dyn Backend>)> {
+        let name = if model.is_empty() {
+            self.default_model.as_str()
+        } else {
+            model
+        };
+        match self.backends.get(name) {
+            Some(backend) => Ok((name.to_owned(), backend.clone())),
+            None => Err(Error::ModelNotFound {
+                model: name.to_owned(),
+                available: self.names().join(", "),
+            }),
+        }
+    }
+
+    /// Every model served, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.backends.keys().cloned().collect()
+    }
+
+    /// The model used when a request names none.
+    pub fn default_model(&self) -> &str {
+        &self.default_model
+    }
+}

@@ -1,0 +1,208 @@
+//! The gRPC server: services, reflection, health, request ids and the
+//! graceful shutdown sequence.
+//!
+//! [`Server::start`] binds, builds every service on the shared state and
+//! serves in a background task; the returned handle gives the bound address
+//! (useful with port 0), the live [`Metrics`] and the [`Shutdown`] signal.
+//! Shutdown goes: health NOT_SERVING, stop accepting calls, let in-flight
+//! streams run for the grace period, end the rest with UNAVAILABLE, return.
+
+pub mod call;
+pub mod shutdown;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+pub use call::{Call, CallStream, Calls};
+pub use shutdown::Shutdown;
+
+use crate::{
+    chat::{ChatApi, ChatLimits},
+    config::ServeConfig,
+    llm::{Models, mock::MockBackend},
+    metrics::Metrics,
+    pb::{
+        self, chat_service_server::ChatServiceServer, rag_service_server::RagServiceServer,
+        task_service_server::TaskServiceServer,
+    },
+    placeholder::{RagPlaceholder, TaskPlaceholder},
+    tokenizer::Tokenizer,
+};
+
+/// How long ended streams get to deliver their final status before the
+/// remaining connections are closed.
+const FLUSH_AFTER_ABORT: Duration = Duration::from_secs(1);
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The embedded descriptors could not be loaded for reflection.
+    #[error("cannot build reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed while serving.
+    #[error("server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The serving task panicked or was cancelled.
+    #[error("server task ended abnormally: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Server {
+    /// Binds `config.listen` and starts serving in the background.
+    pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
+        let incoming = TcpIncoming::bind(config.listen)
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?
+            .with_nodelay(Some(true));
+        let addr = incoming.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let metrics = Metrics::new();
+        let shutdown = Shutdown::new();
+        let calls = Calls::new(metrics.clone(), shutdown.clone(), config.max_active_streams);
+
+        let tokenizer = Tokenizer::cl100k();
+        let mut models = Models::new(config.default_model.clone());
+        models.register(Arc::new(MockBackend::new(
+            config.mock_token_delay,
+            tokenizer,
+            metrics.clone(),
+        )));
+        let chat = ChatApi::new(Arc::new(models), chat_limits(&config), calls.clone());
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<ChatServiceServer<ChatApi>>().await;
+        health
+            .set_not_serving::<RagServiceServer<RagPlaceholder>>()
+            .await;
+        health
+            .set_not_serving::<TaskServiceServer<TaskPlaceholder>>()
+            .await;
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let router = tonic::transport::Server::builder()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(ChatServiceServer::new(chat))
+            .add_service(RagServiceServer::new(RagPlaceholder::new(calls.clone())))
+            .add_service(TaskServiceServer::new(TaskPlaceholder::new(calls)));
+
+        let serve = router.serve_with_incoming_shutdown(incoming, shutdown.draining());
+        let task = tokio::spawn(run(serve, shutdown.clone(), health, config.shutdown_grace));
+        tracing::info!(%addr, default_model = %config.default_model, "agentstream listening");
+        Ok(Self {
+            addr,
+            metrics,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's live counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The shutdown signal; [`Shutdown::request`] starts a graceful shutdown.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> Result<(), ServeError> {
+        self.task.await?
+    }
+}
+
+fn chat_limits(config: &ServeConfig) -> ChatLimits {
+    ChatLimits {
+        default_max_tokens: config.default_max_tokens.min(config.max_tokens_limit),
+        max_tokens_limit: config.max_tokens_limit,
+        max_request_bytes: config.max_request_bytes,
+    }
+}
+
+/// Serves until shutdown, then runs the drain sequence.
+async fn run(
+    serve: impl Future<Output = Result<(), tonic::transport::Error>>,
+    shutdown: Shutdown,
+    health: HealthReporter,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    tokio::pin!(serve);
+    tokio::select! {
+        result = &mut serve => return Ok(result?),
+        () = shutdown.requested() => {}
+    }
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: draining in-flight calls"
+    );
+    set_all_not_serving(&health).await;
+    shutdown.start_draining();
+    tokio::select! {
+        result = &mut serve => return Ok(result?),
+        () = tokio::time::sleep(grace) => {}
+    }
+    tracing::info!("grace period over: ending in-flight streams");
+    shutdown.abort_streams();
+    tokio::select! {
+        result = &mut serve => Ok(result?),
+        () = tokio::time::sleep(FLUSH_AFTER_ABORT) => {
+            tracing::info!("closing the remaining connections");
+            Ok(())
+        }
+    }
+}
+
+async fn set_all_not_serving(health: &HealthReporter) {
+    for service in [
+        "",
+        <ChatServiceServer<ChatApi> as tonic::server::NamedService>::NAME,
+        <RagServiceServer<RagPlaceholder> as tonic::server::NamedService>::NAME,
+        <TaskServiceServer<TaskPlaceholder> as tonic::server::NamedService>::NAME,
+    ] {
+        health
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+}

@@ -1,0 +1,60 @@
+//! Graceful shutdown as an explicit object handed to whoever must react.
+//!
+//! Three moments, each a cancellation token:
+//! 1. `requested`: someone (SIGTERM, Ctrl-C, a test) asked the server to stop;
+//! 2. `draining`: health reports NOT_SERVING and no new call is accepted,
+//!    while in-flight streams run on for the grace period;
+//! 3. `aborted`: the grace period is over; in-flight streams end with
+//!    UNAVAILABLE and their work is dropped.
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// The server's shutdown signal, cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    requested: CancellationToken,
+    draining: CancellationToken,
+    aborted: CancellationToken,
+}
+
+impl Shutdown {
+    /// A shutdown signal that has not fired.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the server to shut down gracefully. Idempotent.
+    pub fn request(&self) {
+        self.requested.cancel();
+    }
+
+    /// Resolves once shutdown has been requested.
+    pub async fn requested(&self) {
+        self.requested.cancelled().await;
+    }
+
+    /// Enters the drain period: no new calls from now on.
+    pub(crate) fn start_draining(&self) {
+        self.draining.cancel();
+    }
+
+    /// Whether the server has stopped taking new calls.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    /// Resolves once the drain period starts.
+    pub(crate) fn draining(&self) -> WaitForCancellationFutureOwned {
+        self.draining.clone().cancelled_owned()
+    }
+
+    /// Ends every in-flight stream.
+    pub(crate) fn abort_streams(&self) {
+        self.aborted.cancel();
+    }
+
+    /// Resolves once in-flight streams must end.
+    pub fn streams_aborted(&self) -> WaitForCancellationFutureOwned {
+        self.aborted.clone().cancelled_owned()
+    }
+}

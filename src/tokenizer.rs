@@ -1,0 +1,185 @@
+//! Tokens as the built-in models see them: cl100k_base BPE (tiktoken-rs).
+//!
+//! A BPE token is a run of *bytes*, and a character outside ASCII (Chinese,
+//! emoji) is often split across two or three tokens. Clients must never get a
+//! chunk that ends inside a character, so tokens are decoded through a
+//! [`Utf8Assembler`] and grouped into [`Piece`]s that each end on a character
+//! boundary and remember how many tokens they hold.
+
+use tiktoken_rs::{CoreBPE, Rank, cl100k_base_singleton};
+
+use crate::llm::ChatMessage;
+
+/// Tokens that frame each message in the chat format (OpenAI's accounting).
+const TOKENS_PER_MESSAGE: usize = 3;
+/// Tokens added when a message has a `name`.
+const TOKENS_PER_NAME: usize = 1;
+/// Tokens that prime the assistant's reply.
+const TOKENS_PER_REPLY: usize = 3;
+
+/// The cl100k_base tokenizer. Cheap to copy; the tables are loaded once per
+/// process (call [`Tokenizer::cl100k`] at start-up to pay for that early).
+#[derive(Clone, Copy)]
+pub struct Tokenizer {
+    bpe: &'static CoreBPE,
+}
+
+/// Text that ends on a character boundary, and the tokens it was made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Valid UTF-8 text.
+    pub text: String,
+    /// How many tokens produced it (at least 1).
+    pub tokens: u32,
+}
+
+impl Tokenizer {
+    /// The cl100k_base tokenizer.
+    pub fn cl100k() -> Self {
+        Self {
+            bpe: cl100k_base_singleton(),
+        }
+    }
+
+    /// Number of tokens in `text`.
+    pub fn count(&self, text: &str) -> usize {
+        self.bpe.encode_ordinary(text).len()
+    }
+
+    /// Tokens of a chat prompt, counted the way OpenAI bills chat models.
+    pub fn prompt_tokens(&self, messages: &[ChatMessage]) -> u32 {
+        let per_message = messages.iter().map(|m| {
+            let name = if m.name.is_empty() {
+                0
+            } else {
+                TOKENS_PER_NAME + self.count(&m.name)
+            };
+            TOKENS_PER_MESSAGE + self.count(m.role.as_str()) + self.count(&m.content) + name
+        });
+        saturate(per_message.sum::<usize>() + TOKENS_PER_REPLY)
+    }
+
+    /// Splits `text` into tokens, grouped into pieces that never split a
+    /// character.
+    pub fn pieces(&self, text: &str) -> Vec<Piece> {
+        let tokens = self.bpe.encode_ordinary(text);
+        let mut pieces = Vec::with_capacity(tokens.len());
+        let mut assembler = Utf8Assembler::default();
+        let mut pending_tokens = 0;
+        for token in tokens {
+            pending_tokens += 1;
+            if let Some(text) = assembler.push(&self.token_bytes(token)) {
+                pieces.push(Piece {
+                    text,
+                    tokens: pending_tokens,
+                });
+                pending_tokens = 0;
+            }
+        }
+        if let Some(text) = assembler.finish() {
+            pieces.push(Piece {
+                text,
+                tokens: pending_tokens.max(1),
+            });
+        }
+        pieces
+    }
+
+    /// The bytes of one token; empty for a token the table does not know
+    /// (which `encode_ordinary` never produces).
+    fn token_bytes(&self, token: Rank) -> Vec<u8> {
+        self.bpe.decode_bytes(&[token]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokenizer(cl100k_base)")
+    }
+}
+
+/// Converts a count to the `uint32` of the wire, saturating.
+pub fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Re-assembles UTF-8 text from byte runs that may end inside a character.
+#[derive(Debug, Default)]
+pub struct Utf8Assembler {
+    pending: Vec<u8>,
+}
+
+impl Utf8Assembler {
+    /// Adds bytes; returns the longest complete text available, if any.
+    /// Bytes that can never be valid UTF-8 come out as U+FFFD.
+    pub fn push(&mut self, bytes: &[u8]) -> Option<String> {
+        self.pending.extend_from_slice(bytes);
+        let complete = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            // An invalid sequence (not merely an incomplete one) is replaced.
+            Err(e) if e.error_len().is_some() => self.pending.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        if complete == 0 {
+            return None;
+        }
+        let rest = self.pending.split_off(complete);
+        let done = std::mem::replace(&mut self.pending, rest);
+        Some(
+            String::from_utf8(done)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        )
+    }
+
+    /// Whatever is left, with an incomplete trailing character replaced.
+    pub fn finish(self) -> Option<String> {
+        (!self.pending.is_empty()).then(|| String::from_utf8_lossy(&self.pending).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assembler_holds_back_a_split_character() {
+        let bytes = "é中😀".as_bytes();
+        let mut a = Utf8Assembler::default();
+        assert_eq!(a.push(&bytes[..1]), None);
+        assert_eq!(a.push(&bytes[1..3]).as_deref(), Some("é"));
+        assert_eq!(a.push(&bytes[3..4]), None);
+        assert_eq!(a.push(&bytes[4..5]).as_deref(), Some("中"));
+        assert_eq!(a.push(&bytes[5..8]), None);
+        assert_eq!(a.push(&bytes[8..]).as_deref(), Some("😀"));
+        assert_eq!(a.finish(), None);
+    }
+
+    #[test]
+    fn assembler_replaces_invalid_bytes_instead_of_stalling() {
+        let mut a = Utf8Assembler::default();
+        assert_eq!(a.push(&[0xff, b'a']).as_deref(), Some("\u{fffd}a"));
+        assert_eq!(a.push(&[0xe4]), None);
+        assert_eq!(a.finish().as_deref(), Some("\u{fffd}"));
+    }
+
+    #[test]
+    fn pieces_rebuild_the_text_and_never_split_characters() {
+        let t = Tokenizer::cl100k();
+        let text = "什么是异步编程？Async 🦀 streams, naïve café 🎉🎉";
+        let pieces = t.pieces(text);
+        let joined: String = pieces.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(joined, text);
+        let tokens: u32 = pieces.iter().map(|p| p.tokens).sum();
+        assert_eq!(tokens as usize, t.count(text));
+        // Some character of this text spans several tokens, so grouping happened.
+        assert!(pieces.len() < tokens as usize);
+    }
+
+    #[test]
+    fn prompt_tokens_follow_openai_chat_accounting() {
+        let t = Tokenizer::cl100k();
+        let messages = [ChatMessage::user("hello")];
+        // 3 framing + "user" (1) + "hello" (1) + 3 reply priming.
+        assert_eq!(t.prompt_tokens(&messages), 8);
+    }
+}

@@ -81,7 +81,8 @@ impl TestServer {
         let metrics = self.metrics.clone();
         eventually(what, || {
             let snapshot = metrics.snapshot();
-            async move { condition(&snapshot).then_some(snapshot) }
+            let ready = condition(&snapshot).then_some(snapshot);
+            async move { ready }
         })
         .await
     }

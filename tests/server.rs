@@ -1,0 +1,376 @@
+//! Server-wide behaviour: reflection, health, graceful shutdown, and the real
+//! `agentstream` binary (JSON logs with request ids, exit 0 on SIGTERM).
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use agentstream::pb::{self, StreamChatRequest};
+use common::{TestServer, connect};
+use futures::StreamExt;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::{v1, v1alpha};
+
+fn ask(question: &str) -> StreamChatRequest {
+    StreamChatRequest {
+        messages: vec![pb::ChatMessage {
+            role: pb::Role::User as i32,
+            content: question.into(),
+            name: String::new(),
+        }],
+        ..Default::default()
+    }
+}
+
+fn endless() -> StreamChatRequest {
+    StreamChatRequest {
+        model: "synthetic".into(),
+        max_tokens: 200_000,
+        ..ask("go")
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_every_service_and_describes_their_files() {
+    let server = TestServer::start().await;
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(server.channel.clone());
+    let requests = [
+        v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        },
+        v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    "agentstream.v1.RagService".into(),
+                ),
+            ),
+        },
+    ];
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter(requests))
+        .await
+        .expect("reflection")
+        .into_inner();
+
+    let listed = match responses
+        .next()
+        .await
+        .expect("answer")
+        .expect("ok")
+        .message_response
+    {
+        Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+        }
+        other => panic!("unexpected {other:?}"),
+    };
+    for service in [
+        "agentstream.v1.ChatService",
+        "agentstream.v1.RagService",
+        "agentstream.v1.TaskService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            listed.iter().any(|s| s == service),
+            "{service} not in {listed:?}"
+        );
+    }
+
+    // The file comes back with its imports named, and each import (the
+    // google.protobuf ones included) is served by name, so grpcurl and buf
+    // curl can encode every message.
+    let rag = next_files(&mut responses).await;
+    let rag = rag
+        .iter()
+        .find(|f| f.name() == "agentstream/v1/rag.proto")
+        .expect("rag.proto");
+    for import in [
+        "agentstream/v1/task.proto",
+        "google/protobuf/timestamp.proto",
+    ] {
+        assert!(
+            rag.dependency.iter().any(|d| d == import),
+            "{import} not imported"
+        );
+    }
+    let by_name = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1::server_reflection_request::MessageRequest::FileByFilename(
+                "google/protobuf/timestamp.proto".into(),
+            ),
+        ),
+    };
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([by_name]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let timestamp = next_files(&mut responses).await;
+    assert!(
+        timestamp
+            .iter()
+            .any(|f| f.name() == "google/protobuf/timestamp.proto")
+    );
+}
+
+async fn next_files(
+    responses: &mut tonic::Streaming<v1::ServerReflectionResponse>,
+) -> Vec<prost_types::FileDescriptorProto> {
+    match responses
+        .next()
+        .await
+        .expect("answer")
+        .expect("ok")
+        .message_response
+    {
+        Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) => {
+            files
+                .file_descriptor_proto
+                .iter()
+                .map(|bytes| {
+                    <prost_types::FileDescriptorProto as prost::Message>::decode(bytes.as_slice())
+                        .expect("descriptor")
+                })
+                .collect()
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_is_served_too() {
+    let server = TestServer::start().await;
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel.clone());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = responses.next().await.expect("answer").expect("ok");
+    assert!(format!("{answer:?}").contains("agentstream.v1.ChatService"));
+}
+
+#[tokio::test]
+async fn health_reports_each_service() {
+    let server = TestServer::start().await;
+    let mut health = HealthClient::new(server.channel.clone());
+    let status = |service: &str| {
+        let mut health = health.clone();
+        let service = service.to_owned();
+        async move {
+            health
+                .check(HealthCheckRequest { service })
+                .await
+                .map(|r| r.into_inner().status)
+        }
+    };
+    assert_eq!(
+        status("").await.expect("overall"),
+        ServingStatus::Serving as i32
+    );
+    assert_eq!(
+        status("agentstream.v1.ChatService").await.expect("chat"),
+        ServingStatus::Serving as i32
+    );
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await;
+    assert_eq!(unknown.expect_err("unknown").code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn shutdown_drains_then_ends_in_flight_streams_with_unavailable() {
+    let server = TestServer::start_with(|c| {
+        c.mock_token_delay = Duration::from_millis(10);
+        c.shutdown_grace = Duration::from_millis(300);
+    })
+    .await;
+    let mut health = HealthClient::new(server.channel.clone());
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "agentstream.v1.ChatService".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(
+        watch.next().await.expect("status").expect("ok").status,
+        ServingStatus::Serving as i32
+    );
+
+    let mut stream = server
+        .chat()
+        .stream_chat(endless())
+        .await
+        .expect("call")
+        .into_inner();
+    stream.next().await.expect("chunk").expect("ok");
+    server.shutdown.request();
+
+    // Health turns NOT_SERVING, and the in-flight stream keeps flowing while
+    // the grace period lasts...
+    assert_eq!(
+        watch.next().await.expect("status").expect("ok").status,
+        ServingStatus::NotServing as i32
+    );
+    stream
+        .next()
+        .await
+        .expect("chunk during grace")
+        .expect("ok");
+    // ...then ends with UNAVAILABLE.
+    let status = loop {
+        match stream.next().await {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => break status,
+            None => panic!("stream ended OK during shutdown"),
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let metrics = server.metrics.clone();
+    let addr = server.server.local_addr();
+    server.server.wait().await.expect("server stops cleanly");
+    assert_eq!(metrics.snapshot().live_generations, 0);
+    // No new calls once stopped.
+    let refused = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await;
+    assert!(refused.is_err());
+}
+
+#[tokio::test]
+async fn shutdown_lets_streams_that_finish_within_the_grace_period_complete() {
+    let server = TestServer::start_with(|c| {
+        c.mock_token_delay = Duration::from_millis(2);
+        c.shutdown_grace = Duration::from_secs(30);
+    })
+    .await;
+    let mut stream = server
+        .chat()
+        .stream_chat(ask("finish me"))
+        .await
+        .expect("call")
+        .into_inner();
+    stream.next().await.expect("chunk").expect("ok");
+    server.shutdown.request();
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        for choice in chunk.expect("no error during a graceful drain").choices {
+            text.push_str(&choice.delta.expect("delta").content);
+        }
+    }
+    assert!(text.contains("finish me"));
+    // The server stops as soon as the last call is done, long before 30 s.
+    tokio::time::timeout(Duration::from_secs(10), server.server.wait())
+        .await
+        .expect("stops without waiting for the grace period")
+        .expect("clean stop");
+}
+
+/// Runs the real binary, checks a call is logged as JSON with its request id,
+/// and that SIGTERM makes it exit 0.
+#[tokio::test]
+async fn the_binary_logs_json_per_call_and_exits_zero_on_sigterm() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentstream"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--mock-token-delay",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel(1024);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let listening = next_line_with(&mut lines, "agentstream listening").await;
+    let addr = listening
+        .split("\"addr\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no addr in {listening}"));
+    let channel = connect(addr).await;
+    let mut chat = pb::chat_service_client::ChatServiceClient::new(channel);
+    let mut request = tonic::Request::new(ask("log me"));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-from-test-42".parse().expect("ascii"));
+    let mut stream = chat.stream_chat(request).await.expect("call").into_inner();
+    while let Some(chunk) = stream.next().await {
+        chunk.expect("chunk");
+    }
+    let logged = next_line_with(&mut lines, "req-from-test-42").await;
+    for field in [
+        "\"outcome\":\"ok\"",
+        "\"model\":\"echo\"",
+        "\"method\":\"agentstream.v1.ChatService/StreamChat\"",
+        "\"chunks\":",
+    ] {
+        assert!(logged.contains(field), "{field} missing in {logged}");
+    }
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}
+
+/// The next line from the server's log that contains `needle`.
+async fn next_line_with(lines: &mut tokio::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = tokio::time::timeout(common::PATIENCE, lines.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no log line with {needle}"))
+            .unwrap_or_else(|| panic!("server exited before logging {needle}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}

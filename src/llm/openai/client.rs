@@ -69,10 +69,16 @@ impl Upstream {
         // reqwest is built without a TLS provider of its own: use ring's.
         // An error means one is installed already, which is all we need.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(spec.timeouts.connect)
             .tcp_nodelay(true)
-            .user_agent(concat!("agentstream/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("agentstream/", env!("CARGO_PKG_VERSION")));
+        // HTTP(S)_PROXY applies, except to a model on this machine, which
+        // no proxy could reach.
+        if is_loopback(&spec.url) {
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .build()
             .map_err(|e| format!("cannot build the HTTP client of `{}`: {e}", spec.name))?;
         Ok(Self {
@@ -298,6 +304,15 @@ impl Upstream {
     }
 }
 
+fn is_loopback(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Reads at most `cap` bytes of a body, by `deadline`.
 async fn read_capped(response: Response, cap: usize, deadline: Instant) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
@@ -363,5 +378,17 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&dated), None);
+    }
+
+    #[test]
+    fn local_models_bypass_proxies() {
+        for (url, local) in [
+            ("http://localhost:11434/v1", true),
+            ("http://127.0.0.1:8000/v1", true),
+            ("http://[::1]:8000/v1", true),
+            ("https://api.openai.com/v1", false),
+        ] {
+            assert_eq!(is_loopback(&Url::parse(url).expect("url")), local, "{url}");
+        }
     }
 }

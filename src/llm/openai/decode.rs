@@ -139,8 +139,9 @@ impl ChunkDecoder {
         request: &GenerationRequest,
         out: &mut Vec<GenerationEvent>,
     ) -> Result<()> {
+        // With one choice, `[DONE]` alone is merely an empty answer.
         let missing = self.choices.iter().filter(|c| !c.seen).count();
-        if missing > 0 && self.saw_done {
+        if missing > 0 && self.saw_done && self.choices.len() > 1 {
             return Err(Error::Internal(format!(
                 "upstream `{}` answered {} of {} choices; does it support n > 1?",
                 self.upstream,
@@ -471,6 +472,14 @@ mod tests {
         assert!(error.to_string().contains("n > 1"), "{error}");
         let (_, end) = run(&r, &[chunk(5, "x", None)]);
         assert_eq!(end.expect_err("index").code(), Code::Internal);
+    }
+
+    #[test]
+    fn done_alone_is_an_empty_answer() {
+        let r = request(1, 100, &[]);
+        let (out, end) = run(&r, &[DONE.into()]);
+        assert!(end.is_ok());
+        assert_eq!(out[0], finished(0, FinishReason::Stop));
     }
 
     #[test]

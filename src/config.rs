@@ -6,6 +6,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, ValueEnum};
 
+use crate::llm::openai::UpstreamSpec;
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -25,6 +27,18 @@ pub struct ServeConfig {
     /// Model used when a request names none.
     #[arg(long, env = "AGENTSTREAM_DEFAULT_MODEL", default_value = "echo")]
     pub default_model: String,
+
+    /// An OpenAI-compatible upstream (OpenAI, vLLM, TGI, Ollama, llama.cpp);
+    /// repeat the flag for several. A spec is comma-separated key=value:
+    /// `name=` (required), `url=` base URL up to `/v1` (required),
+    /// `key-env=VAR` or `key-file=PATH` (the API key; never logged),
+    /// `models=a;b` and/or `discover=true` (default when no models: list
+    /// `GET {url}/models` at start-up), `connect-timeout=5s`,
+    /// `first-token-timeout=60s`, `idle-timeout=30s`, `retries=2`. Example:
+    /// `name=openai,url=https://api.openai.com/v1,key-env=OPENAI_API_KEY,models=gpt-4o-mini;gpt-4o`.
+    /// In the environment variable, separate several specs with spaces.
+    #[arg(long = "upstream", value_name = "SPEC", env = "AGENTSTREAM_UPSTREAMS", value_delimiter = ' ', value_parser = UpstreamSpec::parse)]
+    pub upstreams: Vec<UpstreamSpec>,
 
     /// Delay between two tokens of the built-in models (e.g. `20ms`; `0` for
     /// benchmarks). 20 ms is about the 50 tokens/s of a real model.

@@ -5,7 +5,7 @@
 //! chosen ad hoc and invalid arguments always carry a `google.rpc.BadRequest`
 //! naming each offending field.
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -45,6 +45,24 @@ pub enum Error {
     /// A rate limit or a server capacity limit was hit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// An upstream model rate-limits us; `retry_after` is its hint, sent to
+    /// the client as a `google.rpc.RetryInfo` detail too.
+    #[error("{message}")]
+    RateLimited {
+        /// What happened, including the hint in words.
+        message: String,
+        /// How long the upstream asked us to wait, when it said.
+        retry_after: Option<Duration>,
+    },
+    /// An upstream model refused the request as invalid: the caller's fault,
+    /// reported with the upstream's own words.
+    #[error("the model rejected the request: {message}")]
+    UpstreamRejected {
+        /// The upstream's explanation.
+        message: String,
+        /// The request field the upstream blamed, when it named one.
+        field: Option<String>,
+    },
     /// The server's own configuration prevents the call.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -76,12 +94,12 @@ impl Error {
     /// The gRPC code this error is reported with.
     pub fn code(&self) -> Code {
         match self {
-            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::InvalidArgument(_) | Error::UpstreamRejected { .. } => Code::InvalidArgument,
             Error::ModelNotFound { .. } | Error::NotFound(_) => Code::NotFound,
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::ShuttingDown | Error::Unavailable(_) => Code::Unavailable,
-            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::ResourceExhausted(_) | Error::RateLimited { .. } => Code::ResourceExhausted,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Internal(_) => Code::Internal,
         }
@@ -108,6 +126,22 @@ impl From<Error> for Status {
                 }
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
+            Error::UpstreamRejected {
+                field: Some(field),
+                message: description,
+            } => {
+                let mut details = ErrorDetails::new();
+                details.add_bad_request_violation(field, description);
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            Error::RateLimited {
+                retry_after: Some(delay),
+                ..
+            } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(delay)),
+            ),
             other => Status::new(other.code(), message),
         }
     }
@@ -151,5 +185,32 @@ mod tests {
             .map(|v| v.field.as_str())
             .collect();
         assert_eq!(fields, ["n", "stop[0]"]);
+    }
+
+    #[test]
+    fn rate_limits_carry_retry_info() {
+        let status = Status::from(Error::RateLimited {
+            message: "slow down; retry after 3s".into(),
+            retry_after: Some(Duration::from_secs(3)),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("retry after 3s"));
+        let info = status.get_details_retry_info().expect("RetryInfo detail");
+        assert_eq!(info.retry_delay, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn upstream_rejections_name_the_blamed_field() {
+        let status = Status::from(Error::UpstreamRejected {
+            message: "temperature is too high".into(),
+            field: Some("temperature".into()),
+        });
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "the model rejected the request: temperature is too high"
+        );
+        let bad_request = status.get_details_bad_request().expect("BadRequest detail");
+        assert_eq!(bad_request.field_violations[0].field, "temperature");
     }
 }

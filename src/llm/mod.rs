@@ -13,6 +13,7 @@
 //! - emit one `Usage` after every choice has finished.
 
 pub mod mock;
+pub mod openai;
 pub mod stop;
 
 use std::{collections::BTreeMap, sync::Arc};

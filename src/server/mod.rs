@@ -23,7 +23,11 @@ pub use shutdown::Shutdown;
 use crate::{
     chat::{ChatApi, ChatLimits},
     config::ServeConfig,
-    llm::{Models, mock::MockBackend},
+    llm::{
+        Models,
+        mock::MockBackend,
+        openai::{OpenAiBackend, UpstreamSetupError},
+    },
     metrics::Metrics,
     pb::{
         self, chat_service_server::ChatServiceServer, rag_service_server::RagServiceServer,
@@ -54,6 +58,18 @@ pub enum ServeError {
     /// The transport failed while serving.
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// An upstream model server is misconfigured or its models could not be
+    /// discovered.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamSetupError),
+    /// `--default-model` names a model that nothing serves.
+    #[error("--default-model `{model}` is not served; available: {available}")]
+    DefaultModel {
+        /// The configured default.
+        model: String,
+        /// The models served, comma-separated.
+        available: String,
+    },
     /// The serving task panicked or was cancelled.
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -91,6 +107,15 @@ impl Server {
             tokenizer,
             metrics.clone(),
         )));
+        for upstream in OpenAiBackend::connect_all(&config.upstreams, tokenizer, &metrics).await? {
+            models.register(Arc::new(upstream));
+        }
+        if models.resolve("").is_err() {
+            return Err(ServeError::DefaultModel {
+                model: config.default_model.clone(),
+                available: models.names().join(", "),
+            });
+        }
         let chat = ChatApi::new(Arc::new(models), chat_limits(&config), calls.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -1,0 +1,301 @@
+//! The JSON of the chat-completions protocol, as much of it as we use.
+//!
+//! Requests are written exactly; responses are read leniently: every field
+//! we do not need is ignored and every field we need but may be missing is
+//! optional, because vLLM, TGI, Ollama and llama.cpp each omit or add a few.
+
+use serde::{Deserialize, Serialize};
+
+use crate::llm::{ChatMessage, FinishReason, GenerationRequest};
+
+/// Body of `POST {base}/chat/completions`.
+#[derive(Debug, Serialize)]
+pub struct ChatCompletionRequest<'a> {
+    pub model: &'a str,
+    pub messages: Vec<WireMessage<'a>>,
+    pub stream: bool,
+    pub stream_options: StreamOptions,
+    pub max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub stop: &'a [String],
+    /// Omitted for one choice: some servers reject `n` altogether.
+    #[serde(skip_serializing_if = "is_one")]
+    pub n: u32,
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// Asks for the usage chunk at the end of the stream.
+#[derive(Debug, Serialize)]
+pub struct StreamOptions {
+    pub include_usage: bool,
+}
+
+/// One message of the conversation.
+#[derive(Debug, Serialize)]
+pub struct WireMessage<'a> {
+    pub role: &'static str,
+    pub content: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub name: &'a str,
+}
+
+impl<'a> ChatCompletionRequest<'a> {
+    /// The streaming request for `request`.
+    pub fn new(request: &'a GenerationRequest) -> Self {
+        Self {
+            model: &request.model,
+            messages: request.messages.iter().map(WireMessage::from).collect(),
+            stream: true,
+            stream_options: StreamOptions {
+                include_usage: true,
+            },
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            stop: &request.stop,
+            n: request.n.max(1),
+        }
+    }
+}
+
+impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
+    fn from(message: &'a ChatMessage) -> Self {
+        Self {
+            role: message.role.as_str(),
+            content: &message.content,
+            name: &message.name,
+        }
+    }
+}
+
+/// One `data:` payload of the stream: a `chat.completion.chunk`, or an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StreamChunk {
+    #[serde(deserialize_with = "null_as_empty")]
+    pub choices: Vec<ChunkChoice>,
+    pub usage: Option<WireUsage>,
+    pub error: Option<serde_json::Value>,
+}
+
+/// Reads `null` as an empty list (some servers send `"choices": null`).
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// One choice of a chunk.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ChunkChoice {
+    pub index: u32,
+    pub delta: Option<ChunkDelta>,
+    pub finish_reason: Option<String>,
+}
+
+/// The new text of a choice.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ChunkDelta {
+    pub content: Option<String>,
+}
+
+/// Token accounting as the upstream counted it.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(default)]
+pub struct WireUsage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+/// The answer of `GET {base}/models`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ModelList {
+    pub data: Vec<ModelEntry>,
+}
+
+/// One model of the list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ModelEntry {
+    pub id: String,
+}
+
+/// Maps an upstream `finish_reason`: `length` means `max_tokens` was reached;
+/// everything else (`stop`, `content_filter`, `tool_calls`, ...) ended the
+/// choice for good.
+pub fn finish_reason(reason: &str) -> FinishReason {
+    if reason == "length" {
+        FinishReason::Length
+    } else {
+        FinishReason::Stop
+    }
+}
+
+/// What an upstream said in an error body or `error` event.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UpstreamMessage {
+    /// Human-readable explanation (may be empty).
+    pub message: String,
+    /// The request field it blames, when it names one (OpenAI's `param`).
+    pub param: Option<String>,
+}
+
+/// Longest upstream explanation passed on, in bytes.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+impl UpstreamMessage {
+    /// Reads the explanation out of the shapes servers use:
+    /// `{"error": {"message", "param"}}` (OpenAI, vLLM, Ollama, llama.cpp),
+    /// `{"error": "..."}` (TGI), `{"message": "..."}` (older vLLM), or text.
+    pub fn parse(body: &str) -> Self {
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(body) else {
+            return Self::text(body);
+        };
+        Self::from_json(&json)
+    }
+
+    /// Like [`UpstreamMessage::parse`], on JSON already parsed.
+    pub fn from_json(json: &serde_json::Value) -> Self {
+        let error = json.get("error").unwrap_or(json);
+        let message = error
+            .get("message")
+            .and_then(|m| m.as_str())
+            .or_else(|| error.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| json.to_string());
+        let param = error
+            .get("param")
+            .and_then(|p| p.as_str())
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+        Self {
+            message: truncate(message.trim()),
+            param,
+        }
+    }
+
+    fn text(body: &str) -> Self {
+        Self {
+            message: truncate(body.trim()),
+            param: None,
+        }
+    }
+}
+
+/// `text` cut to [`MAX_MESSAGE_BYTES`] on a character boundary.
+fn truncate(text: &str) -> String {
+    if text.len() <= MAX_MESSAGE_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::ChatMessage;
+
+    #[test]
+    fn the_request_has_the_fields_of_the_protocol() {
+        let request = GenerationRequest {
+            model: "gpt-4o-mini".into(),
+            messages: vec![ChatMessage::system("be brief"), ChatMessage::user("hi")],
+            max_tokens: 16,
+            temperature: Some(0.5),
+            stop: vec!["END".into()],
+            n: 2,
+        };
+        let json = serde_json::to_value(ChatCompletionRequest::new(&request)).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "model": "gpt-4o-mini",
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "hi"}
+                ],
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "max_tokens": 16,
+                "temperature": 0.5,
+                "stop": ["END"],
+                "n": 2
+            })
+        );
+    }
+
+    #[test]
+    fn optional_fields_are_left_out() {
+        let request = GenerationRequest {
+            model: "m".into(),
+            messages: vec![ChatMessage::user("hi")],
+            max_tokens: 1,
+            temperature: None,
+            stop: Vec::new(),
+            n: 1,
+        };
+        let json = serde_json::to_value(ChatCompletionRequest::new(&request)).expect("json");
+        for absent in ["temperature", "stop", "n"] {
+            assert!(json.get(absent).is_none(), "{absent}: {json}");
+        }
+    }
+
+    #[test]
+    fn error_messages_of_every_server_shape() {
+        let openai = r#"{"error":{"message":"bad temperature","type":"invalid_request_error","param":"temperature"}}"#;
+        assert_eq!(
+            UpstreamMessage::parse(openai),
+            UpstreamMessage {
+                message: "bad temperature".into(),
+                param: Some("temperature".into())
+            }
+        );
+        let tgi = r#"{"error":"Input validation error","error_type":"validation"}"#;
+        assert_eq!(
+            UpstreamMessage::parse(tgi).message,
+            "Input validation error"
+        );
+        let vllm_old = r#"{"object":"error","message":"too long"}"#;
+        assert_eq!(UpstreamMessage::parse(vllm_old).message, "too long");
+        assert_eq!(
+            UpstreamMessage::parse("Bad Gateway\n").message,
+            "Bad Gateway"
+        );
+        let long = "é".repeat(2000);
+        assert!(UpstreamMessage::parse(&long).message.len() <= MAX_MESSAGE_BYTES + 3);
+    }
+
+    #[test]
+    fn chunks_parse_leniently() {
+        let chunk: StreamChunk = serde_json::from_str(
+            r#"{"id":"x","object":"chat.completion.chunk","choices":[{"index":1,"delta":{"role":"assistant","content":"Hi"},"logprobs":null,"finish_reason":null}]}"#,
+        )
+        .expect("chunk");
+        assert_eq!(chunk.choices[0].index, 1);
+        assert_eq!(
+            chunk.choices[0]
+                .delta
+                .as_ref()
+                .and_then(|d| d.content.as_deref()),
+            Some("Hi")
+        );
+        let usage: StreamChunk = serde_json::from_str(
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}"#,
+        )
+        .expect("usage");
+        assert_eq!(usage.usage.map(|u| u.completion_tokens), Some(3));
+    }
+}

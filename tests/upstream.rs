@@ -1,0 +1,694 @@
+//! The OpenAI-compatible upstream backend against a real HTTP server: a fake
+//! OpenAI on 127.0.0.1:0, agentstream in front of it, a tonic client.
+
+mod common;
+#[path = "upstream/fake_openai.rs"]
+mod fake_openai;
+
+use std::time::Duration;
+
+use agentstream::{
+    config::ServeConfig,
+    llm::{
+        Backend, ChatMessage, FinishReason, GenerationEvent, GenerationRequest,
+        openai::{OpenAiBackend, UpstreamSpec},
+    },
+    metrics::Metrics,
+    pb::{self, StreamChatRequest, StreamChatResponse},
+    server::Server,
+    tokenizer::Tokenizer,
+};
+use common::TestServer;
+use fake_openai::{After, FakeOpenAi, Reply, completion, content, data, error, stream};
+use futures::StreamExt;
+use tonic::{Code, Status, Streaming};
+use tonic_types::StatusExt;
+
+/// Generous bound for "at once": the upstream is observed to close well
+/// within it, and a broken build fails instead of hanging.
+const SOON: Duration = Duration::from_secs(5);
+
+const MODEL: &str = "fake-model";
+
+/// An agentstream server whose upstream `fake` serves `fake-model` at `url`,
+/// with `extra` spec fields (`,retries=0` ...).
+async fn server_for(url: &str, extra: &str) -> TestServer {
+    let spec = upstream_spec(url, extra);
+    TestServer::start_with(|c| c.upstreams = vec![spec]).await
+}
+
+fn upstream_spec(url: &str, extra: &str) -> UpstreamSpec {
+    UpstreamSpec::parse(&format!("name=fake,url={url},models={MODEL}{extra}")).expect("spec")
+}
+
+fn ask(text: &str) -> StreamChatRequest {
+    StreamChatRequest {
+        model: MODEL.into(),
+        messages: vec![pb::ChatMessage {
+            role: pb::Role::User as i32,
+            content: text.into(),
+            name: String::new(),
+        }],
+        ..Default::default()
+    }
+}
+
+async fn open(server: &TestServer, request: StreamChatRequest) -> Streaming<StreamChatResponse> {
+    server
+        .chat()
+        .stream_chat(request)
+        .await
+        .expect("call accepted")
+        .into_inner()
+}
+
+/// Every chunk until the end, and the status the stream ended with.
+async fn drain(
+    mut stream: Streaming<StreamChatResponse>,
+) -> (Vec<StreamChatResponse>, Result<(), Status>) {
+    let mut chunks = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(chunk) => chunks.push(chunk),
+            Err(status) => return (chunks, Err(status)),
+        }
+    }
+    (chunks, Ok(()))
+}
+
+/// The concatenated text of choice `index`.
+fn text_of(chunks: &[StreamChatResponse], index: u32) -> String {
+    chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .filter(|c| c.index == index)
+        .filter_map(|c| c.delta.as_ref())
+        .map(|d| d.content.as_str())
+        .collect()
+}
+
+fn finish_of(chunks: &[StreamChatResponse], index: u32) -> Vec<i32> {
+    chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .filter(|c| c.index == index && c.finish_reason != pb::FinishReason::Unspecified as i32)
+        .map(|c| c.finish_reason)
+        .collect()
+}
+
+/// Status of a call that fails, before or after some chunks.
+async fn failure(
+    server: &TestServer,
+    request: StreamChatRequest,
+) -> (Vec<StreamChatResponse>, Status) {
+    match server.chat().stream_chat(request).await {
+        Err(status) => (Vec::new(), status),
+        Ok(response) => {
+            let (chunks, end) = drain(response.into_inner()).await;
+            (chunks, end.expect_err("the call should fail"))
+        }
+    }
+}
+
+#[tokio::test]
+async fn streams_the_upstream_answer_with_its_usage_and_maps_the_request() {
+    let fake = FakeOpenAi::start(
+        vec![stream(completion(
+            &["Hel", "lo", " 世界"],
+            "stop",
+            Some((11, 3)),
+        ))],
+        &[],
+    )
+    .await;
+    let key_dir = tempfile::tempdir().expect("dir");
+    let key_file = key_dir.path().join("key");
+    std::fs::write(&key_file, "sk-test-123\n").expect("key");
+    let server = server_for(&fake.url(), &format!(",key-file={}", key_file.display())).await;
+
+    let mut request = ask("Say hello");
+    request.messages.insert(
+        0,
+        pb::ChatMessage {
+            role: pb::Role::System as i32,
+            content: "Be brief.".into(),
+            name: String::new(),
+        },
+    );
+    request.max_tokens = 50;
+    request.temperature = Some(0.25);
+    request.stop = vec!["END".into()];
+    request.include_usage = true;
+    let (chunks, end) = drain(open(&server, request).await).await;
+    end.expect("ends OK");
+
+    assert_eq!(text_of(&chunks, 0), "Hello 世界");
+    assert_eq!(finish_of(&chunks, 0), [pb::FinishReason::Stop as i32]);
+    assert!(chunks.iter().all(|c| c.model == MODEL));
+    let first = &chunks[0].choices[0];
+    assert_eq!(
+        first.delta.as_ref().map(|d| d.role),
+        Some(pb::Role::Assistant as i32)
+    );
+    // Nothing re-chunked: one chunk per upstream piece, then finish, usage.
+    assert_eq!(chunks.len(), 5, "{chunks:?}");
+    let usage = chunks.last().and_then(|c| c.usage).expect("usage chunk");
+    assert_eq!(
+        (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens
+        ),
+        (11, 3, 14)
+    );
+
+    let body = &fake.bodies()[0];
+    assert_eq!(body["model"], MODEL);
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["stream_options"]["include_usage"], true);
+    assert_eq!(body["max_tokens"], 50);
+    assert_eq!(body["temperature"], 0.25);
+    assert_eq!(body["stop"], serde_json::json!(["END"]));
+    assert_eq!(
+        body["messages"][0],
+        serde_json::json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(
+        body["messages"][1],
+        serde_json::json!({"role": "user", "content": "Say hello"})
+    );
+    assert!(body.get("n").is_none());
+    assert_eq!(
+        fake.authorizations(),
+        [Some("Bearer sk-test-123".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn models_route_to_their_backend_and_unknown_ones_are_not_found() {
+    let fake = FakeOpenAi::start(vec![stream(completion(&["up"], "stop", None))], &[]).await;
+    let server = server_for(&fake.url(), "").await;
+
+    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    end.expect("upstream model");
+    assert_eq!(text_of(&chunks, 0), "up");
+
+    let mut echo = ask("hi");
+    echo.model = "echo".into();
+    let (chunks, end) = drain(open(&server, echo).await).await;
+    end.expect("built-in model");
+    assert!(text_of(&chunks, 0).contains("hi"));
+    assert_eq!(fake.requests(), 1, "echo must not reach the upstream");
+
+    let mut unknown = ask("hi");
+    unknown.model = "gpt-99".into();
+    let (_, status) = failure(&server, unknown).await;
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains(MODEL), "{}", status.message());
+}
+
+#[tokio::test]
+async fn the_default_model_can_be_an_upstream_one_and_must_exist() {
+    let fake = FakeOpenAi::start(vec![stream(completion(&["dflt"], "stop", None))], &[]).await;
+    let spec = upstream_spec(&fake.url(), "");
+    let server = TestServer::start_with(|c| {
+        c.upstreams = vec![spec];
+        c.default_model = MODEL.into();
+    })
+    .await;
+    let mut request = ask("hi");
+    request.model = String::new();
+    let (chunks, end) = drain(open(&server, request).await).await;
+    end.expect("default model");
+    assert_eq!(text_of(&chunks, 0), "dflt");
+
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        default_model: "missing".into(),
+        ..ServeConfig::default()
+    };
+    let error = Server::start(config).await.err().expect("refused");
+    assert!(
+        error.to_string().contains("--default-model `missing`"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn models_are_discovered_and_failed_discovery_stops_start_up() {
+    let fake = FakeOpenAi::start(
+        vec![stream(completion(&["found"], "stop", None))],
+        &["disc-a", "disc-b"],
+    )
+    .await;
+    let spec = UpstreamSpec::parse(&format!("name=fake,url={}", fake.url())).expect("spec");
+    let server = TestServer::start_with(|c| c.upstreams = vec![spec]).await;
+    let mut request = ask("hi");
+    request.model = "disc-b".into();
+    let (chunks, end) = drain(open(&server, request).await).await;
+    end.expect("discovered model");
+    assert_eq!(text_of(&chunks, 0), "found");
+    assert_eq!(fake.bodies()[0]["model"], "disc-b");
+
+    let refused = refused_url().await;
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        upstreams: vec![UpstreamSpec::parse(&format!("name=gone,url={refused}")).expect("spec")],
+        ..ServeConfig::default()
+    };
+    let error = Server::start(config).await.err().expect("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("cannot discover the models of upstream `gone`"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn usage_is_counted_with_the_tokenizer_when_the_upstream_sends_none() {
+    let fake = FakeOpenAi::start(
+        vec![stream(completion(&["Hello", " world"], "length", None))],
+        &[],
+    )
+    .await;
+    let server = server_for(&fake.url(), "").await;
+    let mut request = ask("Count me");
+    request.include_usage = true;
+    let (chunks, end) = drain(open(&server, request).await).await;
+    end.expect("ok");
+    assert_eq!(finish_of(&chunks, 0), [pb::FinishReason::Length as i32]);
+    let usage = chunks.last().and_then(|c| c.usage).expect("usage");
+    let tokenizer = Tokenizer::cl100k();
+    assert_eq!(
+        usage.prompt_tokens,
+        tokenizer.prompt_tokens(&[ChatMessage::user("Count me")])
+    );
+    assert_eq!(usage.completion_tokens, 2);
+}
+
+#[tokio::test]
+async fn n_choices_interleave_and_each_finishes_once() {
+    let frames = vec![
+        data(&content(0, "A1", None)),
+        data(&content(1, "B1", None)),
+        data(&content(1, "B2", Some("stop"))),
+        data(&content(0, "A2", None)),
+        data(&content(0, "", Some("length"))),
+        data(&fake_openai::usage(5, 4)),
+        data("[DONE]"),
+    ];
+    let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
+    let server = server_for(&fake.url(), "").await;
+    let mut request = ask("two please");
+    request.n = 2;
+    request.include_usage = true;
+    let (chunks, end) = drain(open(&server, request).await).await;
+    end.expect("ok");
+    assert_eq!(fake.bodies()[0]["n"], 2);
+    assert_eq!(text_of(&chunks, 0), "A1A2");
+    assert_eq!(text_of(&chunks, 1), "B1B2");
+    assert_eq!(finish_of(&chunks, 0), [pb::FinishReason::Length as i32]);
+    assert_eq!(finish_of(&chunks, 1), [pb::FinishReason::Stop as i32]);
+    let order: Vec<u32> = chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .map(|c| c.index)
+        .collect();
+    assert_eq!(order[..3], [0, 1, 1], "chunks interleave as produced");
+    assert_eq!(
+        chunks
+            .last()
+            .and_then(|c| c.usage)
+            .map(|u| u.completion_tokens),
+        Some(4)
+    );
+}
+
+#[tokio::test]
+async fn a_stop_sequence_is_never_sent_and_the_upstream_is_closed() {
+    // This upstream ignores `stop` and would generate forever.
+    let fake = FakeOpenAi::start(
+        vec![Reply::Sse {
+            frames: vec![
+                data(&content(0, "Hello E", None)),
+                data(&content(0, "ND of it", None)),
+            ],
+            delay: Duration::from_millis(5),
+            after: After::Endless,
+        }],
+        &[],
+    )
+    .await;
+    let server = server_for(&fake.url(), "").await;
+    let mut request = ask("hi");
+    request.stop = vec!["END".into()];
+    let (chunks, end) = drain(open(&server, request).await).await;
+    end.expect("ok");
+    assert_eq!(text_of(&chunks, 0), "Hello ");
+    assert_eq!(finish_of(&chunks, 0), [pb::FinishReason::Stop as i32]);
+    fake.stream_dropped(SOON).await;
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_closes_the_upstream_stream() {
+    let fake = FakeOpenAi::start(
+        vec![Reply::Sse {
+            frames: Vec::new(),
+            delay: Duration::from_millis(20),
+            after: After::Endless,
+        }],
+        &[],
+    )
+    .await;
+    let server = server_for(&fake.url(), "").await;
+    let mut stream = open(&server, ask("go on forever")).await;
+    for _ in 0..2 {
+        let chunk = stream.next().await.expect("a chunk").expect("ok");
+        assert_eq!(text_of(&[chunk], 0), "tick ");
+    }
+    assert_eq!(fake.dropped_streams(), 0);
+    drop(stream);
+    fake.stream_dropped(SOON).await;
+    server
+        .until("no live generation", |m| m.live_generations == 0)
+        .await;
+}
+
+#[tokio::test]
+async fn a_deadline_ends_the_call_and_closes_the_upstream_stream() {
+    let fake = FakeOpenAi::start(
+        vec![Reply::Sse {
+            frames: Vec::new(),
+            delay: Duration::from_millis(20),
+            after: After::Endless,
+        }],
+        &[],
+    )
+    .await;
+    let server = server_for(&fake.url(), "").await;
+    let mut request = tonic::Request::new(ask("go on forever"));
+    request.set_timeout(Duration::from_millis(300));
+    let response = server.chat().stream_chat(request).await.expect("accepted");
+    let (chunks, end) = drain(response.into_inner()).await;
+    assert!(!chunks.is_empty());
+    assert_eq!(end.expect_err("deadline").code(), Code::DeadlineExceeded);
+    fake.stream_dropped(SOON).await;
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_unavailable() {
+    let url = refused_url().await;
+    let server = server_for(&url, ",retries=1").await;
+    let (_, status) = failure(&server, ask("hi")).await;
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status
+            .message()
+            .contains("cannot connect to upstream `fake`"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_unavailable_after_bounded_retries() {
+    let fake = FakeOpenAi::start(vec![error(503, "overloaded", None)], &[]).await;
+    let server = server_for(&fake.url(), ",retries=2").await;
+    let (_, status) = failure(&server, ask("hi")).await;
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("overloaded"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(fake.requests(), 3, "one attempt and two retries");
+}
+
+#[tokio::test]
+async fn a_failure_before_the_first_token_is_retried() {
+    let fake = FakeOpenAi::start(
+        vec![
+            error(502, "bad gateway", None),
+            Reply::Status {
+                status: 429,
+                headers: vec![("retry-after", "0".into())],
+                body: "{}".into(),
+            },
+            stream(completion(&["third time lucky"], "stop", None)),
+        ],
+        &[],
+    )
+    .await;
+    let server = server_for(&fake.url(), "").await;
+    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    end.expect("ok after retries");
+    assert_eq!(text_of(&chunks, 0), "third time lucky");
+    assert_eq!(fake.requests(), 3);
+}
+
+#[tokio::test]
+async fn rate_limits_are_resource_exhausted_with_the_retry_hint() {
+    let fake = FakeOpenAi::start(
+        vec![Reply::Status {
+            status: 429,
+            headers: vec![("retry-after", "30".into())],
+            body: r#"{"error":{"message":"Rate limit reached for requests"}}"#.into(),
+        }],
+        &[],
+    )
+    .await;
+    let server = server_for(&fake.url(), "").await;
+    let (_, status) = failure(&server, ask("hi")).await;
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().contains("Rate limit reached"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("retry after 30s"),
+        "{}",
+        status.message()
+    );
+    let retry = status.get_details_retry_info().expect("RetryInfo");
+    assert_eq!(retry.retry_delay, Some(Duration::from_secs(30)));
+    assert_eq!(fake.requests(), 1, "a 30 s hint is too long to wait for");
+}
+
+#[tokio::test]
+async fn a_rejected_request_is_invalid_argument_with_the_upstream_message() {
+    let fake = FakeOpenAi::start(
+        vec![error(
+            400,
+            "'temperature' must be at most 1 for this model",
+            Some("temperature"),
+        )],
+        &[],
+    )
+    .await;
+    let server = server_for(&fake.url(), "").await;
+    let mut request = ask("hi");
+    request.temperature = Some(1.5);
+    let (_, status) = failure(&server, request).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("'temperature' must be at most 1"),
+        "{}",
+        status.message()
+    );
+    let bad = status.get_details_bad_request().expect("BadRequest");
+    assert_eq!(bad.field_violations[0].field, "temperature");
+    assert_eq!(fake.requests(), 1, "never retried");
+}
+
+#[tokio::test]
+async fn bad_credentials_are_the_servers_problem_and_the_key_never_leaks() {
+    for status_code in [401, 403] {
+        let fake = FakeOpenAi::start(
+            vec![error(
+                status_code,
+                "Incorrect API key provided: sk-leaky-999",
+                None,
+            )],
+            &[],
+        )
+        .await;
+        let key_dir = tempfile::tempdir().expect("dir");
+        let key_file = key_dir.path().join("key");
+        std::fs::write(&key_file, "sk-leaky-999").expect("key");
+        let server = server_for(&fake.url(), &format!(",key-file={}", key_file.display())).await;
+        let (_, status) = failure(&server, ask("hi")).await;
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status_code}");
+        assert!(
+            status.message().contains("credentials"),
+            "{}",
+            status.message()
+        );
+        assert!(
+            !status.message().contains("sk-leaky-999"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(fake.requests(), 1);
+    }
+}
+
+#[tokio::test]
+async fn an_error_event_mid_stream_ends_with_unavailable_after_the_chunks() {
+    let frames = vec![
+        data(&content(0, "partial ", None)),
+        data(r#"{"error":{"message":"the GPU fell over","type":"server_error"}}"#),
+    ];
+    let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
+    let server = server_for(&fake.url(), "").await;
+    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    assert_eq!(text_of(&chunks, 0), "partial ");
+    let status = end.expect_err("fails");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("the GPU fell over"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(fake.requests(), 1, "no retry after the first token");
+}
+
+#[tokio::test]
+async fn malformed_data_mid_stream_ends_with_internal_after_the_chunks() {
+    let frames = vec![
+        data(&content(0, "fine so far", None)),
+        data("{\"choices\": [oops"),
+    ];
+    let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
+    let server = server_for(&fake.url(), "").await;
+    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    assert_eq!(text_of(&chunks, 0), "fine so far");
+    let status = end.expect_err("fails");
+    assert_eq!(status.code(), Code::Internal);
+    assert!(
+        status.message().contains("malformed"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn a_stream_cut_short_is_unavailable() {
+    let frames = vec![data(&content(0, "half an ans", None))];
+    let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
+    let server = server_for(&fake.url(), "").await;
+    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    assert_eq!(text_of(&chunks, 0), "half an ans");
+    assert_eq!(end.expect_err("fails").code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_hits_the_idle_timeout_and_is_closed() {
+    let fake = FakeOpenAi::start(
+        vec![Reply::Sse {
+            frames: vec![data(&content(0, "one", None))],
+            delay: Duration::from_millis(1),
+            after: After::Hang,
+        }],
+        &[],
+    )
+    .await;
+    let server = server_for(&fake.url(), ",idle-timeout=300ms").await;
+    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    assert_eq!(text_of(&chunks, 0), "one");
+    let status = end.expect_err("times out");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("idle timeout of 300ms"),
+        "{}",
+        status.message()
+    );
+    fake.stream_dropped(SOON).await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_starts_hits_the_first_token_timeout() {
+    let fake = FakeOpenAi::start(
+        vec![Reply::Sse {
+            frames: Vec::new(),
+            delay: Duration::from_millis(1),
+            after: After::Hang,
+        }],
+        &[],
+    )
+    .await;
+    let server = server_for(&fake.url(), ",first-token-timeout=300ms").await;
+    let (chunks, status) = failure(&server, ask("hi")).await;
+    assert!(chunks.is_empty());
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("first-token timeout"),
+        "{}",
+        status.message()
+    );
+}
+
+/// What the RAG answerer does: a plain `Backend::generate` with a system and
+/// a user message.
+#[tokio::test]
+async fn the_backend_serves_a_system_and_user_prompt_directly() {
+    let fake = FakeOpenAi::start(
+        vec![stream(completion(&["Paris [1]."], "stop", Some((20, 4))))],
+        &[],
+    )
+    .await;
+    let backend = OpenAiBackend::connect(
+        &upstream_spec(&fake.url(), ""),
+        Tokenizer::cl100k(),
+        Metrics::new(),
+    )
+    .await
+    .expect("backend");
+    assert_eq!(backend.models(), [MODEL]);
+    let events: Vec<_> = backend
+        .generate(GenerationRequest {
+            model: MODEL.into(),
+            messages: vec![
+                ChatMessage::system("Answer from the sources; cite them as [n]."),
+                ChatMessage::user(
+                    "Sources:\n[1] Paris is the capital of France.\n\nQuestion: capital?",
+                ),
+            ],
+            max_tokens: 100,
+            temperature: None,
+            stop: Vec::new(),
+            n: 1,
+        })
+        .map(|e| e.expect("event"))
+        .collect()
+        .await;
+    assert_eq!(
+        events,
+        [
+            GenerationEvent::Delta {
+                choice: 0,
+                text: "Paris [1].".into()
+            },
+            GenerationEvent::Finished {
+                choice: 0,
+                reason: FinishReason::Stop
+            },
+            GenerationEvent::Usage(agentstream::llm::Usage {
+                prompt_tokens: 20,
+                completion_tokens: 4
+            }),
+        ]
+    );
+    assert_eq!(fake.bodies()[0]["messages"][0]["role"], "system");
+}
+
+/// A URL where nothing listens.
+async fn refused_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    format!("http://{addr}/v1")
+}

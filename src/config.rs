@@ -67,6 +67,37 @@ pub struct ServeConfig {
     #[arg(long, env = "AGENTSTREAM_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// How long a finished task is remembered (GetTask, WatchTask replay).
+    #[arg(long, env = "AGENTSTREAM_TASK_RETENTION", default_value = "1h", value_parser = parse_duration)]
+    pub task_retention: Duration,
+
+    /// Most finished tasks remembered; beyond it the oldest are forgotten.
+    #[arg(long, env = "AGENTSTREAM_MAX_FINISHED_TASKS", default_value_t = 10_000)]
+    pub max_finished_tasks: usize,
+
+    /// Most tasks pending or running at once; StartTask beyond it gets
+    /// RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_MAX_UNFINISHED_TASKS",
+        default_value_t = 1_000
+    )]
+    pub max_unfinished_tasks: usize,
+
+    /// Events kept per running task; older progress events are compacted
+    /// (state changes never are). At least 4.
+    #[arg(long, env = "AGENTSTREAM_MAX_TASK_EVENTS", default_value_t = 1_000)]
+    pub max_task_events: usize,
+
+    /// Events kept per finished task (its log is compacted to this when it
+    /// ends). At least 4.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_MAX_FINISHED_TASK_EVENTS",
+        default_value_t = 100
+    )]
+    pub max_finished_task_events: usize,
+
     /// Directory for the server's on-disk state (search index, ...).
     #[arg(
         long,

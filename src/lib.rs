@@ -2,6 +2,7 @@
 //!
 //! - [`server`] wires the services, reflection, health and shutdown;
 //! - [`chat`] implements ChatService on top of the [`llm`] backends;
+//! - [`tasks`] implements TaskService: long-running work and its progress;
 //! - [`tokenizer`] gives the built-in models real cl100k_base tokens;
 //! - [`error`] is the one error type and its mapping to gRPC codes;
 //! - [`cli`] is the `agentstream` command line (server and clients).
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod pb;
 mod placeholder;
 pub mod server;
+pub mod tasks;
 pub mod telemetry;
 pub mod tokenizer;
 

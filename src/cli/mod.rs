@@ -2,6 +2,7 @@
 //! client commands for people at a terminal.
 
 mod chat;
+mod task;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -37,6 +38,8 @@ enum Command {
     Serve(ServeConfig),
     /// Stream a chat answer to standard output as it is generated.
     Chat(chat::ChatArgs),
+    /// Start, watch, list, show and cancel long-running tasks.
+    Task(task::TaskArgs),
 }
 
 /// Where client commands connect.
@@ -76,6 +79,8 @@ enum CliError {
     Io(#[from] std::io::Error),
     #[error("cancelled")]
     Cancelled,
+    #[error("{0}")]
+    Task(String),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -84,6 +89,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         None => serve(cli.serve).await,
         Some(Command::Serve(config)) => serve(config).await,
         Some(Command::Chat(args)) => chat::run(args).await,
+        Some(Command::Task(args)) => task::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

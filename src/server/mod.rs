@@ -33,7 +33,8 @@ use crate::{
         self, chat_service_server::ChatServiceServer, rag_service_server::RagServiceServer,
         task_service_server::TaskServiceServer,
     },
-    placeholder::{RagPlaceholder, TaskPlaceholder},
+    placeholder::RagPlaceholder,
+    tasks::{TaskApi, TaskLimits, TaskRegistry},
     tokenizer::Tokenizer,
 };
 
@@ -117,15 +118,15 @@ impl Server {
             });
         }
         let chat = ChatApi::new(Arc::new(models), chat_limits(&config), calls.clone());
+        let tasks = TaskRegistry::new(task_limits(&config));
+        tokio::spawn(cancel_tasks_on_abort(tasks.clone(), shutdown.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ChatServiceServer<ChatApi>>().await;
         health
             .set_not_serving::<RagServiceServer<RagPlaceholder>>()
             .await;
-        health
-            .set_not_serving::<TaskServiceServer<TaskPlaceholder>>()
-            .await;
+        health.set_serving::<TaskServiceServer<TaskApi>>().await;
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -144,7 +145,7 @@ impl Server {
             .add_service(reflection_v1alpha)
             .add_service(ChatServiceServer::new(chat))
             .add_service(RagServiceServer::new(RagPlaceholder::new(calls.clone())))
-            .add_service(TaskServiceServer::new(TaskPlaceholder::new(calls)));
+            .add_service(TaskServiceServer::new(TaskApi::new(tasks, calls)));
 
         let serve = router.serve_with_incoming_shutdown(incoming, shutdown.draining());
         let task = tokio::spawn(run(serve, shutdown.clone(), health, config.shutdown_grace));
@@ -186,6 +187,23 @@ fn chat_limits(config: &ServeConfig) -> ChatLimits {
     }
 }
 
+fn task_limits(config: &ServeConfig) -> TaskLimits {
+    TaskLimits {
+        retention: config.task_retention,
+        max_finished_tasks: config.max_finished_tasks,
+        max_unfinished_tasks: config.max_unfinished_tasks,
+        max_events: config.max_task_events,
+        max_finished_events: config.max_finished_task_events,
+    }
+}
+
+/// Tasks outlive calls, so the end of the drain period cancels them
+/// explicitly: their watchers see CANCELLED and the process can exit.
+async fn cancel_tasks_on_abort(tasks: TaskRegistry, shutdown: Shutdown) {
+    shutdown.streams_aborted().await;
+    tasks.cancel_all("cancelled: the server is shutting down");
+}
+
 /// Serves until shutdown, then runs the drain sequence.
 async fn run(
     serve: impl Future<Output = Result<(), tonic::transport::Error>>,
@@ -224,7 +242,7 @@ async fn set_all_not_serving(health: &HealthReporter) {
         "",
         <ChatServiceServer<ChatApi> as tonic::server::NamedService>::NAME,
         <RagServiceServer<RagPlaceholder> as tonic::server::NamedService>::NAME,
-        <TaskServiceServer<TaskPlaceholder> as tonic::server::NamedService>::NAME,
+        <TaskServiceServer<TaskApi> as tonic::server::NamedService>::NAME,
     ] {
         health
             .set_service_status(service, ServingStatus::NotServing)

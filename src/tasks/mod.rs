@@ -1,0 +1,36 @@
+//! TaskService: work that outlives a single call (ingestion today, batch
+//! jobs later), with progress that any number of watchers can stream,
+//! leave, and resume without missing anything.
+//!
+//! Why it is built this way:
+//! - The work of a task runs in its own tokio task (the one exception to
+//!   "nothing outlives its call"), so watchers come and go freely; it stops
+//!   when it observes its cancellation token (CancelTask, or the server's
+//!   shutdown).
+//! - Each task has one append-only, bounded [`log`] of events numbered 1, 2,
+//!   3, ... Watchers do not get a queue each: a WatchTask stream keeps only a
+//!   cursor and pulls the next retained event from the shared log when the
+//!   transport asks for it. A watcher that stops reading therefore never
+//!   slows the work or the other watchers, and costs no memory but its
+//!   cursor; if it falls behind the log's compaction, its progress events
+//!   are coalesced, but state changes are never dropped.
+//! - The [`registry`] forgets finished tasks after a retention time and
+//!   beyond a retention count, so memory stays bounded on a long-lived
+//!   server.
+//!
+//! The layers: [`service`] is the gRPC edge (validation of wire requests,
+//! conversions); [`registry`] owns tasks and their work; [`log`] is the pure
+//! event log; [`state`] is the life cycle; [`demo`] is the simulated job.
+//! Other services start their own kinds of task with [`TaskRegistry::start`].
+
+pub mod demo;
+pub mod log;
+pub mod registry;
+pub mod service;
+pub mod state;
+
+pub use demo::DemoSpec;
+pub use log::{Change, TaskEvent, TaskStatus};
+pub use registry::{TaskContext, TaskLimits, TaskPage, TaskRegistry, TaskSnapshot, TaskWatch};
+pub use service::TaskApi;
+pub use state::TaskState;

@@ -1,0 +1,355 @@
+//! The four scenarios. Each measures from the client side, reads the
+//! server's memory and CPU from `/proc` when the bench started it, and ends
+//! with one [`Outcome`]. Every loop is bounded in count and in time.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use tokio::{task::JoinSet, time::Instant};
+
+use crate::{
+    BenchResult, RunArgs, Scenario,
+    client::{Conn, Target},
+    server::{RssSampler, Spawned, cpu_ticks, memory_kib, scrape},
+    stats::{Outcome, percentile},
+};
+
+/// Runs the scenario `args` names and reports it.
+pub async fn run(args: RunArgs) -> BenchResult<()> {
+    let spawned = match &args.spawn {
+        Some(command) => Some(
+            Spawned::start(
+                command,
+                args.server_cpus.as_deref(),
+                &args.server_log,
+                args.addr,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let pid = spawned.as_ref().map(Spawned::pid);
+    let target = Target {
+        protocol: args.protocol,
+        addr: args.addr,
+        window: args.window,
+    };
+    let mut outcome = Outcome::new(args.scenario, &args.label);
+    outcome.param("protocol", format!("{:?}", args.protocol).to_lowercase());
+    let rss_idle = pid.and_then(memory_kib).map(|(rss, _)| rss);
+    let sampler = pid.map(RssSampler::start);
+    let client_cpu = cpu_ticks("self");
+    let server_cpu = pid.and_then(|p| cpu_ticks(&p.to_string()));
+    let wall = Instant::now();
+
+    match args.scenario {
+        Scenario::Single => single(&args, &target, &mut outcome, pid).await?,
+        Scenario::Fanout => fanout(&args, &target, &mut outcome, rss_idle, &sampler).await?,
+        Scenario::Ttft => ttft(&args, &target, &mut outcome).await?,
+        Scenario::Cancel => cancel(&args, &target, &mut outcome).await?,
+    }
+
+    // CPU use over the whole scenario (warm-up included), in % of one core:
+    // a client near 100% would be the bottleneck.
+    let seconds = wall.elapsed().as_secs_f64();
+    if let (Some(before), Some(after)) = (client_cpu, cpu_ticks("self")) {
+        outcome.figure(
+            "client_cpu",
+            (after - before) as f64 / seconds,
+            "% of a core",
+        );
+    }
+    if let (Some(before), Some(p)) = (server_cpu, pid)
+        && let Some(after) = cpu_ticks(&p.to_string())
+    {
+        outcome.figure(
+            "server_cpu",
+            (after - before) as f64 / seconds,
+            "% of a core",
+        );
+    }
+    if let (Some(sampler), Some(p)) = (&sampler, pid) {
+        outcome.figure("server_rss_peak", sampler.peak() as f64, "KiB");
+        if let Some((_, hwm)) = memory_kib(p) {
+            outcome.figure("server_vmhwm", hwm as f64, "KiB");
+        }
+    }
+    drop(spawned);
+    outcome.print();
+    if let Some(path) = &args.json {
+        outcome.append_json(path)?;
+    }
+    Ok(())
+}
+
+async fn single(
+    args: &RunArgs,
+    target: &Target,
+    outcome: &mut Outcome,
+    pid: Option<u32>,
+) -> BenchResult<()> {
+    outcome.param("tokens", args.tokens);
+    outcome.param("repeat", args.repeat as u64);
+    let conn = target.connect().await?;
+    // Warm-up: connection, allocator, the server's lazy state.
+    conn.stream(10_000, |_, _| {}).await?;
+    let server = pid.map(|p| p.to_string());
+    let client_cpu = cpu_ticks("self");
+    let server_cpu = server.as_deref().and_then(cpu_ticks);
+    let (mut rates, mut bytes, mut chunks, mut seconds) = (Vec::new(), 0usize, 0u64, 0.0);
+    for _ in 0..args.repeat.max(1) {
+        let mut run_bytes = 0usize;
+        let start = Instant::now();
+        let run_chunks = conn.stream(args.tokens, |_, b| run_bytes += b).await?;
+        let run_seconds = start.elapsed().as_secs_f64();
+        rates.push(run_chunks as f64 / run_seconds);
+        bytes += run_bytes;
+        chunks += run_chunks;
+        seconds += run_seconds;
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    outcome.figure("chunks", chunks as f64, "");
+    outcome.figure("seconds", seconds, "s");
+    outcome.figure("chunks_per_s", median, "chunks/s");
+    outcome.figure("chunks_per_s_best", rates[rates.len() - 1], "chunks/s");
+    let bytes_per_chunk = bytes as f64 / chunks.max(1) as f64;
+    outcome.figure("mb_per_s", median * bytes_per_chunk / 1e6, "MB/s");
+    outcome.figure("bytes_per_chunk", bytes_per_chunk, "B");
+    // CPU while streaming (ticks of 10 ms: use enough tokens x repeat).
+    if let (Some(before), Some(after)) = (client_cpu, cpu_ticks("self")) {
+        outcome.figure("client_cpu_busy", (after - before) as f64 / seconds, "% of a core");
+    }
+    if let (Some(before), Some(after)) = (server_cpu, server.as_deref().and_then(cpu_ticks)) {
+        outcome.figure("server_cpu_busy", (after - before) as f64 / seconds, "% of a core");
+    }
+    Ok(())
+}
+
+async fn ttft(args: &RunArgs, target: &Target, outcome: &mut Outcome) -> BenchResult<()> {
+    outcome.param("calls", args.calls as u64);
+    let conn = target.connect().await?;
+    for _ in 0..20 {
+        conn.stream(1, |_, _| {}).await?;
+    }
+    let mut firsts = Vec::with_capacity(args.calls);
+    let mut totals = Vec::with_capacity(args.calls);
+    for _ in 0..args.calls {
+        let start = Instant::now();
+        let mut first = None;
+        conn.stream(1, |t, _| {
+            first.get_or_insert(t);
+        })
+        .await?;
+        let first = first.ok_or("a call ended without any chunk")?;
+        firsts.push((first - start).as_micros() as u64);
+        totals.push(start.elapsed().as_micros() as u64);
+    }
+    firsts.sort_unstable();
+    totals.sort_unstable();
+    outcome.figure("ttft_p50", percentile(&firsts, 50.0) as f64, "us");
+    outcome.figure("ttft_p99", percentile(&firsts, 99.0) as f64, "us");
+    outcome.figure("call_p50", percentile(&totals, 50.0) as f64, "us");
+    Ok(())
+}
+
+/// Opens `--connections` connections (SSE: one address; each stream makes
+/// its own connection).
+async fn connections(args: &RunArgs, target: &Target) -> BenchResult<Vec<Conn>> {
+    let count = match args.protocol {
+        crate::Protocol::Grpc => args.connections.max(1),
+        crate::Protocol::Sse => 1,
+    };
+    let mut conns = Vec::with_capacity(count);
+    for _ in 0..count {
+        conns.push(target.connect().await?);
+    }
+    Ok(conns)
+}
+
+/// What one fanout stream saw.
+#[derive(Default)]
+struct StreamSeen {
+    ttft_us: Option<u64>,
+    lateness_us: Vec<u32>,
+    tokens: u32,
+    rate: f64,
+    error: Option<String>,
+}
+
+async fn fanout(
+    args: &RunArgs,
+    target: &Target,
+    outcome: &mut Outcome,
+    rss_idle: Option<u64>,
+    sampler: &Option<RssSampler>,
+) -> BenchResult<()> {
+    let streams = args.streams.max(1);
+    let max_tokens = (args.rate * args.duration.as_secs_f64()).round().max(2.0) as u32;
+    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    outcome.param("streams", streams as u64);
+    outcome.param("connections", args.connections as u64);
+    outcome.param("rate", args.rate);
+    outcome.param("tokens_per_stream", max_tokens);
+    let conns = connections(args, target).await?;
+    // Bounded: a stream that is three times slower than asked is cut off.
+    let limit = args.duration * 3 + args.ramp + Duration::from_secs(30);
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for i in 0..streams {
+        let conn = conns[i % conns.len()].clone();
+        let begin_at = start + args.ramp.mul_f64(i as f64 / streams as f64);
+        set.spawn(async move {
+            tokio::time::sleep_until(begin_at).await;
+            let began = Instant::now();
+            let mut seen = StreamSeen {
+                lateness_us: Vec::with_capacity(max_tokens as usize),
+                ..StreamSeen::default()
+            };
+            let mut first: Option<Instant> = None;
+            let mut last = began;
+            let stream = conn.stream(max_tokens, |at, _| {
+                // The closing chunk (finish reason, no token) is not paced.
+                if seen.tokens >= max_tokens {
+                    return;
+                }
+                match first {
+                    None => {
+                        first = Some(at);
+                        seen.ttft_us = Some((at - began).as_micros() as u64);
+                    }
+                    Some(first) => {
+                        let due = first + interval * seen.tokens;
+                        seen.lateness_us
+                            .push(at.saturating_duration_since(due).as_micros() as u32);
+                    }
+                }
+                seen.tokens += 1;
+                last = at;
+            });
+            match tokio::time::timeout(limit, stream).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => seen.error = Some(error),
+                Err(_) => seen.error = Some("cut off by the bench's time limit".into()),
+            }
+            if let Some(first) = first
+                && seen.tokens > 1
+            {
+                seen.rate = f64::from(seen.tokens - 1) / (last - first).as_secs_f64().max(1e-9);
+            }
+            seen
+        });
+    }
+    let mut lateness: Vec<u64> = Vec::with_capacity(streams * max_tokens as usize);
+    let mut ttfts = Vec::with_capacity(streams);
+    let (mut achieved, mut tokens, mut failed) = (0.0, 0u64, 0usize);
+    let mut first_error = None;
+    while let Some(joined) = set.join_next().await {
+        let seen = joined.map_err(|e| e.to_string())?;
+        lateness.extend(seen.lateness_us.iter().map(|&l| u64::from(l)));
+        ttfts.extend(seen.ttft_us);
+        achieved += seen.rate;
+        tokens += u64::from(seen.tokens);
+        if let Some(error) = seen.error {
+            failed += 1;
+            first_error.get_or_insert(error);
+        }
+    }
+    lateness.sort_unstable();
+    ttfts.sort_unstable();
+    let target_rate = args.rate * streams as f64;
+    outcome.figure("target_rate", target_rate, "chunks/s");
+    outcome.figure("achieved_rate", achieved, "chunks/s");
+    outcome.figure("achieved_ratio", achieved / target_rate, "x");
+    outcome.figure(
+        "tokens_received_ratio",
+        tokens as f64 / (streams as f64 * f64::from(max_tokens)),
+        "x",
+    );
+    outcome.figure("late_p50", percentile(&lateness, 50.0) as f64 / 1e3, "ms");
+    outcome.figure("late_p99", percentile(&lateness, 99.0) as f64 / 1e3, "ms");
+    outcome.figure("late_max", percentile(&lateness, 100.0) as f64 / 1e3, "ms");
+    outcome.figure("ttft_p50", percentile(&ttfts, 50.0) as f64 / 1e3, "ms");
+    outcome.figure("ttft_p99", percentile(&ttfts, 99.0) as f64 / 1e3, "ms");
+    outcome.figure("streams_failed", failed as f64, "");
+    if let (Some(idle), Some(sampler)) = (rss_idle, sampler) {
+        outcome.figure("server_rss_idle", idle as f64, "KiB");
+        let per_stream = sampler.peak().saturating_sub(idle) as f64 * 1024.0 / streams as f64;
+        outcome.figure("server_bytes_per_stream", per_stream, "B");
+    }
+    if let Some(error) = first_error {
+        eprintln!("first stream error: {error}");
+    }
+    Ok(())
+}
+
+async fn cancel(args: &RunArgs, target: &Target, outcome: &mut Outcome) -> BenchResult<()> {
+    let metrics = args
+        .metrics
+        .ok_or("`cancel` reads the server's live generations: pass --metrics HOST:PORT")?;
+    let streams = args.streams.max(1);
+    outcome.param("streams", streams as u64);
+    outcome.param("connections", args.connections as u64);
+    let conns = connections(args, target).await?;
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    for i in 0..streams {
+        let conn = conns[i % conns.len()].clone();
+        let started = started.clone();
+        set.spawn(async move {
+            let mut first = true;
+            // Long enough never to finish on its own before the cancel.
+            let _ = conn
+                .stream(200_000, |_, _| {
+                    if std::mem::take(&mut first) {
+                        started.fetch_add(1, Relaxed);
+                    }
+                })
+                .await;
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while started.load(Relaxed) < streams && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let live_before = scrape(metrics, "agentstream_live_generations").await?;
+    let cancelled = Instant::now();
+    set.abort_all();
+    let mut zero_after = None;
+    let deadline = cancelled + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if scrape(metrics, "agentstream_live_generations").await? <= 0.0 {
+            zero_after = Some(cancelled.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while set.join_next().await.is_some() {}
+    // Once at zero, the token count must stand still.
+    let tokens_a = scrape(metrics, "agentstream_tokens_generated_total").await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tokens_b = scrape(metrics, "agentstream_tokens_generated_total").await?;
+    outcome.figure("streams_started", started.load(Relaxed) as f64, "");
+    outcome.figure("live_before_cancel", live_before, "");
+    outcome.figure(
+        "returned_to_zero",
+        if zero_after.is_some() { 1.0 } else { 0.0 },
+        "bool",
+    );
+    outcome.figure(
+        "time_to_zero",
+        zero_after.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3),
+        "ms",
+    );
+    outcome.figure(
+        "tokens_after_zero_200ms",
+        tokens_b - tokens_a,
+        "tokens",
+    );
+    Ok(())
+}

@@ -24,6 +24,11 @@ pub struct ServeConfig {
     #[arg(long, env = "AGENTSTREAM_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
+    /// Also serve Prometheus metrics (`GET /metrics`: active streams, live
+    /// generations, tokens generated) on this address; off when not given.
+    #[arg(long, env = "AGENTSTREAM_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Model used when a request names none.
     #[arg(long, env = "AGENTSTREAM_DEFAULT_MODEL", default_value = "echo")]
     pub default_model: String,

@@ -44,6 +44,23 @@ impl Metrics {
         }
     }
 
+    /// The counters in the Prometheus text exposition format.
+    pub fn render_prometheus(&self) -> String {
+        let m = self.snapshot();
+        format!(
+            "# HELP agentstream_active_streams Streaming calls open right now.\n\
+             # TYPE agentstream_active_streams gauge\n\
+             agentstream_active_streams {}\n\
+             # HELP agentstream_live_generations Choices being generated right now.\n\
+             # TYPE agentstream_live_generations gauge\n\
+             agentstream_live_generations {}\n\
+             # HELP agentstream_tokens_generated_total Tokens produced by every backend since start.\n\
+             # TYPE agentstream_tokens_generated_total counter\n\
+             agentstream_tokens_generated_total {}\n",
+            m.active_streams, m.live_generations, m.tokens_generated
+        )
+    }
+
     /// Counts `n` produced tokens.
     pub fn add_tokens(&self, n: u64) {
         self.tokens_generated.fetch_add(n, Relaxed);

@@ -374,3 +374,48 @@ async fn next_line_with(lines: &mut tokio::sync::mpsc::Receiver<String>, needle:
         }
     }
 }
+
+/// Reads one metric from the Prometheus endpoint over HTTP.
+async fn scrape(addr: std::net::SocketAddr, name: &str) -> i64 {
+    // reqwest is built without a TLS provider of its own (plain HTTP here).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let body = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("metrics endpoint answers")
+        .text()
+        .await
+        .expect("body");
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {body}"))
+}
+
+#[tokio::test]
+async fn metrics_endpoint_shows_streams_open_and_closed() {
+    let server = TestServer::start_with(|c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        c.mock_token_delay = Duration::from_millis(20);
+    })
+    .await;
+    let addr = server.server.metrics_addr().expect("metrics enabled");
+    assert_eq!(scrape(addr, "agentstream_active_streams").await, 0);
+
+    let mut stream = server
+        .chat()
+        .stream_chat(endless())
+        .await
+        .expect("call")
+        .into_inner();
+    stream.next().await.expect("chunk").expect("ok");
+    assert_eq!(scrape(addr, "agentstream_active_streams").await, 1);
+    assert_eq!(scrape(addr, "agentstream_live_generations").await, 1);
+    assert!(scrape(addr, "agentstream_tokens_generated_total").await >= 1);
+
+    drop(stream);
+    common::eventually("stream closed in metrics", || async {
+        (scrape(addr, "agentstream_active_streams").await == 0
+            && scrape(addr, "agentstream_live_generations").await == 0)
+            .then_some(())
+    })
+    .await;
+}

@@ -8,6 +8,7 @@
 //! streams run for the grace period, end the rest with UNAVAILABLE, return.
 
 pub mod call;
+mod metrics_endpoint;
 pub mod shutdown;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -79,6 +80,7 @@ pub enum ServeError {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
     task: JoinHandle<Result<(), ServeError>>,
@@ -147,11 +149,18 @@ impl Server {
             .add_service(RagServiceServer::new(RagPlaceholder::new(calls.clone())))
             .add_service(TaskServiceServer::new(TaskApi::new(tasks, calls)));
 
+        let metrics_addr = match config.metrics_listen {
+            Some(listen) => {
+                Some(metrics_endpoint::start(listen, metrics.clone(), shutdown.clone()).await?)
+            }
+            None => None,
+        };
         let serve = router.serve_with_incoming_shutdown(incoming, shutdown.draining());
         let task = tokio::spawn(run(serve, shutdown.clone(), health, config.shutdown_grace));
         tracing::info!(%addr, default_model = %config.default_model, "agentstream listening");
         Ok(Self {
             addr,
+            metrics_addr,
             metrics,
             shutdown,
             task,
@@ -161,6 +170,11 @@ impl Server {
     /// The address the server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the metrics endpoint, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The server's live counters.

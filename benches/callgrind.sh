@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Instruction counts per chunk, repeatable on a noisy machine: runs a server
+# under callgrind, streams 10,000 (warm-up) + 100,000 tokens through it with
+# the `single` scenario, stops it with SIGTERM and prints the instructions
+# spent producing response bodies (tonic's EncodeBody::poll_frame, inclusive:
+# the service's stream, prost encoding, tonic framing) per chunk, and the
+# whole process's instructions per chunk (start-up included, e.g. loading the
+# tokenizer, so compare like with like only).
+#
+#   benches/callgrind.sh LABEL PORT SERVER-COMMAND...
+# e.g.
+#   benches/callgrind.sh agentstream 50081 target/release/agentstream serve \
+#       --listen 127.0.0.1:50081 --mock-token-delay 0 --data-dir /tmp/asb
+#   benches/callgrind.sh baseline 50082 target/release/agentstream-bench \
+#       baseline --listen 127.0.0.1:50082
+set -euo pipefail
+label=$1 port=$2
+shift 2
+bench=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/agentstream-bench}
+out=/tmp/callgrind.$label.$$.out
+taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"/tmp/callgrind.$label.log" 2>&1 &
+server=$!
+for _ in $(seq 1 240); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.5
+done
+taskset -c 1 "$bench" run single --label "$label" --addr "127.0.0.1:$port" --tokens 100000 --repeat 1 >/dev/null
+kill -TERM "$server"
+wait "$server" || true
+chunks=110002 # 10,000 + 1 warm-up and 100,000 + 1 measured messages
+total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+body=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
+  awk '/EncodeBody<T,U> as http_body::Body>::poll_frame \[/ {gsub(",", "", $1); if (!n++) print $1}')
+echo "$label: body Ir/chunk $((body / chunks)), process Ir/chunk $((total / chunks)) ($out)"

@@ -65,7 +65,7 @@ impl MockBackend {
     fn run(&self, script: Script, request: GenerationRequest) -> GenerationStream {
         let prompt_tokens = self.tokenizer.prompt_tokens(&request.messages);
         let completion = Arc::new(AtomicU32::new(0));
-        let choices: Vec<GenerationStream> = (0..request.n.max(1))
+        let mut choices: Vec<GenerationStream> = (0..request.n.max(1))
             .map(|choice| {
                 let spec = ChoiceSpec {
                     choice,
@@ -85,6 +85,12 @@ impl MockBackend {
                 completion_tokens: completion.load(Relaxed),
             }))
         });
+        // One choice needs no merging: `select_all` re-queues its stream in a
+        // `FuturesUnordered` after every item, an allocation per token.
+        if choices.len() == 1 {
+            let only = choices.pop().expect("one choice");
+            return only.chain(usage).boxed();
+        }
         stream::select_all(choices).chain(usage).boxed()
     }
 }

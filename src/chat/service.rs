@@ -59,10 +59,15 @@ impl ChatService for ChatApi {
         };
         call.record_model(&request.generation.model);
         let header = ChunkHeader::new(&request.generation.model);
+        let quiet = !backend.logs_while_streaming();
         let events = backend.generate(request.generation);
         let chunks = chat_chunks(events, request.include_usage)
             .map(move |chunk| chunk.map(|chunk| header.to_wire(chunk)));
-        call.stream(chunks)
+        if quiet {
+            call.stream_quiet(chunks)
+        } else {
+            call.stream(chunks)
+        }
     }
 }
 

@@ -108,6 +108,10 @@ impl Backend for MockBackend {
         };
         self.run(script, request)
     }
+
+    fn logs_while_streaming(&self) -> bool {
+        false
+    }
 }
 
 /// The sentence `echo` answers with.

@@ -151,6 +151,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Starts a generation. Nothing happens until the stream is polled.
     fn generate(&self, request: GenerationRequest) -> GenerationStream;
+
+    /// Whether polling a generation may log (retries, upstream errors): the
+    /// call's span is then entered on every poll so those lines carry the
+    /// call's fields. A backend that never logs says `false` and saves that
+    /// per-chunk cost.
+    fn logs_while_streaming(&self) -> bool {
+        true
+    }
 }
 
 /// Routes a model name to the backend that serves it.

@@ -8,11 +8,16 @@
 //! inner stream at once, which drops the work behind it. When the client goes
 //! away first, tonic drops the `CallStream` and the outcome is `cancelled`.
 //! Each call logs one line when it ends, inside its span.
+//!
+//! The per-chunk path is kept cheap (see BENCHMARKS.md): the deadline timer
+//! and the abort signal register the task's waker once (again only if the
+//! waker changes) and are otherwise checked with a flag read each poll, and
+//! streams whose items never log can skip entering the span per poll.
 
 use std::{
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll, ready},
+    task::{Context, Poll, Waker, ready},
     time::Duration,
 };
 
@@ -117,10 +122,31 @@ impl Call {
     }
 
     /// Answers with a stream of items; refuses when the server is draining
-    /// or already serves its maximum of streams.
+    /// or already serves its maximum of streams. Every poll of `items` runs
+    /// inside the call's span, so what the work logs carries the call's
+    /// fields.
     pub fn stream<T: Send + 'static>(
         self,
         items: impl Stream<Item = Result<T>> + Send + 'static,
+    ) -> Result<Response<CallStream<T>>, Status> {
+        self.stream_with(items, true)
+    }
+
+    /// Like [`Call::stream`], for item streams that never log (the built-in
+    /// models): their polls skip entering the span, which costs a few
+    /// hundred instructions per chunk with the fmt subscriber. The call's
+    /// closing line is still logged in its span.
+    pub fn stream_quiet<T: Send + 'static>(
+        self,
+        items: impl Stream<Item = Result<T>> + Send + 'static,
+    ) -> Result<Response<CallStream<T>>, Status> {
+        self.stream_with(items, false)
+    }
+
+    fn stream_with<T: Send + 'static>(
+        self,
+        items: impl Stream<Item = Result<T>> + Send + 'static,
+        enter_span: bool,
     ) -> Result<Response<CallStream<T>>, Status> {
         if self.calls.shutdown.is_draining() {
             return Err(self.fail(Error::ShuttingDown));
@@ -138,6 +164,9 @@ impl Call {
                 .timeout
                 .map(|t| (Box::pin(tokio::time::sleep_until(self.started + t)), t)),
             aborted: Box::pin(self.calls.shutdown.streams_aborted()),
+            shutdown: self.calls.shutdown.clone(),
+            registered: None,
+            enter_span,
             _live: self.calls.metrics.stream(),
             items: 0,
             span: self.span,
@@ -152,6 +181,10 @@ pub struct CallStream<T> {
     inner: Option<BoxStream<'static, Result<T>>>,
     deadline: Option<(Pin<Box<Sleep>>, Duration)>,
     aborted: Pin<Box<WaitForCancellationFutureOwned>>,
+    shutdown: Shutdown,
+    /// The waker `deadline` and `aborted` were last polled with.
+    registered: Option<Waker>,
+    enter_span: bool,
     _live: LiveGuard,
     items: u64,
     span: Span,
@@ -175,20 +208,41 @@ impl<T> Stream for CallStream<T> {
         if this.inner.is_none() {
             return Poll::Ready(None);
         }
-        if this.aborted.as_mut().poll(cx).is_ready() {
+        // The deadline and the abort signal wake this task through the
+        // waker they were polled with; poll them again only when the task's
+        // waker changes, and otherwise read their state.
+        let waker_changed = !this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        let aborted = if waker_changed {
+            this.aborted.as_mut().poll(cx).is_ready()
+        } else {
+            this.shutdown.are_streams_aborted()
+        };
+        if aborted {
             return Poll::Ready(this.end(Err(Error::ShuttingDown)));
         }
-        if let Some((sleep, timeout)) = this.deadline.as_mut()
-            && sleep.as_mut().poll(cx).is_ready()
-        {
-            let ms = timeout.as_millis() as u64;
-            return Poll::Ready(this.end(Err(Error::DeadlineExceeded(ms))));
+        if let Some((sleep, timeout)) = this.deadline.as_mut() {
+            let expired = if waker_changed {
+                sleep.as_mut().poll(cx).is_ready()
+            } else {
+                sleep.is_elapsed()
+            };
+            if expired {
+                let ms = timeout.as_millis() as u64;
+                return Poll::Ready(this.end(Err(Error::DeadlineExceeded(ms))));
+            }
+        }
+        if waker_changed {
+            this.registered = Some(cx.waker().clone());
         }
         let polled = match this.inner.as_mut() {
-            Some(inner) => {
+            Some(inner) if this.enter_span => {
                 let _entered = this.span.enter();
                 ready!(inner.poll_next_unpin(cx))
             }
+            Some(inner) => ready!(inner.poll_next_unpin(cx)),
             None => None,
         };
         match polled {

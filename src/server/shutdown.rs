@@ -7,6 +7,11 @@
 //! 3. `aborted`: the grace period is over; in-flight streams end with
 //!    UNAVAILABLE and their work is dropped.
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// The server's shutdown signal, cheap to clone.
@@ -15,6 +20,9 @@ pub struct Shutdown {
     requested: CancellationToken,
     draining: CancellationToken,
     aborted: CancellationToken,
+    /// Mirrors `aborted` for the per-chunk check: a `CancellationToken`
+    /// answers `is_cancelled` under a mutex shared by every stream.
+    aborted_flag: Arc<AtomicBool>,
 }
 
 impl Shutdown {
@@ -50,7 +58,14 @@ impl Shutdown {
 
     /// Ends every in-flight stream.
     pub(crate) fn abort_streams(&self) {
+        // Set before waking anyone, so a woken stream sees it.
+        self.aborted_flag.store(true, Ordering::Release);
         self.aborted.cancel();
+    }
+
+    /// Whether in-flight streams must end; one atomic load.
+    pub fn are_streams_aborted(&self) -> bool {
+        self.aborted_flag.load(Ordering::Acquire)
     }
 
     /// Resolves once in-flight streams must end.

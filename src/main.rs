@@ -5,6 +5,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: every chunk allocates its
+/// strings and frees them once encoded, and glibc's malloc/free pair cost
+/// several hundred instructions a chunk more (BENCHMARKS.md, "Tuning").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     agentstream::cli::run(agentstream::cli::Cli::parse()).await

@@ -30,8 +30,9 @@ pub struct BaselineArgs {
     /// Delay between two tokens (`0`: as fast as possible).
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     token_delay: Duration,
-    /// Runtime worker threads.
-    #[arg(long, default_value_t = 2)]
+    /// Runtime worker threads (0: one per available CPU, like
+    /// `#[tokio::main]` and agentstream).
+    #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }
 

@@ -152,12 +152,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// A multi-thread runtime with `threads` workers (0: one per available CPU).
 fn runtime(threads: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build().expect("tokio runtime")
 }
 
 /// Every error of the bench, as text.

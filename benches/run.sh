@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The side-by-side run of BENCHMARKS.md: every scenario against the minimal
+# tonic baseline, agentstream and the two Python peers, interleaved round by
+# round (the machine is shared and noisy), server pinned to CPU 0 and the
+# load generator to CPU 1. Results go to $OUT (JSON lines), then the report.
+#
+#   cargo build --release --bins && benches/peers/setup.sh
+#   benches/run.sh                      # everything, 3 rounds
+#   SCENARIOS="single ttft" ROUNDS=5 SERVERS="baseline agentstream" benches/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=${CARGO_TARGET_DIR:-target}/release
+PEERS=benches/peers
+PY=$PEERS/.venv/bin/python
+ROUNDS=${ROUNDS:-3}
+SCENARIOS=${SCENARIOS:-single ttft fanout cancel}
+SERVERS=${SERVERS:-baseline agentstream grpc-aio fastapi-sse}
+STREAMS=${STREAMS:-10000}
+RATE=${RATE:-10}
+DURATION=${DURATION:-10s}
+OUT=${OUT:-/tmp/agentstream-bench-$(date +%Y%m%d-%H%M%S).jsonl}
+DATA=$(mktemp -d)
+DELAY_MS=$(awk "BEGIN {print 1000 / $RATE}")
+
+# server NAME DELAY_MS -> "PORT PROTOCOL COMMAND"
+server() {
+  local delay=$2
+  case $1 in
+    baseline) echo "50061 grpc $T/agentstream-bench baseline --listen 127.0.0.1:50061 --token-delay ${delay}ms" ;;
+    agentstream) echo "50071 grpc $T/agentstream serve --listen 127.0.0.1:50071 --metrics-listen 127.0.0.1:50079 --mock-token-delay ${delay}ms --data-dir $DATA" ;;
+    grpc-aio) echo "50091 grpc $PY $PEERS/grpc_aio_server.py --port 50091 --token-delay-ms $delay" ;;
+    fastapi-sse) echo "50092 sse $PY $PEERS/sse_server.py --port 50092 --token-delay-ms $delay" ;;
+  esac
+}
+
+run() { # SCENARIO SERVER DELAY_MS ARGS...
+  local scenario=$1 name=$2 delay=$3
+  shift 3
+  read -r port protocol command <<<"$(server "$name" "$delay")"
+  echo "== round $round: $scenario / $name" >&2
+  taskset -c 1 "$T/agentstream-bench" run "$scenario" --label "$name" \
+    --addr "127.0.0.1:$port" --protocol "$protocol" --server-cpus 0 \
+    --spawn "$command" --server-log "/tmp/agentstream-bench-$name.log" \
+    --json "$OUT" "$@" || echo "!! $scenario / $name failed" >&2
+}
+
+python_peer() { [[ $1 == grpc-aio || $1 == fastapi-sse ]]; }
+
+for round in $(seq 1 "$ROUNDS"); do
+  for scenario in $SCENARIOS; do
+    for name in $SERVERS; do
+      case $scenario in
+        single)
+          # Python peers stream 20,000 tokens 3 times instead of 200,000 x 5
+          # (same chunks/s, a tenth of the time).
+          if python_peer "$name"; then
+            run single "$name" 0 --tokens 20000 --repeat 3
+          else
+            run single "$name" 0 --tokens 200000 --repeat 5
+          fi ;;
+        ttft) run ttft "$name" 0 --calls 2000 ;;
+        fanout)
+          run fanout "$name" "$DELAY_MS" --streams "$STREAMS" --rate "$RATE" \
+            --duration "$DURATION" --ramp 2s --connections 8 ;;
+        cancel)
+          # Needs the live-generation gauge: agentstream only.
+          [[ $name == agentstream ]] && run cancel "$name" "$DELAY_MS" \
+            --streams "$STREAMS" --connections 8 --metrics 127.0.0.1:50079 ;;
+      esac
+    done
+  done
+done
+rm -rf "$DATA"
+echo "results: $OUT" >&2
+"$T/agentstream-bench" report "$OUT"

@@ -52,7 +52,8 @@ type Runs = BTreeMap<String, BTreeMap<String, Vec<f64>>>;
 pub fn run(args: &ReportArgs) -> BenchResult<()> {
     // scenario -> label -> figure -> values
     let mut all: BTreeMap<String, Runs> = BTreeMap::new();
-    let mut units: BTreeMap<String, String> = BTreeMap::new();
+    // (scenario, figure) -> unit
+    let mut units: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
     for file in &args.files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -61,6 +62,12 @@ pub fn run(args: &ReportArgs) -> BenchResult<()> {
             let scenario = v["scenario"].as_str().unwrap_or_default().to_owned();
             let label = v["label"].as_str().unwrap_or_default().to_owned();
             *counts.entry((scenario.clone(), label.clone())).or_default() += 1;
+            if let Some(map) = v["units"].as_object() {
+                for (name, unit) in map {
+                    let unit = unit.as_str().unwrap_or_default().to_owned();
+                    units.insert((scenario.clone(), name.clone()), unit);
+                }
+            }
             let figures = all
                 .entry(scenario)
                 .or_default()
@@ -73,11 +80,6 @@ pub fn run(args: &ReportArgs) -> BenchResult<()> {
                     }
                 }
             }
-            if let Some(map) = v["units"].as_object() {
-                for (name, unit) in map {
-                    units.insert(name.clone(), unit.as_str().unwrap_or_default().to_owned());
-                }
-            }
         }
     }
     for (scenario, labels) in &all {
@@ -85,7 +87,7 @@ pub fn run(args: &ReportArgs) -> BenchResult<()> {
         println!("\n### {scenario}\n");
         let header: Vec<String> = cols
             .iter()
-            .map(|c| match units.get(*c).map(String::as_str) {
+            .map(|c| match units.get(&(scenario.clone(), (*c).to_owned())).map(String::as_str) {
                 Some("") | None => (*c).to_owned(),
                 Some(unit) => format!("{c} ({unit})"),
             })
@@ -105,7 +107,7 @@ pub fn run(args: &ReportArgs) -> BenchResult<()> {
                         .and_then(|b| b.get(*c))
                         .map(|b| median(b))
                         .filter(|b| *b != 0.0 && label != &args.baseline && !c.contains("cpu"))
-                        .map(|b| format!(" ({:.2}x)", m / b))
+                        .map(|b| format!(" ({})", ratio(m / b)))
                         .unwrap_or_default();
                     format!("{}{ratio}", format_value(m))
                 })
@@ -115,6 +117,16 @@ pub fn run(args: &ReportArgs) -> BenchResult<()> {
     }
     println!("\nMedian of the runs; (x) is the ratio to `{}`.", args.baseline);
     Ok(())
+}
+
+/// A ratio with two significant digits at least (0.0047x, 0.62x, 1.00x).
+fn ratio(r: f64) -> String {
+    if r >= 0.1 || r == 0.0 {
+        format!("{r:.2}x")
+    } else {
+        let digits = (-r.log10()).ceil() as usize + 1;
+        format!("{r:.digits$}x")
+    }
 }
 
 fn median(values: &[f64]) -> f64 {

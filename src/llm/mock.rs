@@ -13,22 +13,24 @@
 //! guard that is released the moment its stream is dropped.
 
 use std::{
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU32, Ordering::Relaxed},
     },
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
-use futures::{StreamExt, stream};
-use tokio::time::{Instant, sleep_until};
+use futures::{Stream, StreamExt, stream};
+use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::{
     Backend, FinishReason, GenerationEvent, GenerationRequest, GenerationStream, Role, Usage,
     stop::{Filtered, StopSequenceFilter},
 };
 use crate::{
-    metrics::Metrics,
+    metrics::{LiveGuard, Metrics},
     tokenizer::{Piece, Tokenizer},
 };
 
@@ -150,51 +152,123 @@ struct ChoiceSpec {
 }
 
 impl ChoiceSpec {
-    fn into_stream(self) -> impl futures::Stream<Item = crate::Result<GenerationEvent>> + Send {
-        let ChoiceSpec {
-            choice,
-            script,
-            max_tokens,
-            mut stop,
-            token_delay,
-            metrics,
-            completion,
-        } = self;
-        async_stream::stream! {
-            let _live = metrics.generation();
-            let mut due = Instant::now();
-            let mut produced = 0u32;
-            let mut index = 0usize;
-            let reason = loop {
-                let Some((text, tokens)) = script.piece(index) else { break FinishReason::Stop };
-                if produced.saturating_add(tokens) > max_tokens {
-                    break FinishReason::Length;
+    fn into_stream(self) -> ChoiceStream {
+        ChoiceStream {
+            spec: self,
+            state: ChoiceState::NotStarted,
+            live: None,
+            due: Instant::now(),
+            sleep: None,
+            sleeping: false,
+            produced: 0,
+            index: 0,
+        }
+    }
+}
+
+/// Where a choice's generation is.
+#[derive(Debug, Clone, Copy)]
+enum ChoiceState {
+    /// Not polled yet: nothing has happened.
+    NotStarted,
+    /// Producing tokens.
+    Generating,
+    /// Out of tokens: release the text the stop filter holds, then finish.
+    Ending(FinishReason),
+    /// Send the `Finished` event.
+    Finishing(FinishReason),
+    /// Over; the live-generation guard is released.
+    Done,
+}
+
+/// One choice's generation as a hand-written state machine. It sits on the
+/// per-token path, where an `async_stream` generator cost about 120
+/// instructions a token more (BENCHMARKS.md); the pacing timer is allocated
+/// once and reset for each token.
+struct ChoiceStream {
+    spec: ChoiceSpec,
+    state: ChoiceState,
+    live: Option<LiveGuard>,
+    /// When the next token is due (paced models).
+    due: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Whether `sleep` is set for the token in hand.
+    sleeping: bool,
+    produced: u32,
+    index: usize,
+}
+
+impl Stream for ChoiceStream {
+    type Item = crate::Result<GenerationEvent>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let choice = this.spec.choice;
+        loop {
+            match this.state {
+                ChoiceState::NotStarted => {
+                    this.live = Some(this.spec.metrics.generation());
+                    this.due = Instant::now();
+                    this.state = ChoiceState::Generating;
                 }
-                if !token_delay.is_zero() {
-                    due += token_delay * tokens;
-                    sleep_until(due).await;
-                }
-                index += 1;
-                produced += tokens;
-                metrics.add_tokens(u64::from(tokens));
-                completion.fetch_add(tokens, Relaxed);
-                match stop.push(text) {
-                    Filtered::Pass(text) if text.is_empty() => {}
-                    Filtered::Pass(text) => yield Ok(GenerationEvent::Delta { choice, text }),
-                    Filtered::Stopped(text) => {
-                        if !text.is_empty() {
-                            yield Ok(GenerationEvent::Delta { choice, text });
+                ChoiceState::Generating => {
+                    let Some((text, tokens)) = this.spec.script.piece(this.index) else {
+                        this.state = ChoiceState::Ending(FinishReason::Stop);
+                        continue;
+                    };
+                    if this.produced.saturating_add(tokens) > this.spec.max_tokens {
+                        this.state = ChoiceState::Ending(FinishReason::Length);
+                        continue;
+                    }
+                    let delay = this.spec.token_delay;
+                    if !delay.is_zero() {
+                        if !this.sleeping {
+                            this.due += delay * tokens;
+                            match this.sleep.as_mut() {
+                                Some(sleep) => sleep.as_mut().reset(this.due),
+                                None => this.sleep = Some(Box::pin(sleep_until(this.due))),
+                            }
+                            this.sleeping = true;
                         }
-                        yield Ok(GenerationEvent::Finished { choice, reason: FinishReason::Stop });
-                        return;
+                        if let Some(sleep) = this.sleep.as_mut() {
+                            ready!(sleep.as_mut().poll(cx));
+                        }
+                        this.sleeping = false;
+                    }
+                    this.index += 1;
+                    this.produced += tokens;
+                    this.spec.metrics.add_tokens(u64::from(tokens));
+                    this.spec.completion.fetch_add(tokens, Relaxed);
+                    match this.spec.stop.push(text) {
+                        Filtered::Pass(text) if text.is_empty() => {}
+                        Filtered::Pass(text) => {
+                            return Poll::Ready(Some(Ok(GenerationEvent::Delta { choice, text })));
+                        }
+                        Filtered::Stopped(text) => {
+                            this.state = ChoiceState::Finishing(FinishReason::Stop);
+                            if !text.is_empty() {
+                                let delta = GenerationEvent::Delta { choice, text };
+                                return Poll::Ready(Some(Ok(delta)));
+                            }
+                        }
                     }
                 }
-            };
-            let held = stop.finish();
-            if !held.is_empty() {
-                yield Ok(GenerationEvent::Delta { choice, text: held });
+                ChoiceState::Ending(reason) => {
+                    this.state = ChoiceState::Finishing(reason);
+                    let text = this.spec.stop.finish();
+                    if !text.is_empty() {
+                        return Poll::Ready(Some(Ok(GenerationEvent::Delta { choice, text })));
+                    }
+                }
+                ChoiceState::Finishing(reason) => {
+                    this.state = ChoiceState::Done;
+                    return Poll::Ready(Some(Ok(GenerationEvent::Finished { choice, reason })));
+                }
+                ChoiceState::Done => {
+                    this.live = None;
+                    return Poll::Ready(None);
+                }
             }
-            yield Ok(GenerationEvent::Finished { choice, reason });
         }
     }
 }

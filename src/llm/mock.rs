@@ -67,7 +67,7 @@ impl MockBackend {
     fn run(&self, script: Script, request: GenerationRequest) -> GenerationStream {
         let prompt_tokens = self.tokenizer.prompt_tokens(&request.messages);
         let completion = Arc::new(AtomicU32::new(0));
-        let mut choices: Vec<GenerationStream> = (0..request.n.max(1))
+        let mut choices: Vec<ChoiceStream> = (0..request.n.max(1))
             .map(|choice| {
                 let spec = ChoiceSpec {
                     choice,
@@ -78,7 +78,7 @@ impl MockBackend {
                     metrics: self.metrics.clone(),
                     completion: completion.clone(),
                 };
-                spec.into_stream().boxed()
+                spec.into_stream()
             })
             .collect();
         let usage = stream::once(async move {

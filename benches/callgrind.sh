@@ -4,8 +4,9 @@
 # the `single` scenario, stops it with SIGTERM and prints the instructions
 # spent producing response bodies (tonic's EncodeBody::poll_frame, inclusive:
 # the service's stream, prost encoding, tonic framing) per chunk, and the
-# whole process's instructions per chunk (start-up included, e.g. loading the
-# tokenizer, so compare like with like only).
+# instructions of the runtime's threads (everything but start-up: body,
+# HTTP/2, timers, I/O) per chunk, and the whole process's instructions per
+# chunk (start-up included, e.g. loading the tokenizer).
 #
 #   benches/callgrind.sh LABEL PORT SERVER-COMMAND...
 # e.g.
@@ -13,6 +14,10 @@
 #       --listen 127.0.0.1:50081 --mock-token-delay 0 --data-dir /tmp/asb
 #   benches/callgrind.sh baseline 50082 target/release/agentstream-bench \
 #       baseline --listen 127.0.0.1:50082
+#
+# PACED=1 measures the paced path instead (start the server with a 100 ms
+# token delay): 200 streams x 50 tokens at 10 tokens/s, where every chunk
+# is a timer wake-up of its own.
 set -euo pipefail
 label=$1 port=$2
 shift 2
@@ -24,11 +29,19 @@ for _ in $(seq 1 240); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.5
 done
-taskset -c 1 "$bench" run single --label "$label" --addr "127.0.0.1:$port" --tokens 100000 --repeat 1 >/dev/null
+if [[ ${PACED:-} == 1 ]]; then
+  taskset -c 1 "$bench" run fanout --label "$label" --addr "127.0.0.1:$port" --streams 200 \
+    --rate 10 --duration 5s --ramp 1s --connections 2 >/dev/null
+  chunks=$((200 * 51))
+else
+  taskset -c 1 "$bench" run single --label "$label" --addr "127.0.0.1:$port" --tokens 100000 --repeat 1 >/dev/null
+  chunks=110002 # 10,000 + 1 warm-up and 100,000 + 1 measured messages
+fi
 kill -TERM "$server"
 wait "$server" || true
-chunks=110002 # 10,000 + 1 warm-up and 100,000 + 1 measured messages
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 body=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
   awk '/EncodeBody<T,U> as http_body::Body>::poll_frame \[/ {gsub(",", "", $1); if (!n++) print $1}')
-echo "$label: body Ir/chunk $((body / chunks)), process Ir/chunk $((total / chunks)) ($out)"
+workers=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
+  awk '/pthread_create.c:start_thread/ {gsub(",", "", $1); if (!n++) print $1}')
+echo "$label: body Ir/chunk $((body / chunks)), runtime threads Ir/chunk $((workers / chunks)), process Ir/chunk $((total / chunks)) ($out)"

@@ -64,7 +64,10 @@ impl ChatService for Baseline {
     ) -> Result<Response<Chunks>, Status> {
         let max_tokens = request.into_inner().max_tokens.max(1);
         Ok(Response::new(Chunks {
-            header: Arc::new(("chatcmpl-0123456789abcdef0123456789abcdef".into(), "synthetic".into())),
+            header: Arc::new((
+                "chatcmpl-0123456789abcdef0123456789abcdef".into(),
+                "synthetic".into(),
+            )),
             sent: 0,
             max_tokens,
             delay: self.token_delay,
@@ -106,9 +109,16 @@ impl Stream for Chunks {
         let (content, finish) = if last {
             (String::new(), pb::FinishReason::Length)
         } else {
-            (word(this.sent as usize).to_owned(), pb::FinishReason::Unspecified)
+            (
+                word(this.sent as usize).to_owned(),
+                pb::FinishReason::Unspecified,
+            )
         };
-        let role = if this.sent == 0 { pb::Role::Assistant } else { pb::Role::Unspecified };
+        let role = if this.sent == 0 {
+            pb::Role::Assistant
+        } else {
+            pb::Role::Unspecified
+        };
         this.sent += 1;
         Poll::Ready(Some(Ok(pb::StreamChatResponse {
             id: this.header.0.clone(),

@@ -231,8 +231,7 @@ async fn sse_stream(
             events += 1;
             at = start + 6;
         }
-        if events > 0 {
-            let share = n / events;
+        if let Some(share) = n.checked_div(events) {
             for _ in 0..events {
                 on_chunk(now, share);
             }

@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one scenario against one server.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the minimal tonic baseline (the ceiling).
     Baseline(baseline::BaselineArgs),
     /// Summarise JSON lines of several runs: medians and ratios to the baseline.
@@ -138,7 +138,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => {
             let runtime = runtime(args.client_threads);
-            runtime.block_on(scenarios::run(args))
+            runtime.block_on(scenarios::run(*args))
         }
         Command::Baseline(args) => runtime(args.threads).block_on(baseline::serve(args)),
         Command::Report(args) => report::run(&args),

@@ -41,7 +41,11 @@ fn columns(scenario: &str) -> &'static [&'static str] {
             "streams_failed",
         ],
         "ttft" => &["ttft_p50", "ttft_p99", "call_p50"],
-        "cancel" => &["returned_to_zero", "time_to_zero", "tokens_after_zero_200ms"],
+        "cancel" => &[
+            "returned_to_zero",
+            "time_to_zero",
+            "tokens_after_zero_200ms",
+        ],
         _ => &[],
     }
 }
@@ -68,11 +72,7 @@ pub fn run(args: &ReportArgs) -> BenchResult<()> {
                     units.insert((scenario.clone(), name.clone()), unit);
                 }
             }
-            let figures = all
-                .entry(scenario)
-                .or_default()
-                .entry(label)
-                .or_default();
+            let figures = all.entry(scenario).or_default().entry(label).or_default();
             if let Some(map) = v["figures"].as_object() {
                 for (name, value) in map {
                     if let Some(x) = value.as_f64() {
@@ -87,9 +87,14 @@ pub fn run(args: &ReportArgs) -> BenchResult<()> {
         println!("\n### {scenario}\n");
         let header: Vec<String> = cols
             .iter()
-            .map(|c| match units.get(&(scenario.clone(), (*c).to_owned())).map(String::as_str) {
-                Some("") | None => (*c).to_owned(),
-                Some(unit) => format!("{c} ({unit})"),
+            .map(|c| {
+                match units
+                    .get(&(scenario.clone(), (*c).to_owned()))
+                    .map(String::as_str)
+                {
+                    Some("") | None => (*c).to_owned(),
+                    Some(unit) => format!("{c} ({unit})"),
+                }
             })
             .collect();
         println!("| server | runs | {} |", header.join(" | "));
@@ -115,7 +120,10 @@ pub fn run(args: &ReportArgs) -> BenchResult<()> {
             println!("| {label} | {runs} | {} |", cells.join(" | "));
         }
     }
-    println!("\nMedian of the runs; (x) is the ratio to `{}`.", args.baseline);
+    println!(
+        "\nMedian of the runs; (x) is the ratio to `{}`.",
+        args.baseline
+    );
     Ok(())
 }
 

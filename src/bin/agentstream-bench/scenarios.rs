@@ -123,10 +123,18 @@ async fn single(
     outcome.figure("bytes_per_chunk", bytes_per_chunk, "B");
     // CPU while streaming (ticks of 10 ms: use enough tokens x repeat).
     if let (Some(before), Some(after)) = (client_cpu, cpu_ticks("self")) {
-        outcome.figure("client_cpu_busy", (after - before) as f64 / seconds, "% of a core");
+        outcome.figure(
+            "client_cpu_busy",
+            (after - before) as f64 / seconds,
+            "% of a core",
+        );
     }
     if let (Some(before), Some(after)) = (server_cpu, server.as_deref().and_then(cpu_ticks)) {
-        outcome.figure("server_cpu_busy", (after - before) as f64 / seconds, "% of a core");
+        outcome.figure(
+            "server_cpu_busy",
+            (after - before) as f64 / seconds,
+            "% of a core",
+        );
     }
     Ok(())
 }
@@ -346,10 +354,6 @@ async fn cancel(args: &RunArgs, target: &Target, outcome: &mut Outcome) -> Bench
         zero_after.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3),
         "ms",
     );
-    outcome.figure(
-        "tokens_after_zero_200ms",
-        tokens_b - tokens_a,
-        "tokens",
-    );
+    outcome.figure("tokens_after_zero_200ms", tokens_b - tokens_a, "tokens");
     Ok(())
 }

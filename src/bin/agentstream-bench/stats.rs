@@ -46,7 +46,11 @@ impl Outcome {
 
     /// Prints the table.
     pub fn print(&self) {
-        let params: Vec<String> = self.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!(
             "\n{} / {:?}  ({})",
             self.label,

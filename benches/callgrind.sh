@@ -15,7 +15,8 @@
 #   benches/callgrind.sh baseline 50082 target/release/agentstream-bench \
 #       baseline --listen 127.0.0.1:50082
 #
-# PACED=1 measures the paced path instead (start the server with a 100 ms
+# TTFT=1 measures 2,020 one-token calls (figures are then per chunk, two
+# chunks a call). PACED=1 measures the paced path instead (start the server with a 100 ms
 # token delay): 200 streams x 50 tokens at 10 tokens/s, where every chunk
 # is a timer wake-up of its own.
 set -euo pipefail
@@ -29,7 +30,10 @@ for _ in $(seq 1 240); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.5
 done
-if [[ ${PACED:-} == 1 ]]; then
+if [[ ${TTFT:-} == 1 ]]; then
+  taskset -c 1 "$bench" run ttft --label "$label" --addr "127.0.0.1:$port" --calls 2000 >/dev/null
+  chunks=$((2020 * 2)) # 20 warm-up and 2,000 measured calls of 2 chunks
+elif [[ ${PACED:-} == 1 ]]; then
   taskset -c 1 "$bench" run fanout --label "$label" --addr "127.0.0.1:$port" --streams 200 \
     --rate 10 --duration 5s --ramp 1s --connections 2 >/dev/null
   chunks=$((200 * 51))

@@ -2,6 +2,7 @@
 //!
 //! - [`server`] wires the services, reflection, health and shutdown;
 //! - [`chat`] implements ChatService on top of the [`llm`] backends;
+//! - [`rag`] implements RagService over an embedded document index;
 //! - [`tokenizer`] gives the built-in models real cl100k_base tokens;
 //! - [`error`] is the one error type and its mapping to gRPC codes;
 //! - [`cli`] is the `agentstream` command line (server and clients).
@@ -14,6 +15,7 @@ pub mod llm;
 pub mod metrics;
 pub mod pb;
 mod placeholder;
+pub mod rag;
 pub mod server;
 pub mod telemetry;
 pub mod tokenizer;

@@ -29,7 +29,8 @@ use crate::{
         self, chat_service_server::ChatServiceServer, rag_service_server::RagServiceServer,
         task_service_server::TaskServiceServer,
     },
-    placeholder::{RagPlaceholder, TaskPlaceholder},
+    placeholder::TaskPlaceholder,
+    rag::{AnswerLimits, DocumentIndex, RagApi, request::MAX_MESSAGE_BYTES},
     tokenizer::Tokenizer,
 };
 
@@ -54,6 +55,9 @@ pub enum ServeError {
     /// The transport failed while serving.
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The document index could not be opened.
+    #[error("cannot open the document index: {0}")]
+    Index(#[from] crate::Error),
     /// The serving task panicked or was cancelled.
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -64,6 +68,7 @@ pub struct Server {
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
+    documents: DocumentIndex,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
@@ -86,18 +91,26 @@ impl Server {
 
         let tokenizer = Tokenizer::cl100k();
         let mut models = Models::new(config.default_model.clone());
-        models.register(Arc::new(MockBackend::new(
+        let builtin = Arc::new(MockBackend::new(
             config.mock_token_delay,
             tokenizer,
             metrics.clone(),
-        )));
-        let chat = ChatApi::new(Arc::new(models), chat_limits(&config), calls.clone());
+        ));
+        models.register(builtin.clone());
+        let models = Arc::new(models);
+        let chat = ChatApi::new(models.clone(), chat_limits(&config), calls.clone());
+        let documents = DocumentIndex::open(&config.data_dir).await?;
+        let rag = RagApi::new(
+            documents.clone(),
+            models,
+            builtin,
+            answer_limits(&config),
+            calls.clone(),
+        );
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ChatServiceServer<ChatApi>>().await;
-        health
-            .set_not_serving::<RagServiceServer<RagPlaceholder>>()
-            .await;
+        health.set_serving::<RagServiceServer<RagApi>>().await;
         health
             .set_not_serving::<TaskServiceServer<TaskPlaceholder>>()
             .await;
@@ -118,16 +131,24 @@ impl Server {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(ChatServiceServer::new(chat))
-            .add_service(RagServiceServer::new(RagPlaceholder::new(calls.clone())))
+            .add_service(RagServiceServer::new(rag).max_decoding_message_size(MAX_MESSAGE_BYTES))
             .add_service(TaskServiceServer::new(TaskPlaceholder::new(calls)));
 
         let serve = router.serve_with_incoming_shutdown(incoming, shutdown.draining());
-        let task = tokio::spawn(run(serve, shutdown.clone(), health, config.shutdown_grace));
+        let serving = run(serve, shutdown.clone(), health, config.shutdown_grace);
+        let index = documents.clone();
+        let task = tokio::spawn(async move {
+            let result = serving.await;
+            // Release the index writer so a new server can open the data dir.
+            index.close().await;
+            result
+        });
         tracing::info!(%addr, default_model = %config.default_model, "agentstream listening");
         Ok(Self {
             addr,
             metrics,
             shutdown,
+            documents,
             task,
         })
     }
@@ -147,6 +168,11 @@ impl Server {
         self.shutdown.clone()
     }
 
+    /// The document index (for tests and tools in the same process).
+    pub fn documents(&self) -> DocumentIndex {
+        self.documents.clone()
+    }
+
     /// Waits until the server has stopped.
     pub async fn wait(self) -> Result<(), ServeError> {
         self.task.await?
@@ -158,6 +184,13 @@ fn chat_limits(config: &ServeConfig) -> ChatLimits {
         default_max_tokens: config.default_max_tokens.min(config.max_tokens_limit),
         max_tokens_limit: config.max_tokens_limit,
         max_request_bytes: config.max_request_bytes,
+    }
+}
+
+fn answer_limits(config: &ServeConfig) -> AnswerLimits {
+    AnswerLimits {
+        default_max_tokens: config.default_max_tokens.min(config.max_tokens_limit),
+        max_tokens_limit: config.max_tokens_limit,
     }
 }
 
@@ -198,7 +231,7 @@ async fn set_all_not_serving(health: &HealthReporter) {
     for service in [
         "",
         <ChatServiceServer<ChatApi> as tonic::server::NamedService>::NAME,
-        <RagServiceServer<RagPlaceholder> as tonic::server::NamedService>::NAME,
+        <RagServiceServer<RagApi> as tonic::server::NamedService>::NAME,
         <TaskServiceServer<TaskPlaceholder> as tonic::server::NamedService>::NAME,
     ] {
         health

@@ -64,11 +64,16 @@ pub fn extractive_answer(question: &str, passages: &[RetrievedPassage]) -> Strin
     candidates.sort_by(|a, b| {
         (b.matched, a.passage, a.position).cmp(&(a.matched, b.passage, b.position))
     });
+    // Sentences matching less than half as well as the best one are noise.
+    let best = candidates.first().map_or(0, |c| c.matched);
     let mut chosen: Vec<&Candidate<'_>> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     let mut chars = 0;
     for candidate in &candidates {
         if chosen.len() == MAX_ANSWER_SENTENCES {
+            break;
+        }
+        if candidate.matched * 2 < best {
             break;
         }
         let len = candidate.text.chars().count();

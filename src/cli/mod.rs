@@ -1,7 +1,9 @@
 //! The `agentstream` command line: the server (`serve`, the default) and
 //! client commands for people at a terminal.
 
+mod ask;
 mod chat;
+mod ingest;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -37,6 +39,12 @@ enum Command {
     Serve(ServeConfig),
     /// Stream a chat answer to standard output as it is generated.
     Chat(chat::ChatArgs),
+    /// Send Markdown/text files (directories recursively) to the document
+    /// index and show the ingestion's progress.
+    Ingest(ingest::IngestArgs),
+    /// Ask a question about the indexed documents: passages, then the
+    /// streamed, cited answer.
+    Ask(ask::AskArgs),
 }
 
 /// Where client commands connect.
@@ -76,6 +84,10 @@ enum CliError {
     Io(#[from] std::io::Error),
     #[error("cancelled")]
     Cancelled,
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Task(String),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -84,6 +96,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         None => serve(cli.serve).await,
         Some(Command::Serve(config)) => serve(config).await,
         Some(Command::Chat(args)) => chat::run(args).await,
+        Some(Command::Ingest(args)) => ingest::run(args).await,
+        Some(Command::Ask(args)) => ask::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -48,16 +48,17 @@ impl RagApi {
 
     /// Starts the ingestion of checked `documents` as a task and returns it.
     ///
-    /// Wiring point for the task registry (TaskService): with a
-    /// `tasks: TaskRegistry` field this becomes
+    /// Wiring point for the task registry (TaskService): give `RagApi` a
+    /// `tasks: TaskRegistry` field and make this
     /// ```ignore
     /// let index = self.index.clone();
-    /// let task = self.tasks.start("ingest_documents", move |ctx| async move {
+    /// let task = self.tasks.try_start("ingest_documents", move |ctx| async move {
     ///     index.ingest(documents, &ctx).await.map(drop).map_err(|e| e.to_string())
-    /// });
+    /// })?;
     /// Ok(task.into())
     /// ```
-    /// with `impl IngestProgress for TaskContext` (see `rag::index`).
+    /// with `impl IngestProgress for TaskContext` forwarding `progress` and
+    /// `is_cancelled` (see `rag::index`).
     fn start_ingestion(&self, documents: Vec<NewDocument>) -> Result<pb::Task> {
         tracing::debug!(documents = documents.len(), "ingestion requested");
         Err(Error::Unimplemented(

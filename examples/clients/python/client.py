@@ -27,13 +27,6 @@ from grpc_status import rpc_status
 
 from stubs import chat_pb2, chat_pb2_grpc, common_pb2, rag_pb2, rag_pb2_grpc, task_pb2, task_pb2_grpc
 
-TERMINAL = {
-    task_pb2.TASK_STATE_SUCCEEDED,
-    task_pb2.TASK_STATE_FAILED,
-    task_pb2.TASK_STATE_CANCELLED,
-}
-
-
 def stream_chat(
     channel: grpc.Channel,
     question: str,

@@ -62,7 +62,15 @@ pub(super) async fn run(args: IngestArgs) -> Result<(), CliError> {
         () = interrupted() => Err(CliError::Cancelled),
     };
     match &result {
-        Ok(()) => bar.finish_with_message(format!("ingested {total} documents")),
+        Ok(()) => {
+            bar.finish_with_message(format!("ingested {total} documents"));
+            // The bar draws only on a terminal; the outcome is always printed.
+            println!(
+                "ingested {total} documents from {} files in {:.1} s",
+                files.len(),
+                bar.elapsed().as_secs_f64()
+            );
+        }
         Err(CliError::Cancelled) => bar.abandon_with_message(
             "stopped watching; the ingestion task goes on (TaskService.CancelTask stops it)",
         ),

@@ -44,10 +44,11 @@ struct Candidate<'a> {
 /// The extractive answer to `question` from `passages`.
 pub fn extractive_answer(question: &str, passages: &[RetrievedPassage]) -> String {
     let wanted: HashSet<String> = tokenizer::question_terms(question).into_iter().collect();
+    let texts: Vec<String> = passages.iter().map(|p| prose(&p.text)).collect();
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
-    for (passage, p) in passages.iter().enumerate() {
-        for (position, range) in sentences(&p.text).into_iter().enumerate() {
-            let text = strip_markup(&p.text[range]);
+    for (passage, text) in texts.iter().enumerate() {
+        for (position, range) in sentences(text).into_iter().enumerate() {
+            let text = strip_markup(&text[range]);
             let terms: HashSet<String> = tokenizer::terms(text).into_iter().collect();
             let matched = terms.intersection(&wanted).count();
             if matched > 0 {
@@ -95,6 +96,43 @@ pub fn extractive_answer(question: &str, passages: &[RetrievedPassage]) -> Strin
         .map(|c| format!("{} [{}]", c.text, c.passage + 1))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A passage as prose, so that sentences are found as a reader sees them:
+/// the wrapped lines of a Markdown paragraph are joined, and code blocks,
+/// tables and headings (which are not sentences and read badly inside an
+/// answer) are left out. List items and quotes start new lines.
+fn prose(markdown: &str) -> String {
+    let mut out = String::with_capacity(markdown.len());
+    let mut in_code = false;
+    for line in markdown.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            in_code = !in_code;
+            out.push('\n');
+            continue;
+        }
+        let not_prose = in_code
+            || trimmed.is_empty()
+            || trimmed.starts_with(['|', '#'])
+            || line.starts_with("    ")
+            || line.starts_with('\t');
+        if not_prose {
+            out.push('\n');
+            continue;
+        }
+        let starts_item = trimmed.starts_with(['-', '*', '+', '>'])
+            || trimmed
+                .split_once(". ")
+                .is_some_and(|(n, _)| n.parse::<u32>().is_ok());
+        if starts_item {
+            out.push('\n');
+        } else if !out.is_empty() && !out.ends_with('\n') {
+            out.push(' ');
+        }
+        out.push_str(trimmed);
+    }
+    out.replace("**", "")
 }
 
 /// A sentence without its leading Markdown markers (headings, bullets,
@@ -154,6 +192,19 @@ mod tests {
         assert_eq!(
             answer,
             "The index uses BM25 scoring. [1] The index lives in the data directory. [2]"
+        );
+    }
+
+    #[test]
+    fn markdown_is_read_as_prose() {
+        let markdown = "## Shutdown\n\nOn shutdown the server **drains** in-flight\nstreams for a grace period.\n\n\
+            | flag | default |\n|---|---|\n| `--shutdown-grace` | `10s` |\n\n\
+            ```sh\ncargo run -- shutdown now\n```\n\n- A list item about shutdown.\n";
+        let answer = extractive_answer("What happens on shutdown?", &[passage(markdown)]);
+        assert_eq!(
+            answer,
+            "On shutdown the server drains in-flight streams for a grace period. [1] \
+             A list item about shutdown. [1]"
         );
     }
 

@@ -31,5 +31,4 @@ pub use index::{
     DocumentIndex, DocumentInfo, IngestError, IngestProgress, IngestReport, NewDocument,
     RetrievedPassage, Unwatched,
 };
-pub use request::AnswerLimits;
 pub use service::RagApi;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use super::index::NewDocument;
 use crate::{
     error::{Error, FieldViolation, Result},
+    llm::{TokenBudget, check_model_name},
     pb,
 };
 
@@ -40,21 +41,10 @@ pub const MAX_QUESTION_BYTES: usize = 8 << 10;
 pub const DEFAULT_TOP_K: usize = 4;
 /// Most passages a request may ask for.
 pub const MAX_TOP_K: u32 = 20;
-/// Longest model name, in bytes.
-pub const MAX_MODEL_BYTES: usize = 256;
 /// Documents per page when a request gives `page_size` 0.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 /// Most documents per page.
 pub const MAX_PAGE_SIZE: u32 = 1_000;
-
-/// The generation limits the server is configured with.
-#[derive(Debug, Clone, Copy)]
-pub struct AnswerLimits {
-    /// `max_tokens` used when a request gives 0.
-    pub default_max_tokens: u32,
-    /// Largest `max_tokens` accepted.
-    pub max_tokens_limit: u32,
-}
 
 /// Checks an IngestDocuments request; returns its documents.
 pub fn ingest_request(raw: pb::IngestDocumentsRequest) -> Result<Vec<NewDocument>> {
@@ -167,7 +157,7 @@ pub struct AnswerRequest {
 
 impl AnswerRequest {
     /// Checks `raw` against the contract and `limits`.
-    pub fn validate(raw: pb::StreamAnswerRequest, limits: &AnswerLimits) -> Result<Self> {
+    pub fn validate(raw: pb::StreamAnswerRequest, budget: &TokenBudget) -> Result<Self> {
         let mut violations = Vec::new();
         if raw.question.trim().is_empty() {
             violations.push(FieldViolation::new("question", "is required"));
@@ -186,21 +176,8 @@ impl AnswerRequest {
                 format!("{} passages asked; at most {MAX_TOP_K}", raw.top_k),
             ));
         }
-        if raw.model.len() > MAX_MODEL_BYTES {
-            violations.push(FieldViolation::new(
-                "model",
-                format!("must be at most {MAX_MODEL_BYTES} bytes"),
-            ));
-        }
-        if raw.max_tokens > limits.max_tokens_limit {
-            violations.push(FieldViolation::new(
-                "max_tokens",
-                format!(
-                    "{} is above the server maximum of {}",
-                    raw.max_tokens, limits.max_tokens_limit
-                ),
-            ));
-        }
+        check_model_name(&raw.model, &mut violations);
+        let max_tokens = budget.resolve(raw.max_tokens, &mut violations);
         Error::check(violations)?;
         Ok(Self {
             question: raw.question,
@@ -209,10 +186,7 @@ impl AnswerRequest {
                 k => k as usize,
             },
             model: raw.model,
-            max_tokens: match raw.max_tokens {
-                0 => limits.default_max_tokens.max(1),
-                n => n,
-            },
+            max_tokens,
         })
     }
 }
@@ -374,7 +348,7 @@ mod tests {
 
     #[test]
     fn answer_defaults_and_limits() {
-        let limits = AnswerLimits {
+        let limits = TokenBudget {
             default_max_tokens: 300,
             max_tokens_limit: 1000,
         };

@@ -8,11 +8,11 @@ use tonic::{Request, Response, Status};
 use super::{
     events::{AnswerEvent, Writer, answer_events},
     index::{DocumentIndex, DocumentInfo, IngestProgress, NewDocument, RetrievedPassage},
-    request::{self, AnswerLimits, AnswerRequest, ListRequest},
+    request::{self, AnswerRequest, ListRequest},
 };
 use crate::{
     error::Result,
-    llm::{Backend, Models, mock::MockBackend},
+    llm::{Backend, Models, TokenBudget, mock::MockBackend},
     pb::{self, rag_service_server::RagService},
     server::{CallStream, Calls},
     tasks::{TaskContext, TaskRegistry},
@@ -39,7 +39,7 @@ pub struct RagApi {
     tasks: TaskRegistry,
     models: Arc<Models>,
     builtin: Arc<MockBackend>,
-    limits: AnswerLimits,
+    budget: TokenBudget,
     calls: Calls,
 }
 
@@ -51,7 +51,7 @@ impl RagApi {
         tasks: TaskRegistry,
         models: Arc<Models>,
         builtin: Arc<MockBackend>,
-        limits: AnswerLimits,
+        budget: TokenBudget,
         calls: Calls,
     ) -> Self {
         Self {
@@ -59,7 +59,7 @@ impl RagApi {
             tasks,
             models,
             builtin,
-            limits,
+            budget,
             calls,
         }
     }
@@ -114,7 +114,7 @@ impl RagService for RagApi {
         let call = self
             .calls
             .start("agentstream.v1.RagService/StreamAnswer", &request);
-        let prepared = AnswerRequest::validate(request.into_inner(), &self.limits)
+        let prepared = AnswerRequest::validate(request.into_inner(), &self.budget)
             .and_then(|r| Ok((self.models.resolve(&r.model)?, r)));
         let ((model, backend), request) = match prepared {
             Ok(prepared) => prepared,

@@ -7,14 +7,17 @@
 //! long ones (中华人民共和国 also yields 中华, 人民, 共和国), so a question
 //! matches a document however either was phrased; Latin-script runs and
 //! numbers come out as words, so English and mixed text work unchanged.
-//! Tokens without a letter or digit (spaces, punctuation) are dropped and
-//! the rest lower-cased. English is not stemmed: `stream` and `streams` are
-//! different terms, the price of a small, predictable analyzer.
+//! Tokens without a letter or digit (spaces, punctuation) are dropped, the
+//! rest lower-cased and stemmed with tantivy's English (Snowball) stemmer,
+//! so `cancel`, `cancels` and `cancelled` are one term; Chinese words pass
+//! the stemmer unchanged.
 
 use std::sync::OnceLock;
 
 use jieba_rs::Jieba;
-use tantivy::tokenizer::{TextAnalyzer, Token, TokenStream, Tokenizer};
+use tantivy::tokenizer::{
+    Language, Stemmer, StopWordFilter, TextAnalyzer, Token, TokenStream, Tokenizer,
+};
 
 /// Name under which the analyzer is registered in the index.
 pub const ANALYZER: &str = "agentstream_mixed";
@@ -201,28 +204,43 @@ impl TokenStream for MixedTokenStream {
 
 /// The analyzer to register under [`ANALYZER`].
 pub fn analyzer() -> TextAnalyzer {
-    TextAnalyzer::from(MixedTextTokenizer)
+    TextAnalyzer::builder(MixedTextTokenizer)
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+/// The analyzer of questions: stopwords go before stemming, which would
+/// otherwise change them (`does` becomes `doe`).
+fn question_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(MixedTextTokenizer)
+        .filter(StopWordFilter::remove(
+            STOPWORDS.iter().map(|w| w.to_string()),
+        ))
+        .filter(Stemmer::new(Language::English))
+        .build()
 }
 
 /// Every term of `text`, in order, duplicates included.
 pub fn terms(text: &str) -> Vec<String> {
-    let mut tokenizer = MixedTextTokenizer;
-    let mut stream = tokenizer.token_stream(text);
-    let mut terms = Vec::new();
-    while stream.advance() {
-        terms.push(std::mem::take(&mut stream.token_mut().text));
-    }
-    terms
+    terms_of(&mut analyzer(), text)
 }
 
 /// The distinct meaningful terms of a question, in order of appearance.
 pub fn question_terms(question: &str) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
-    terms(question)
+    terms_of(&mut question_analyzer(), question)
         .into_iter()
-        .filter(|t| !STOPWORDS.contains(&t.as_str()))
         .filter(|t| seen.insert(t.clone()))
         .collect()
+}
+
+fn terms_of(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+    let mut stream = analyzer.token_stream(text);
+    let mut terms = Vec::new();
+    while stream.advance() {
+        terms.push(std::mem::take(&mut stream.token_mut().text));
+    }
+    terms
 }
 
 /// Whether `text` contains Chinese, Japanese or Korean characters.
@@ -249,7 +267,16 @@ mod tests {
     fn english_is_lowercased_and_punctuation_dropped() {
         assert_eq!(
             terms("Hello, World! gRPC streams."),
-            ["hello", "world", "grpc", "streams"]
+            ["hello", "world", "grpc", "stream"]
+        );
+    }
+
+    #[test]
+    fn english_forms_of_a_word_are_one_term() {
+        assert_eq!(terms("cancel cancels cancelled cancelling"), ["cancel"; 4]);
+        assert_eq!(
+            question_terms("How does cancellation work?"),
+            ["cancel", "work"]
         );
     }
 
@@ -265,7 +292,7 @@ mod tests {
     fn questions_lose_their_stopwords() {
         assert_eq!(
             question_terms("What is the index of the RAG service?"),
-            ["index", "rag", "service"]
+            ["index", "rag", "servic"]
         );
         let t = question_terms("什么是检索增强生成？");
         assert!(!t.iter().any(|w| w == "什么" || w == "是"), "{t:?}");

@@ -25,7 +25,7 @@ use crate::{
     chat::{ChatApi, ChatLimits},
     config::ServeConfig,
     llm::{
-        Models,
+        Models, TokenBudget,
         mock::MockBackend,
         openai::{OpenAiBackend, UpstreamSetupError},
     },
@@ -34,7 +34,7 @@ use crate::{
         self, chat_service_server::ChatServiceServer, rag_service_server::RagServiceServer,
         task_service_server::TaskServiceServer,
     },
-    rag::{AnswerLimits, DocumentIndex, RagApi, request::MAX_MESSAGE_BYTES},
+    rag::{DocumentIndex, RagApi, request::MAX_MESSAGE_BYTES},
     tasks::{TaskApi, TaskLimits, TaskRegistry},
     tokenizer::Tokenizer,
 };
@@ -134,7 +134,7 @@ impl Server {
             tasks.clone(),
             models,
             builtin,
-            answer_limits(&config),
+            token_budget(&config),
             calls.clone(),
         );
 
@@ -225,9 +225,15 @@ impl Server {
 
 fn chat_limits(config: &ServeConfig) -> ChatLimits {
     ChatLimits {
-        default_max_tokens: config.default_max_tokens.min(config.max_tokens_limit),
-        max_tokens_limit: config.max_tokens_limit,
+        budget: token_budget(config),
         max_request_bytes: config.max_request_bytes,
+    }
+}
+
+fn token_budget(config: &ServeConfig) -> TokenBudget {
+    TokenBudget {
+        default_max_tokens: config.default_max_tokens,
+        max_tokens_limit: config.max_tokens_limit,
     }
 }
 
@@ -246,13 +252,6 @@ fn task_limits(config: &ServeConfig) -> TaskLimits {
 async fn cancel_tasks_on_abort(tasks: TaskRegistry, shutdown: Shutdown) {
     shutdown.streams_aborted().await;
     tasks.cancel_all("cancelled: the server is shutting down");
-}
-
-fn answer_limits(config: &ServeConfig) -> AnswerLimits {
-    AnswerLimits {
-        default_max_tokens: config.default_max_tokens.min(config.max_tokens_limit),
-        max_tokens_limit: config.max_tokens_limit,
-    }
 }
 
 /// Serves until shutdown, then runs the drain sequence.

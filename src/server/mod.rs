@@ -143,13 +143,17 @@ impl Server {
         health.set_serving::<RagServiceServer<RagApi>>().await;
         health.set_serving::<TaskServiceServer<TaskApi>>().await;
 
+        // google.rpc (tonic-types) is served too, so grpcurl and buf curl can
+        // decode the BadRequest and RetryInfo details of error statuses.
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
         let router = tonic::transport::Server::builder()

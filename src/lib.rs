@@ -2,6 +2,7 @@
 //!
 //! - [`server`] wires the services, reflection, health and shutdown;
 //! - [`chat`] implements ChatService on top of the [`llm`] backends;
+//! - [`rag`] implements RagService over an embedded document index;
 //! - [`tasks`] implements TaskService: long-running work and its progress;
 //! - [`tokenizer`] gives the built-in models real cl100k_base tokens;
 //! - [`error`] is the one error type and its mapping to gRPC codes;
@@ -14,7 +15,7 @@ pub mod error;
 pub mod llm;
 pub mod metrics;
 pub mod pb;
-mod placeholder;
+pub mod rag;
 pub mod server;
 pub mod tasks;
 pub mod telemetry;

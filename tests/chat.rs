@@ -638,3 +638,19 @@ async fn capacity_limit_answers_resource_exhausted() {
         .await;
     assert!(!collect(&server, ask("now it fits")).await.is_empty());
 }
+
+#[tokio::test]
+async fn oversized_requests_are_refused_and_the_server_keeps_serving() {
+    let server = TestServer::start().await;
+    // Above --max-request-bytes (1 MiB): a field violation.
+    let big = ask(&"x".repeat(2 << 20));
+    expect_violation(&server, big, "messages").await;
+    // Above the transport's 4 MiB message limit: refused before decoding.
+    let huge = ask(&"y".repeat(5 << 20));
+    let status = expect_status(&server, huge).await;
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{status:?}"
+    );
+    assert!(text_of(&collect(&server, ask("still here?")).await, 0).contains("still here?"));
+}

@@ -419,3 +419,46 @@ async fn metrics_endpoint_shows_streams_open_and_closed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn reflection_describes_the_google_rpc_error_details() {
+    // Error statuses carry google.rpc.BadRequest / RetryInfo details; serving
+    // their descriptors (and the google.protobuf.Duration they import) lets
+    // grpcurl and other reflection clients decode them.
+    let server = TestServer::start().await;
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(server.channel.clone());
+    let ask = |request| v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([ask(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "google.rpc.BadRequest".into(),
+            ),
+        )]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let files = next_files(&mut responses).await;
+    let details = files
+        .iter()
+        .find(|f| f.message_type.iter().any(|m| m.name() == "BadRequest"))
+        .expect("the file defining google.rpc.BadRequest");
+    assert_eq!(details.package(), "google.rpc");
+    for import in &details.dependency {
+        let mut responses = client
+            .server_reflection_info(futures::stream::iter([ask(
+                v1::server_reflection_request::MessageRequest::FileByFilename(import.clone()),
+            )]))
+            .await
+            .expect("reflection")
+            .into_inner();
+        let served = next_files(&mut responses).await;
+        assert!(
+            served.iter().any(|f| f.name() == import),
+            "{import} not served"
+        );
+    }
+}

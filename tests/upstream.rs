@@ -692,3 +692,155 @@ async fn refused_url() -> String {
     drop(listener);
     format!("http://{addr}/v1")
 }
+
+/// Ingests one document over RPC and waits for the task to succeed.
+async fn ingest_one(server: &TestServer, id: &str, text: &str) {
+    let task = server
+        .rag()
+        .ingest_documents(pb::IngestDocumentsRequest {
+            documents: vec![pb::Document {
+                id: id.into(),
+                title: format!("About {id}"),
+                text: text.into(),
+                source: format!("{id}.md"),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("ingestion accepted")
+        .into_inner()
+        .task
+        .expect("task");
+    let mut events = server
+        .tasks()
+        .watch_task(pb::WatchTaskRequest {
+            task_id: task.task_id,
+            after_sequence: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut last = None;
+    while let Some(event) = events.next().await {
+        last = event.expect("event").event;
+    }
+    assert_eq!(last.map(|e| e.state()), Some(pb::TaskState::Succeeded));
+}
+
+fn question_for_model(question: &str) -> pb::StreamAnswerRequest {
+    pb::StreamAnswerRequest {
+        question: question.into(),
+        model: MODEL.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn rag_with_an_upstream_model_prompts_with_numbered_sources_and_streams_its_answer() {
+    let fake = FakeOpenAi::start(
+        vec![stream(completion(
+            &["Shutdown drains ", "streams first [1]."],
+            "stop",
+            Some((120, 7)),
+        ))],
+        &[],
+    )
+    .await;
+    let server = server_for(&fake.url(), "").await;
+    ingest_one(
+        &server,
+        "shutdown",
+        "On SIGTERM the server drains in-flight streams for a grace period.",
+    )
+    .await;
+    ingest_one(&server, "weather", "It is sunny in Beijing today.").await;
+
+    let mut stream = server
+        .rag()
+        .stream_answer(question_for_model("What happens to streams on SIGTERM?"))
+        .await
+        .expect("call")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        events.push(event.expect("event").event.expect("set"));
+    }
+    use pb::stream_answer_response::Event;
+    let passages = match &events[1] {
+        Event::PassagesRetrieved(p) => p.passages.clone(),
+        other => panic!("expected passages, got {other:?}"),
+    };
+    assert_eq!(passages[0].document_id, "shutdown");
+    assert!(matches!(&events[2], Event::GenerationStarted(g) if g.model == MODEL));
+    let answer: String = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Content(c) => Some(c.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answer, "Shutdown drains streams first [1].");
+    match events.last() {
+        Some(Event::Done(done)) => {
+            let usage = done.usage.expect("usage");
+            assert_eq!((usage.prompt_tokens, usage.completion_tokens), (120, 7));
+        }
+        other => panic!("expected done, got {other:?}"),
+    }
+
+    // The upstream got the passages as numbered sources and the question.
+    let body = &fake.bodies()[0];
+    let system = body["messages"][0]["content"]
+        .as_str()
+        .expect("system prompt");
+    assert_eq!(body["messages"][0]["role"], "system");
+    assert!(
+        system.contains("[1] About shutdown (shutdown.md)"),
+        "{system}"
+    );
+    assert!(system.contains("drains in-flight streams"), "{system}");
+    assert!(system.to_lowercase().contains("cite"), "{system}");
+    assert_eq!(body["messages"][1]["role"], "user");
+    assert_eq!(
+        body["messages"][1]["content"],
+        "What happens to streams on SIGTERM?"
+    );
+}
+
+#[tokio::test]
+async fn rag_client_that_goes_away_closes_the_upstream_stream() {
+    let fake = FakeOpenAi::start(
+        vec![Reply::Sse {
+            frames: Vec::new(),
+            delay: Duration::from_millis(20),
+            after: After::Endless,
+        }],
+        &[],
+    )
+    .await;
+    let server = server_for(&fake.url(), "").await;
+    ingest_one(&server, "streams", "Streams carry tokens to clients.").await;
+    let mut stream = server
+        .rag()
+        .stream_answer(question_for_model("What do streams carry?"))
+        .await
+        .expect("call")
+        .into_inner();
+    let mut contents = 0;
+    while contents < 2 {
+        let event = stream.next().await.expect("event").expect("ok");
+        if matches!(
+            event.event,
+            Some(pb::stream_answer_response::Event::Content(_))
+        ) {
+            contents += 1;
+        }
+    }
+    drop(stream);
+    fake.stream_dropped(SOON).await;
+    server
+        .until("no live generation", |m| {
+            m.live_generations == 0 && m.active_streams == 0
+        })
+        .await;
+}

@@ -5,7 +5,7 @@
 
 use crate::{
     error::{Error, FieldViolation, Result},
-    llm::{ChatMessage, GenerationRequest, Role},
+    llm::{ChatMessage, GenerationRequest, Role, TokenBudget, check_model_name},
     pb,
 };
 
@@ -19,18 +19,14 @@ pub const MAX_STOP_BYTES: usize = 64;
 pub const MAX_N: u32 = 8;
 /// Longest message `name`, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
-/// Longest model name, in bytes.
-pub const MAX_MODEL_BYTES: usize = 256;
 /// Highest temperature.
 pub const MAX_TEMPERATURE: f32 = 2.0;
 
 /// The server-configured limits of a chat request.
 #[derive(Debug, Clone, Copy)]
 pub struct ChatLimits {
-    /// `max_tokens` used when a request gives 0.
-    pub default_max_tokens: u32,
-    /// Largest `max_tokens` accepted.
-    pub max_tokens_limit: u32,
+    /// The `max_tokens` policy.
+    pub budget: TokenBudget,
     /// Largest total message content, in bytes.
     pub max_request_bytes: usize,
 }
@@ -49,21 +45,8 @@ impl ChatRequest {
     pub fn validate(raw: pb::StreamChatRequest, limits: &ChatLimits) -> Result<Self> {
         let mut violations = Vec::new();
         let messages = messages(&raw.messages, limits, &mut violations);
-        if raw.model.len() > MAX_MODEL_BYTES {
-            violations.push(FieldViolation::new(
-                "model",
-                format!("must be at most {MAX_MODEL_BYTES} bytes"),
-            ));
-        }
-        if raw.max_tokens > limits.max_tokens_limit {
-            violations.push(FieldViolation::new(
-                "max_tokens",
-                format!(
-                    "{} is above the server maximum of {}",
-                    raw.max_tokens, limits.max_tokens_limit
-                ),
-            ));
-        }
+        check_model_name(&raw.model, &mut violations);
+        let max_tokens = limits.budget.resolve(raw.max_tokens, &mut violations);
         if let Some(t) = raw.temperature
             && !(0.0..=MAX_TEMPERATURE).contains(&t)
         {
@@ -84,10 +67,7 @@ impl ChatRequest {
             generation: GenerationRequest {
                 model: raw.model,
                 messages,
-                max_tokens: match raw.max_tokens {
-                    0 => limits.default_max_tokens,
-                    n => n,
-                },
+                max_tokens,
                 temperature: raw.temperature,
                 stop: raw.stop,
                 n: raw.n.max(1),
@@ -170,8 +150,10 @@ mod tests {
     use super::*;
 
     const LIMITS: ChatLimits = ChatLimits {
-        default_max_tokens: 512,
-        max_tokens_limit: 1000,
+        budget: TokenBudget {
+            default_max_tokens: 512,
+            max_tokens_limit: 1000,
+        },
         max_request_bytes: 100,
     };
 

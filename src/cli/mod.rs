@@ -1,7 +1,9 @@
 //! The `agentstream` command line: the server (`serve`, the default) and
 //! client commands for people at a terminal.
 
+mod ask;
 mod chat;
+mod ingest;
 mod task;
 
 use std::{process::ExitCode, time::Duration};
@@ -40,6 +42,12 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Start, watch, list, show and cancel long-running tasks.
     Task(task::TaskArgs),
+    /// Send Markdown/text files (directories recursively) to the document
+    /// index and show the ingestion's progress.
+    Ingest(ingest::IngestArgs),
+    /// Ask a question about the indexed documents: passages, then the
+    /// streamed, cited answer.
+    Ask(ask::AskArgs),
 }
 
 /// Where client commands connect.
@@ -80,6 +88,8 @@ enum CliError {
     #[error("cancelled")]
     Cancelled,
     #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
     Task(String),
 }
 
@@ -90,6 +100,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Some(Command::Serve(config)) => serve(config).await,
         Some(Command::Chat(args)) => chat::run(args).await,
         Some(Command::Task(args)) => task::run(args).await,
+        Some(Command::Ingest(args)) => ingest::run(args).await,
+        Some(Command::Ask(args)) => ask::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

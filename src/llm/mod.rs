@@ -20,7 +20,52 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use futures::stream::BoxStream;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FieldViolation, Result};
+
+/// Longest model name a request may give, in bytes.
+pub const MAX_MODEL_BYTES: usize = 256;
+
+/// Reports a model name longer than [`MAX_MODEL_BYTES`] as a violation of
+/// the request's `model` field.
+pub fn check_model_name(model: &str, violations: &mut Vec<FieldViolation>) {
+    if model.len() > MAX_MODEL_BYTES {
+        violations.push(FieldViolation::new(
+            "model",
+            format!("must be at most {MAX_MODEL_BYTES} bytes"),
+        ));
+    }
+}
+
+/// The server's `max_tokens` policy, the same for every RPC that generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBudget {
+    /// Tokens per choice when a request asks for 0.
+    pub default_max_tokens: u32,
+    /// Most tokens per choice a request may ask for.
+    pub max_tokens_limit: u32,
+}
+
+impl TokenBudget {
+    /// The budget of a request asking for `requested` tokens (0: the
+    /// default); above the limit, a violation of its `max_tokens` field.
+    pub fn resolve(&self, requested: u32, violations: &mut Vec<FieldViolation>) -> u32 {
+        if requested > self.max_tokens_limit {
+            violations.push(FieldViolation::new(
+                "max_tokens",
+                format!(
+                    "{requested} is above the server maximum of {}",
+                    self.max_tokens_limit
+                ),
+            ));
+        }
+        match requested {
+            0 => self
+                .default_max_tokens
+                .clamp(1, self.max_tokens_limit.max(1)),
+            n => n,
+        }
+    }
+}
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,7 +25,7 @@ use crate::{
     chat::{ChatApi, ChatLimits},
     config::ServeConfig,
     llm::{
-        Models,
+        Models, TokenBudget,
         mock::MockBackend,
         openai::{OpenAiBackend, UpstreamSetupError},
     },
@@ -34,7 +34,7 @@ use crate::{
         self, chat_service_server::ChatServiceServer, rag_service_server::RagServiceServer,
         task_service_server::TaskServiceServer,
     },
-    placeholder::RagPlaceholder,
+    rag::{DocumentIndex, RagApi, request::MAX_MESSAGE_BYTES},
     tasks::{TaskApi, TaskLimits, TaskRegistry},
     tokenizer::Tokenizer,
 };
@@ -72,6 +72,9 @@ pub enum ServeError {
         /// The models served, comma-separated.
         available: String,
     },
+    /// The document index could not be opened.
+    #[error("cannot open the document index: {0}")]
+    Index(#[from] crate::Error),
     /// The serving task panicked or was cancelled.
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -83,6 +86,7 @@ pub struct Server {
     metrics_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
+    documents: DocumentIndex,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
@@ -105,11 +109,12 @@ impl Server {
 
         let tokenizer = Tokenizer::cl100k();
         let mut models = Models::new(config.default_model.clone());
-        models.register(Arc::new(MockBackend::new(
+        let builtin = Arc::new(MockBackend::new(
             config.mock_token_delay,
             tokenizer,
             metrics.clone(),
-        )));
+        ));
+        models.register(builtin.clone());
         for upstream in OpenAiBackend::connect_all(&config.upstreams, tokenizer, &metrics).await? {
             models.register(Arc::new(upstream));
         }
@@ -119,24 +124,36 @@ impl Server {
                 available: models.names().join(", "),
             });
         }
-        let chat = ChatApi::new(Arc::new(models), chat_limits(&config), calls.clone());
+        let models = Arc::new(models);
+        let chat = ChatApi::new(models.clone(), chat_limits(&config), calls.clone());
         let tasks = TaskRegistry::new(task_limits(&config));
         tokio::spawn(cancel_tasks_on_abort(tasks.clone(), shutdown.clone()));
+        let documents = DocumentIndex::open(&config.data_dir).await?;
+        let rag = RagApi::new(
+            documents.clone(),
+            tasks.clone(),
+            models,
+            builtin,
+            token_budget(&config),
+            calls.clone(),
+        );
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ChatServiceServer<ChatApi>>().await;
-        health
-            .set_not_serving::<RagServiceServer<RagPlaceholder>>()
-            .await;
+        health.set_serving::<RagServiceServer<RagApi>>().await;
         health.set_serving::<TaskServiceServer<TaskApi>>().await;
 
+        // google.rpc (tonic-types) is served too, so grpcurl and buf curl can
+        // decode the BadRequest and RetryInfo details of error statuses.
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
         let router = tonic::transport::Server::builder()
@@ -146,7 +163,7 @@ impl Server {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(ChatServiceServer::new(chat))
-            .add_service(RagServiceServer::new(RagPlaceholder::new(calls.clone())))
+            .add_service(RagServiceServer::new(rag).max_decoding_message_size(MAX_MESSAGE_BYTES))
             .add_service(TaskServiceServer::new(TaskApi::new(tasks, calls)));
 
         let metrics_addr = match config.metrics_listen {
@@ -156,13 +173,21 @@ impl Server {
             None => None,
         };
         let serve = router.serve_with_incoming_shutdown(incoming, shutdown.draining());
-        let task = tokio::spawn(run(serve, shutdown.clone(), health, config.shutdown_grace));
+        let serving = run(serve, shutdown.clone(), health, config.shutdown_grace);
+        let index = documents.clone();
+        let task = tokio::spawn(async move {
+            let result = serving.await;
+            // Release the index writer so a new server can open the data dir.
+            index.close().await;
+            result
+        });
         tracing::info!(%addr, default_model = %config.default_model, "agentstream listening");
         Ok(Self {
             addr,
             metrics_addr,
             metrics,
             shutdown,
+            documents,
             task,
         })
     }
@@ -187,6 +212,11 @@ impl Server {
         self.shutdown.clone()
     }
 
+    /// The document index (for tests and tools in the same process).
+    pub fn documents(&self) -> DocumentIndex {
+        self.documents.clone()
+    }
+
     /// Waits until the server has stopped.
     pub async fn wait(self) -> Result<(), ServeError> {
         self.task.await?
@@ -195,9 +225,15 @@ impl Server {
 
 fn chat_limits(config: &ServeConfig) -> ChatLimits {
     ChatLimits {
-        default_max_tokens: config.default_max_tokens.min(config.max_tokens_limit),
-        max_tokens_limit: config.max_tokens_limit,
+        budget: token_budget(config),
         max_request_bytes: config.max_request_bytes,
+    }
+}
+
+fn token_budget(config: &ServeConfig) -> TokenBudget {
+    TokenBudget {
+        default_max_tokens: config.default_max_tokens,
+        max_tokens_limit: config.max_tokens_limit,
     }
 }
 
@@ -255,7 +291,7 @@ async fn set_all_not_serving(health: &HealthReporter) {
     for service in [
         "",
         <ChatServiceServer<ChatApi> as tonic::server::NamedService>::NAME,
-        <RagServiceServer<RagPlaceholder> as tonic::server::NamedService>::NAME,
+        <RagServiceServer<RagApi> as tonic::server::NamedService>::NAME,
         <TaskServiceServer<TaskApi> as tonic::server::NamedService>::NAME,
     ] {
         health

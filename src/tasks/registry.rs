@@ -32,6 +32,9 @@ use super::{
 };
 use crate::error::{Error, FieldViolation, Result};
 
+/// How long CancelTask waits for a running task's work to stop.
+pub const CANCEL_ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// How much the registry keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskLimits {
@@ -113,6 +116,8 @@ struct TaskEntry {
     kind: &'static str,
     created: SystemTime,
     cancel: CancellationToken,
+    /// Why cancellation was requested (the first reason wins).
+    cancel_reason: Mutex<Option<String>>,
     journal: watch::Sender<Journal>,
 }
 
@@ -173,12 +178,24 @@ impl TaskRegistry {
         Ok(self.shared.find(id)?.snapshot())
     }
 
-    /// Cancels the task with `id`: an unfinished task becomes CANCELLED at
-    /// once and its work is told to stop; a finished one is returned
+    /// Cancels the task with `id` and returns it once its work has stopped
+    /// (waiting at most [`CANCEL_ACK_WAIT`]): a pending task becomes
+    /// CANCELLED at once; a running one becomes CANCELLED when its work
+    /// observes the request, or SUCCEEDED/FAILED if the work finished first,
+    /// so the state always says what the work really did (an ingestion that
+    /// committed is never reported CANCELLED). A finished task is returned
     /// unchanged.
-    pub fn cancel(&self, id: &str) -> Result<TaskSnapshot> {
+    pub async fn cancel(&self, id: &str) -> Result<TaskSnapshot> {
         let entry = self.shared.find(id)?;
         self.shared.cancel(&entry, "cancelled by request");
+        let mut journal = entry.journal.subscribe();
+        let stopped = journal.wait_for(|j| j.status.state.is_terminal());
+        if tokio::time::timeout(CANCEL_ACK_WAIT, stopped)
+            .await
+            .is_err()
+        {
+            tracing::warn!(task_id = %entry.id, "task still stopping after cancellation");
+        }
         Ok(entry.snapshot())
     }
 
@@ -275,8 +292,9 @@ where
         .catch_unwind()
         .await;
     let ending = match result {
-        _ if entry.cancel.is_cancelled() => Ending::Cancelled("cancelled".into()),
+        // Work that completed did its job, even if a cancel came too late.
         Ok(Ok(())) => Ending::Succeeded,
+        _ if entry.cancel.is_cancelled() => Ending::Cancelled(entry.cancel_reason()),
         Ok(Err(error)) => Ending::Failed(error),
         Err(_) => {
             tracing::error!("the task's work panicked");
@@ -350,9 +368,13 @@ impl Shared {
             .ok_or_else(|| Error::NotFound(format!("task `{id}`")))
     }
 
+    /// Tells the task's work to stop. A task whose work has not started ends
+    /// here; a running one ends when its work returns (see [`run`]).
     fn cancel(&self, entry: &TaskEntry, reason: &str) {
-        entry.cancel.cancel();
-        self.end(entry, Ending::Cancelled(reason.to_owned()));
+        entry.request_cancel(reason);
+        if entry.state() == TaskState::Pending {
+            self.end(entry, Ending::Cancelled(reason.to_owned()));
+        }
     }
 
     /// Ends `entry` unless it has already ended, then applies retention.
@@ -403,8 +425,28 @@ impl TaskEntry {
             kind,
             created,
             cancel: CancellationToken::new(),
+            cancel_reason: Mutex::new(None),
             journal: watch::Sender::new(Journal { status, log }),
         }
+    }
+
+    /// Records why the task should stop and tells its work.
+    fn request_cancel(&self, reason: &str) {
+        let mut why = self
+            .cancel_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        why.get_or_insert_with(|| reason.to_owned());
+        self.cancel.cancel();
+    }
+
+    /// The reason given to [`TaskEntry::request_cancel`].
+    fn cancel_reason(&self) -> String {
+        let why = self
+            .cancel_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        why.clone().unwrap_or_else(|| "cancelled".to_owned())
     }
 
     fn state(&self) -> TaskState {
@@ -591,30 +633,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cancelling_ends_the_task_at_once_and_the_work_result_is_ignored() {
+    async fn cancelling_waits_for_the_work_to_stop_and_records_cancelled() {
         let registry = registry(TaskLimits::default());
         let (started, mut running) = tokio::sync::watch::channel(false);
         let task = registry.start("test", move |context| async move {
             started.send_replace(true);
             context.cancellation().cancelled().await;
-            context.progress(9, 9, "too late");
             Err("stopped".to_owned())
         });
         running.wait_for(|&r| r).await.expect("work starts");
-        let cancelled = registry.cancel(&task.id).expect("cancel");
+        let cancelled = registry.cancel(&task.id).await.expect("cancel");
         assert_eq!(cancelled.status.state, TaskState::Cancelled);
+        assert_eq!(cancelled.status.message, "cancelled by request");
+        assert_eq!(cancelled.status.error, "");
         let events = events(&registry, &task.id).await;
-        // Let the work finish, then check nothing changed.
-        tokio::task::yield_now().await;
-        let after = registry.get(&task.id).expect("task");
-        assert_eq!(after, cancelled);
-        assert_eq!(after.status.error, "");
         assert_eq!(
             states(&events),
             [TaskState::Pending, TaskState::Running, TaskState::Cancelled]
         );
         // Idempotent: a second cancel changes nothing.
-        assert_eq!(registry.cancel(&task.id).expect("cancel again"), cancelled);
+        assert_eq!(
+            registry.cancel(&task.id).await.expect("cancel again"),
+            cancelled
+        );
+    }
+
+    #[tokio::test]
+    async fn work_that_completes_despite_a_cancel_is_reported_succeeded() {
+        let registry = registry(TaskLimits::default());
+        let (started, mut running) = tokio::sync::watch::channel(false);
+        let task = registry.start("test", move |context| async move {
+            started.send_replace(true);
+            // Past the point of no return (say, a commit): finish anyway.
+            context.cancellation().cancelled().await;
+            Ok(())
+        });
+        running.wait_for(|&r| r).await.expect("work starts");
+        let after = registry.cancel(&task.id).await.expect("cancel");
+        assert_eq!(after.status.state, TaskState::Succeeded);
     }
 
     #[tokio::test]
@@ -627,7 +683,7 @@ mod tests {
             flag.store(true, Ordering::SeqCst);
             Ok(())
         });
-        registry.cancel(&task.id).expect("cancel");
+        registry.cancel(&task.id).await.expect("cancel");
         tokio::task::yield_now().await;
         let events = events(&registry, &task.id).await;
         assert_eq!(
@@ -647,6 +703,7 @@ mod tests {
             Ok(())
         });
         registry.cancel_all("shutting down");
+        events(&registry, &waiting.id).await;
         let waiting = registry.get(&waiting.id).expect("task");
         assert_eq!(waiting.status.state, TaskState::Cancelled);
         assert_eq!(waiting.status.message, "shutting down");
@@ -663,12 +720,12 @@ mod tests {
         let first = registry
             .try_start("test", |c| async move {
                 c.cancellation().cancelled().await;
-                Ok(())
+                Err("stopped".to_owned())
             })
             .expect("first");
         let refused = registry.try_start("test", |_| async { Ok(()) });
         assert!(matches!(refused, Err(Error::ResourceExhausted(_))));
-        registry.cancel(&first.id).expect("cancel");
+        registry.cancel(&first.id).await.expect("cancel");
         assert!(registry.try_start("test", |_| async { Ok(()) }).is_ok());
     }
 
@@ -756,6 +813,9 @@ mod tests {
             registry.watch("task-x", 0),
             Err(Error::NotFound(_))
         ));
-        assert!(matches!(registry.cancel("task-x"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            registry.cancel("task-x").await,
+            Err(Error::NotFound(_))
+        ));
     }
 }

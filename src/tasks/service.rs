@@ -128,7 +128,10 @@ impl TaskService for TaskApi {
             .calls
             .start("agentstream.v1.TaskService/CancelTask", &request);
         let id = request.into_inner().task_id;
-        let task = check_task_id(&id).and_then(|()| self.registry.cancel(&id));
+        let task = match check_task_id(&id) {
+            Ok(()) => self.registry.cancel(&id).await,
+            Err(error) => Err(error),
+        };
         call.unary(task.map(|task| pb::CancelTaskResponse {
             task: Some(task.into()),
         }))

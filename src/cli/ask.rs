@@ -1,0 +1,108 @@
+//! `agentstream ask "question"`: prints the passages found, streams the
+//! cited answer as it is generated, then the timings.
+
+use std::{
+    io::{Write, stdout},
+    time::Duration,
+};
+
+use clap::Args;
+use futures::StreamExt;
+
+use super::{CliError, ClientArgs, interrupted};
+use crate::pb::{self, rag_service_client::RagServiceClient, stream_answer_response::Event};
+
+#[derive(Debug, Args)]
+pub(super) struct AskArgs {
+    /// The question.
+    question: String,
+    /// Passages to retrieve (1 to 20); the server's default (4) when not given.
+    #[arg(long, short = 'k')]
+    top_k: Option<u32>,
+    /// The model; the server's default when not given.
+    #[arg(long, short)]
+    model: Option<String>,
+    /// Most tokens in the answer; the server's default when not given.
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// Give up after this long (e.g. `30s`); the server stops generating.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub(super) async fn run(args: AskArgs) -> Result<(), CliError> {
+    let mut client = RagServiceClient::new(args.client.connect().await?);
+    let mut request = tonic::Request::new(pb::StreamAnswerRequest {
+        question: args.question.clone(),
+        top_k: args.top_k.unwrap_or(0),
+        model: args.model.clone().unwrap_or_default(),
+        max_tokens: args.max_tokens.unwrap_or(0),
+    });
+    if let Some(timeout) = args.timeout {
+        request.set_timeout(timeout);
+    }
+    tokio::select! {
+        result = print_answer(&mut client, request) => result,
+        () = interrupted() => Err(CliError::Cancelled),
+    }
+}
+
+async fn print_answer(
+    client: &mut RagServiceClient<tonic::transport::Channel>,
+    request: tonic::Request<pb::StreamAnswerRequest>,
+) -> Result<(), CliError> {
+    let mut events = client.stream_answer(request).await?.into_inner();
+    let mut out = stdout().lock();
+    while let Some(response) = events.next().await {
+        match response?.event {
+            Some(Event::PassagesRetrieved(found)) => print_passages(&mut out, &found)?,
+            Some(Event::GenerationStarted(started)) => {
+                writeln!(out, "Answer ({}):", started.model)?;
+            }
+            Some(Event::Content(delta)) => {
+                out.write_all(delta.text.as_bytes())?;
+                out.flush()?;
+            }
+            Some(Event::Done(done)) => {
+                writeln!(out)?;
+                out.flush()?;
+                print_timings(&done);
+            }
+            Some(Event::RetrievalStarted(_)) | None => {}
+        }
+    }
+    Ok(())
+}
+
+fn print_passages(out: &mut impl Write, found: &pb::PassagesRetrieved) -> std::io::Result<()> {
+    if found.passages.is_empty() {
+        writeln!(out, "No passage matches the question.")?;
+    } else {
+        writeln!(out, "Passages:")?;
+    }
+    for (i, passage) in found.passages.iter().enumerate() {
+        let title = if passage.title.is_empty() {
+            passage.document_id.as_str()
+        } else {
+            passage.title.as_str()
+        };
+        write!(out, "  [{}] {title}  (score {:.2}", i + 1, passage.score)?;
+        if !passage.source.is_empty() {
+            write!(out, ", {}", passage.source)?;
+        }
+        writeln!(out, ")")?;
+    }
+    writeln!(out)
+}
+
+fn print_timings(done: &pb::AnswerDone) {
+    let reason =
+        pb::FinishReason::try_from(done.finish_reason).map_or("unknown", |r| r.as_str_name());
+    let usage = done.usage.unwrap_or_default();
+    eprintln!(
+        "retrieval {} ms, generation {} ms, {} prompt + {} completion tokens, {reason}",
+        done.retrieval_ms, done.generation_ms, usage.prompt_tokens, usage.completion_tokens
+    );
+}

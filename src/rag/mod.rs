@@ -1,0 +1,34 @@
+//! RagService: retrieval-augmented answers over an embedded document index.
+//!
+//! Why it is built this way:
+//! - The index is embedded ([`index`], tantivy with BM25) and lives in the
+//!   server's data directory: no search service to run beside agentstream,
+//!   and documents survive restarts (an ingestion is one atomic commit).
+//! - Retrieval ranks *passages* ([`passages`]): a question is answered by a
+//!   few sentences, not by whole documents, and a per-document cap keeps one
+//!   long document from crowding out the rest.
+//! - Every text goes through one analyzer ([`tokenizer`]) that segments
+//!   Chinese with jieba and handles English and mixed text, because the seed
+//!   users write Chinese first and Chinese has no spaces between words.
+//! - An answer is a stream of events ([`events`]) that is pulled like a chat
+//!   generation, so cancellation and deadlines stop it the same way. With the
+//!   built-in models the answer is extractive ([`answer`]); any other model
+//!   gets the passages as numbered sources and is told to cite them.
+//! - Ingestion is a library call ([`DocumentIndex::ingest`]) that reports to
+//!   an [`IngestProgress`]; IngestDocuments runs it as a TaskService task.
+//! - [`request`] checks every request before work starts; [`service`] is the
+//!   wire edge.
+
+pub mod answer;
+pub mod events;
+pub mod index;
+pub mod passages;
+pub mod request;
+pub mod service;
+pub mod tokenizer;
+
+pub use index::{
+    DocumentIndex, DocumentInfo, IngestError, IngestProgress, IngestReport, NewDocument,
+    RetrievedPassage, Unwatched,
+};
+pub use service::RagApi;

@@ -527,31 +527,6 @@ async fn request_id_is_echoed_or_generated() {
     );
 }
 
-/// Proves that no token is produced for a call after it is gone: with no live
-/// generation left, a call of known size moves the token counter by exactly
-/// its own usage.
-async fn assert_token_counter_stopped(server: &TestServer) {
-    let before = server.metrics().tokens_generated;
-    let chunks = collect(
-        server,
-        StreamChatRequest {
-            include_usage: true,
-            ..ask("sync point")
-        },
-    )
-    .await;
-    let own = chunks
-        .last()
-        .and_then(|c| c.usage)
-        .expect("usage")
-        .completion_tokens;
-    assert_eq!(
-        server.metrics().tokens_generated,
-        before + u64::from(own),
-        "tokens produced by a dropped call"
-    );
-}
-
 #[tokio::test]
 async fn dropping_the_call_stops_generation_at_once() {
     let server = TestServer::start_with(|c| c.mock_token_delay = Duration::from_millis(20)).await;
@@ -567,7 +542,7 @@ async fn dropping_the_call_stops_generation_at_once() {
             m.live_generations == 0 && m.active_streams == 0
         })
         .await;
-    assert_token_counter_stopped(&server).await;
+    server.assert_no_token_produced_meanwhile().await;
 }
 
 #[tokio::test]
@@ -584,7 +559,7 @@ async fn dropping_a_call_with_several_choices_stops_all_of_them() {
             m.live_generations == 0 && m.active_streams == 0
         })
         .await;
-    assert_token_counter_stopped(&server).await;
+    server.assert_no_token_produced_meanwhile().await;
 }
 
 #[tokio::test]
@@ -618,7 +593,7 @@ async fn a_deadline_ends_the_stream_with_deadline_exceeded_and_stops_generation(
             m.live_generations == 0 && m.active_streams == 0
         })
         .await;
-    assert_token_counter_stopped(&server).await;
+    server.assert_no_token_produced_meanwhile().await;
 }
 
 #[tokio::test]

@@ -6,10 +6,7 @@
 
 mod common;
 
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{sync::Mutex, time::Duration};
 
 use agentstream::{
     config::ServeConfig,
@@ -887,10 +884,8 @@ async fn a_client_that_goes_away_stops_retrieval_and_generation() {
     let stopped = server
         .until("generation dropped", |m| m.live_generations == 0)
         .await;
-    // Observe several token periods: nothing more is produced.
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(server.metrics().tokens_generated, stopped.tokens_generated);
     assert!(stopped.tokens_generated < 40, "the answer was cut short");
+    server.assert_no_token_produced_meanwhile().await;
     server
         .until("stream closed", |m| m.active_streams == 0)
         .await;
@@ -901,7 +896,6 @@ async fn the_deadline_ends_the_answer_and_its_work() {
     let server = slow_server().await;
     let mut request = tonic::Request::new(question("How do streams deliver tokens and stop?"));
     request.set_timeout(Duration::from_millis(300));
-    let started = Instant::now();
     let mut stream = server
         .rag()
         .stream_answer(request)
@@ -924,17 +918,11 @@ async fn the_deadline_ends_the_answer_and_its_work() {
     };
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(content > 0, "content streamed before the deadline");
-    assert!(started.elapsed() < Duration::from_secs(2));
-    let stopped = server
-        .until("generation dropped", |m| m.live_generations == 0)
-        .await;
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(server.metrics().tokens_generated, stopped.tokens_generated);
+    server.assert_no_token_produced_meanwhile().await;
 }
 
-/// IngestDocuments end to end, with `kill -9` between ingestion and restart.
-/// Needs TaskService (IngestDocuments runs as a task): run it once the task
-/// registry is wired in.
+/// IngestDocuments end to end through the real binary, with `kill -9`
+/// between ingestion and restart.
 #[tokio::test]
 async fn ingested_documents_survive_kill_9() {
     use std::process::{Command, Stdio};

@@ -72,6 +72,48 @@ impl TestServer {
         self.metrics.snapshot()
     }
 
+    /// Proves that nothing left over is still producing tokens: a call of
+    /// known size, made once no generation should be live, moves the
+    /// server's token counter by exactly its own usage.
+    pub async fn assert_no_token_produced_meanwhile(&self) {
+        use agentstream::pb;
+        use futures::StreamExt;
+
+        self.until("no live generation", |m| m.live_generations == 0)
+            .await;
+        let before = self.metrics().tokens_generated;
+        let request = pb::StreamChatRequest {
+            messages: vec![pb::ChatMessage {
+                role: pb::Role::User as i32,
+                content: "sync point".into(),
+                name: String::new(),
+            }],
+            model: "echo".into(),
+            include_usage: true,
+            ..Default::default()
+        };
+        let mut stream = self
+            .chat()
+            .stream_chat(request)
+            .await
+            .expect("call")
+            .into_inner();
+        let mut own = None;
+        while let Some(chunk) = stream.next().await {
+            own = chunk
+                .expect("chunk")
+                .usage
+                .map(|u| u.completion_tokens)
+                .or(own);
+        }
+        let own = own.expect("usage chunk");
+        assert_eq!(
+            self.metrics().tokens_generated,
+            before + u64::from(own),
+            "tokens were produced for a call that was gone"
+        );
+    }
+
     /// Waits until `condition` holds on the server's counters.
     pub async fn until(
         &self,

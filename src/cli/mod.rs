@@ -117,7 +117,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), CliError> {
-    telemetry::init(config.log_format);
+    let _flush_logs_on_exit = telemetry::init(config.log_format);
     let server = Server::start(config).await?;
     let shutdown = server.shutdown();
     tokio::spawn(async move {

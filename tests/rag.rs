@@ -73,47 +73,17 @@ fn to_wire(document: NewDocument) -> pb::Document {
     }
 }
 
-/// Starts an ingestion over RPC and returns its task.
-async fn start_ingestion(server: &TestServer, documents: Vec<NewDocument>) -> pb::Task {
-    let task = server
-        .rag()
-        .ingest_documents(pb::IngestDocumentsRequest {
-            documents: documents.into_iter().map(to_wire).collect(),
-        })
-        .await
-        .expect("ingestion accepted")
-        .into_inner()
-        .task
-        .expect("task");
-    assert_eq!(task.kind, "ingest");
-    task
-}
-
-/// Watches a task to its end and returns its events.
-async fn watch_to_end(server: &TestServer, task_id: &str) -> Vec<pb::TaskEvent> {
-    let mut stream = server
-        .tasks()
-        .watch_task(pb::WatchTaskRequest {
-            task_id: task_id.into(),
-            after_sequence: 0,
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(event) = stream.next().await {
-        events.extend(event.expect("event").event);
-    }
-    events
-}
-
 /// Ingests over RPC and waits for the task to succeed.
 async fn ingest(server: &TestServer, documents: Vec<NewDocument>) {
-    let task = start_ingestion(server, documents).await;
-    let events = watch_to_end(server, &task.task_id).await;
-    let last = events.last().expect("events");
-    assert_eq!(last.state(), pb::TaskState::Succeeded, "{last:?}");
-    assert_eq!(last.percent, 100.0);
+    server
+        .ingest(documents.into_iter().map(to_wire).collect())
+        .await;
+}
+
+async fn start_ingestion(server: &TestServer, documents: Vec<NewDocument>) -> pb::Task {
+    server
+        .start_ingestion(documents.into_iter().map(to_wire).collect())
+        .await
 }
 
 fn question(text: &str) -> pb::StreamAnswerRequest {
@@ -779,7 +749,7 @@ async fn cancelling_an_ingestion_task_is_all_or_nothing() {
         pb::TaskState::Succeeded => assert_eq!(after.len(), before.len() + 600),
         other => panic!("unexpected state {other:?}"),
     }
-    let events = watch_to_end(&server, &task.task_id).await;
+    let events = server.watch_to_end(&task.task_id).await;
     assert_eq!(events.last().map(|e| e.state()), Some(cancelled.state()));
 }
 

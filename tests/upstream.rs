@@ -695,36 +695,14 @@ async fn refused_url() -> String {
 
 /// Ingests one document over RPC and waits for the task to succeed.
 async fn ingest_one(server: &TestServer, id: &str, text: &str) {
-    let task = server
-        .rag()
-        .ingest_documents(pb::IngestDocumentsRequest {
-            documents: vec![pb::Document {
-                id: id.into(),
-                title: format!("About {id}"),
-                text: text.into(),
-                source: format!("{id}.md"),
-                ..Default::default()
-            }],
-        })
-        .await
-        .expect("ingestion accepted")
-        .into_inner()
-        .task
-        .expect("task");
-    let mut events = server
-        .tasks()
-        .watch_task(pb::WatchTaskRequest {
-            task_id: task.task_id,
-            after_sequence: 0,
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut last = None;
-    while let Some(event) = events.next().await {
-        last = event.expect("event").event;
-    }
-    assert_eq!(last.map(|e| e.state()), Some(pb::TaskState::Succeeded));
+    let document = pb::Document {
+        id: id.into(),
+        title: format!("About {id}"),
+        text: text.into(),
+        source: format!("{id}.md"),
+        ..Default::default()
+    };
+    server.ingest(vec![document]).await;
 }
 
 fn question_for_model(question: &str) -> pb::StreamAnswerRequest {

@@ -114,6 +114,56 @@ impl TestServer {
         );
     }
 
+    /// Starts an ingestion over RPC (IngestDocuments) and returns its task.
+    pub async fn start_ingestion(
+        &self,
+        documents: Vec<agentstream::pb::Document>,
+    ) -> agentstream::pb::Task {
+        let task = self
+            .rag()
+            .ingest_documents(agentstream::pb::IngestDocumentsRequest { documents })
+            .await
+            .expect("ingestion accepted")
+            .into_inner()
+            .task
+            .expect("task");
+        assert_eq!(task.kind, "ingest");
+        task
+    }
+
+    /// Watches task `task_id` from its first event to its end.
+    pub async fn watch_to_end(&self, task_id: &str) -> Vec<agentstream::pb::TaskEvent> {
+        use futures::StreamExt;
+
+        let mut stream = self
+            .tasks()
+            .watch_task(agentstream::pb::WatchTaskRequest {
+                task_id: task_id.into(),
+                after_sequence: 0,
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let mut events = Vec::new();
+        while let Some(event) = stream.next().await {
+            events.extend(event.expect("event").event);
+        }
+        events
+    }
+
+    /// Ingests `documents` over RPC and waits for the task to succeed.
+    pub async fn ingest(&self, documents: Vec<agentstream::pb::Document>) {
+        let task = self.start_ingestion(documents).await;
+        let events = self.watch_to_end(&task.task_id).await;
+        let last = events.last().expect("events");
+        assert_eq!(
+            last.state(),
+            agentstream::pb::TaskState::Succeeded,
+            "{last:?}"
+        );
+        assert_eq!(last.percent, 100.0);
+    }
+
     /// Waits until `condition` holds on the server's counters.
     pub async fn until(
         &self,

@@ -8,7 +8,7 @@ use agentstream::{
     pb::{self, StreamChatRequest, StreamChatResponse},
     tokenizer::Tokenizer,
 };
-use common::TestServer;
+use common::{TestServer, text_of, user};
 use futures::StreamExt;
 use tonic::{Code, Status, Streaming};
 use tonic_types::StatusExt;
@@ -17,14 +17,6 @@ fn ask(question: &str) -> StreamChatRequest {
     StreamChatRequest {
         messages: vec![user(question)],
         ..Default::default()
-    }
-}
-
-fn user(content: &str) -> pb::ChatMessage {
-    pb::ChatMessage {
-        role: pb::Role::User as i32,
-        content: content.into(),
-        name: String::new(),
     }
 }
 
@@ -55,17 +47,6 @@ async fn collect(server: &TestServer, request: StreamChatRequest) -> Vec<StreamC
         chunks.push(chunk.expect("chunk"));
     }
     chunks
-}
-
-/// The concatenated text of choice `index`.
-fn text_of(chunks: &[StreamChatResponse], index: u32) -> String {
-    chunks
-        .iter()
-        .flat_map(|c| &c.choices)
-        .filter(|c| c.index == index)
-        .filter_map(|c| c.delta.as_ref())
-        .map(|d| d.content.as_str())
-        .collect()
 }
 
 fn finish_reasons(chunks: &[StreamChatResponse], index: u32) -> Vec<i32> {

@@ -10,7 +10,7 @@ use std::{
 };
 
 use agentstream::pb::{self, StreamChatRequest};
-use common::{TestServer, connect};
+use common::{TestServer, connect, user};
 use futures::StreamExt;
 use tonic::Code;
 use tonic_health::pb::{
@@ -20,11 +20,7 @@ use tonic_reflection::pb::{v1, v1alpha};
 
 fn ask(question: &str) -> StreamChatRequest {
     StreamChatRequest {
-        messages: vec![pb::ChatMessage {
-            role: pb::Role::User as i32,
-            content: question.into(),
-            name: String::new(),
-        }],
+        messages: vec![user(question)],
         ..Default::default()
     }
 }

@@ -18,7 +18,7 @@ use agentstream::{
     server::Server,
     tokenizer::Tokenizer,
 };
-use common::TestServer;
+use common::{TestServer, text_of, user};
 use fake_openai::{After, FakeOpenAi, Reply, completion, content, data, error, stream};
 use futures::StreamExt;
 use tonic::{Code, Status, Streaming};
@@ -44,11 +44,7 @@ fn upstream_spec(url: &str, extra: &str) -> UpstreamSpec {
 fn ask(text: &str) -> StreamChatRequest {
     StreamChatRequest {
         model: MODEL.into(),
-        messages: vec![pb::ChatMessage {
-            role: pb::Role::User as i32,
-            content: text.into(),
-            name: String::new(),
-        }],
+        messages: vec![user(text)],
         ..Default::default()
     }
 }
@@ -74,17 +70,6 @@ async fn drain(
         }
     }
     (chunks, Ok(()))
-}
-
-/// The concatenated text of choice `index`.
-fn text_of(chunks: &[StreamChatResponse], index: u32) -> String {
-    chunks
-        .iter()
-        .flat_map(|c| &c.choices)
-        .filter(|c| c.index == index)
-        .filter_map(|c| c.delta.as_ref())
-        .map(|d| d.content.as_str())
-        .collect()
 }
 
 fn finish_of(chunks: &[StreamChatResponse], index: u32) -> Vec<i32> {

@@ -83,11 +83,7 @@ impl TestServer {
             .await;
         let before = self.metrics().tokens_generated;
         let request = pb::StreamChatRequest {
-            messages: vec![pb::ChatMessage {
-                role: pb::Role::User as i32,
-                content: "sync point".into(),
-                name: String::new(),
-            }],
+            messages: vec![user("sync point")],
             model: "echo".into(),
             include_usage: true,
             ..Default::default()
@@ -178,6 +174,26 @@ impl TestServer {
         })
         .await
     }
+}
+
+/// A user message.
+pub fn user(content: &str) -> agentstream::pb::ChatMessage {
+    agentstream::pb::ChatMessage {
+        role: agentstream::pb::Role::User as i32,
+        content: content.into(),
+        name: String::new(),
+    }
+}
+
+/// The concatenated text of choice `index` over `chunks`.
+pub fn text_of(chunks: &[agentstream::pb::StreamChatResponse], index: u32) -> String {
+    chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .filter(|c| c.index == index)
+        .filter_map(|c| c.delta.as_ref())
+        .map(|d| d.content.as_str())
+        .collect()
 }
 
 /// A channel to `addr`.

@@ -337,15 +337,7 @@ async fn a_stop_sequence_is_never_sent_and_the_upstream_is_closed() {
 
 #[tokio::test]
 async fn a_client_that_goes_away_closes_the_upstream_stream() {
-    let fake = FakeOpenAi::start(
-        vec![Reply::Sse {
-            frames: Vec::new(),
-            delay: Duration::from_millis(20),
-            after: After::Endless,
-        }],
-        &[],
-    )
-    .await;
+    let fake = FakeOpenAi::start(vec![Reply::endless(Duration::from_millis(20))], &[]).await;
     let server = server_for(&fake.url(), "").await;
     let mut stream = open(&server, ask("go on forever")).await;
     for _ in 0..2 {
@@ -362,15 +354,7 @@ async fn a_client_that_goes_away_closes_the_upstream_stream() {
 
 #[tokio::test]
 async fn a_deadline_ends_the_call_and_closes_the_upstream_stream() {
-    let fake = FakeOpenAi::start(
-        vec![Reply::Sse {
-            frames: Vec::new(),
-            delay: Duration::from_millis(20),
-            after: After::Endless,
-        }],
-        &[],
-    )
-    .await;
+    let fake = FakeOpenAi::start(vec![Reply::endless(Duration::from_millis(20))], &[]).await;
     let server = server_for(&fake.url(), "").await;
     let mut request = tonic::Request::new(ask("go on forever"));
     request.set_timeout(Duration::from_millis(300));
@@ -594,15 +578,7 @@ async fn a_stalled_upstream_hits_the_idle_timeout_and_is_closed() {
 
 #[tokio::test]
 async fn an_upstream_that_never_starts_hits_the_first_token_timeout() {
-    let fake = FakeOpenAi::start(
-        vec![Reply::Sse {
-            frames: Vec::new(),
-            delay: Duration::from_millis(1),
-            after: After::Hang,
-        }],
-        &[],
-    )
-    .await;
+    let fake = FakeOpenAi::start(vec![Reply::stalled()], &[]).await;
     let server = server_for(&fake.url(), ",first-token-timeout=300ms").await;
     let (chunks, status) = failure(&server, ask("hi")).await;
     assert!(chunks.is_empty());
@@ -772,15 +748,7 @@ async fn rag_with_an_upstream_model_prompts_with_numbered_sources_and_streams_it
 
 #[tokio::test]
 async fn rag_client_that_goes_away_closes_the_upstream_stream() {
-    let fake = FakeOpenAi::start(
-        vec![Reply::Sse {
-            frames: Vec::new(),
-            delay: Duration::from_millis(20),
-            after: After::Endless,
-        }],
-        &[],
-    )
-    .await;
+    let fake = FakeOpenAi::start(vec![Reply::endless(Duration::from_millis(20))], &[]).await;
     let server = server_for(&fake.url(), "").await;
     ingest_one(&server, "streams", "Streams carry tokens to clients.").await;
     let mut stream = server

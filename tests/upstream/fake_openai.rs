@@ -39,6 +39,26 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// A model that sends `"tick "` every `delay` until it is stopped.
+    pub fn endless(delay: Duration) -> Self {
+        Reply::Sse {
+            frames: Vec::new(),
+            delay,
+            after: After::Endless,
+        }
+    }
+
+    /// A model that opens its event stream and then sends nothing.
+    pub fn stalled() -> Self {
+        Reply::Sse {
+            frames: Vec::new(),
+            delay: Duration::from_millis(1),
+            after: After::Hang,
+        }
+    }
+}
+
 /// What an event stream does once its frames are sent.
 #[derive(Debug, Clone, Copy)]
 pub enum After {

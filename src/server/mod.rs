@@ -139,9 +139,7 @@ impl Server {
         );
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<ChatServiceServer<ChatApi>>().await;
-        health.set_serving::<RagServiceServer<RagApi>>().await;
-        health.set_serving::<TaskServiceServer<TaskApi>>().await;
+        set_health(&health, ServingStatus::Serving).await;
 
         // google.rpc (tonic-types) is served too, so grpcurl and buf curl can
         // decode the BadRequest and RetryInfo details of error statuses.
@@ -270,7 +268,7 @@ async fn run(
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining in-flight calls"
     );
-    set_all_not_serving(&health).await;
+    set_health(&health, ServingStatus::NotServing).await;
     shutdown.start_draining();
     tokio::select! {
         result = &mut serve => return Ok(result?),
@@ -287,15 +285,18 @@ async fn run(
     }
 }
 
-async fn set_all_not_serving(health: &HealthReporter) {
-    for service in [
-        "",
-        <ChatServiceServer<ChatApi> as tonic::server::NamedService>::NAME,
-        <RagServiceServer<RagApi> as tonic::server::NamedService>::NAME,
-        <TaskServiceServer<TaskApi> as tonic::server::NamedService>::NAME,
-    ] {
-        health
-            .set_service_status(service, ServingStatus::NotServing)
-            .await;
+/// The services health reports on: "" (the server as a whole) and each
+/// agentstream service.
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    <ChatServiceServer<ChatApi> as tonic::server::NamedService>::NAME,
+    <RagServiceServer<RagApi> as tonic::server::NamedService>::NAME,
+    <TaskServiceServer<TaskApi> as tonic::server::NamedService>::NAME,
+];
+
+/// Reports every service of [`HEALTH_SERVICES`] with `status`.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in HEALTH_SERVICES {
+        health.set_service_status(service, status).await;
     }
 }

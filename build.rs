@@ -21,8 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("agentstream_descriptor.bin"),
         fds.encode_to_vec(),
     )?;
+    // Smaller response batches than tonic's default: they bound what a
+    // stream whose client stops reading holds (src/server/transport/codec.rs).
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
+        .codec_path("crate::server::transport::codec::BoundedCodec")
         .compile_fds(fds)?;
     Ok(())
 }

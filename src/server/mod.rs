@@ -9,17 +9,19 @@
 
 pub mod call;
 mod metrics_endpoint;
+pub mod request_id;
 pub mod shutdown;
+pub mod transport;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
+use tokio::{net::TcpListener, task::JoinHandle};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use call::{Call, CallStream, Calls};
 pub use shutdown::Shutdown;
+use transport::{Protocols, Transport};
 
 use crate::{
     chat::{ChatApi, ChatLimits},
@@ -93,13 +95,14 @@ pub struct Server {
 impl Server {
     /// Binds `config.listen` and starts serving in the background.
     pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
-        let incoming = TcpIncoming::bind(config.listen)
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?
-            .with_nodelay(Some(true));
-        let addr = incoming.local_addr().map_err(|source| ServeError::Bind {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: config.listen,
             source,
         })?;
@@ -154,15 +157,23 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let router = tonic::transport::Server::builder()
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(PropagateRequestIdLayer::x_request_id())
+        let routes = tonic::service::Routes::builder()
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(ChatServiceServer::new(chat))
+            .add_service(
+                ChatServiceServer::new(chat)
+                    .max_decoding_message_size(chat_decoding_limit(config.max_request_bytes)),
+            )
             .add_service(RagServiceServer::new(rag).max_decoding_message_size(MAX_MESSAGE_BYTES))
-            .add_service(TaskServiceServer::new(TaskApi::new(tasks, calls)));
+            .add_service(TaskServiceServer::new(TaskApi::new(tasks, calls)))
+            .clone()
+            .routes();
+        let grpc = tower::ServiceBuilder::new()
+            .map_request(request_id::drop_unacceptable)
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .service(routes);
 
         let metrics_addr = match config.metrics_listen {
             Some(listen) => {
@@ -170,8 +181,9 @@ impl Server {
             }
             None => None,
         };
-        let serve = router.serve_with_incoming_shutdown(incoming, shutdown.draining());
-        let serving = run(serve, shutdown.clone(), health, config.shutdown_grace);
+        let transport = Transport::new(config.transport_limits(), shutdown.clone());
+        transport.serve(listener, grpc, Protocols::Http2);
+        let serving = run(transport, shutdown.clone(), health, config.shutdown_grace);
         let index = documents.clone();
         let task = tokio::spawn(async move {
             let result = serving.await;
@@ -228,6 +240,18 @@ fn chat_limits(config: &ServeConfig) -> ChatLimits {
     }
 }
 
+/// The largest StreamChat request tonic decodes: gRPC's usual 4 MiB, or
+/// more when `--max-request-bytes` allows more content, with room for the
+/// other fields, so that an oversized request is refused by validation
+/// (INVALID_ARGUMENT naming the field) rather than by the decoder.
+fn chat_decoding_limit(max_request_bytes: usize) -> usize {
+    const GRPC_DEFAULT: usize = 4 << 20;
+    const OTHER_FIELDS: usize = 1 << 20;
+    max_request_bytes
+        .saturating_add(OTHER_FIELDS)
+        .max(GRPC_DEFAULT)
+}
+
 fn token_budget(config: &ServeConfig) -> TokenBudget {
     TokenBudget {
         default_max_tokens: config.default_max_tokens,
@@ -252,18 +276,17 @@ async fn cancel_tasks_on_abort(tasks: TaskRegistry, shutdown: Shutdown) {
     tasks.cancel_all("cancelled: the server is shutting down");
 }
 
-/// Serves until shutdown, then runs the drain sequence.
+/// Waits for shutdown, then runs the drain sequence: the listeners stay open
+/// (a health check then answers NOT_SERVING), every connection is closed
+/// gracefully (idle ones at once), and the drain ends as soon as no call is
+/// in flight, at the end of the grace period, or on a second signal.
 async fn run(
-    serve: impl Future<Output = Result<(), tonic::transport::Error>>,
+    transport: Transport,
     shutdown: Shutdown,
     health: HealthReporter,
     grace: Duration,
 ) -> Result<(), ServeError> {
-    tokio::pin!(serve);
-    tokio::select! {
-        result = &mut serve => return Ok(result?),
-        () = shutdown.requested() => {}
-    }
+    shutdown.requested().await;
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining in-flight calls"
@@ -271,18 +294,24 @@ async fn run(
     set_health(&health, ServingStatus::NotServing).await;
     shutdown.start_draining();
     tokio::select! {
-        result = &mut serve => return Ok(result?),
-        () = tokio::time::sleep(grace) => {}
-    }
-    tracing::info!("grace period over: ending in-flight streams");
-    shutdown.abort_streams();
-    tokio::select! {
-        result = &mut serve => Ok(result?),
-        () = tokio::time::sleep(FLUSH_AFTER_ABORT) => {
-            tracing::info!("closing the remaining connections");
-            Ok(())
+        () = transport.idle() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::info!("grace period over: ending in-flight streams");
+        }
+        () = shutdown.forced() => {
+            tracing::info!("second signal: stopping now");
         }
     }
+    shutdown.abort_streams();
+    tokio::select! {
+        () = transport.idle() => {}
+        () = tokio::time::sleep(FLUSH_AFTER_ABORT) => {
+            tracing::info!("closing the remaining connections");
+        }
+        () = shutdown.forced() => {}
+    }
+    transport.close();
+    Ok(())
 }
 
 /// The services health reports on: "" (the server as a whole) and each

@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod http;
 pub mod llm;
 pub mod metrics;
 pub mod pb;

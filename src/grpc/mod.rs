@@ -42,13 +42,34 @@ pub const SERVICE_NAMES: [&str; 3] = [
 /// Reflection could not be built from the embedded descriptors.
 pub type ReflectionError = tonic_reflection::server::Error;
 
-/// Every gRPC service of the server over the core's `chat`, `rag` and
-/// `tasks`, with `health` and reflection (v1 and v1alpha).
+/// The three agentstream services over the core, configured once for every
+/// transport that serves them (the gRPC port, gRPC-Web on the HTTP port).
+#[derive(Clone)]
+pub struct Services {
+    /// ChatService.
+    pub chat: ChatServiceServer<ChatApi>,
+    /// RagService.
+    pub rag: RagServiceServer<RagApi>,
+    /// TaskService.
+    pub tasks: TaskServiceServer<TaskApi>,
+}
+
+impl Services {
+    /// The services over the core's `chat`, `rag` and `tasks`.
+    pub fn new(chat: Chat, rag: Rag, tasks: Tasks, calls: Calls) -> Self {
+        Self {
+            chat: ChatServiceServer::new(ChatApi::new(chat, calls.clone())),
+            rag: RagServiceServer::new(RagApi::new(rag, calls.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            tasks: TaskServiceServer::new(TaskApi::new(tasks, calls)),
+        }
+    }
+}
+
+/// Every gRPC service of the server: `services`, `health` and reflection
+/// (v1 and v1alpha).
 pub fn routes(
-    chat: Chat,
-    rag: Rag,
-    tasks: Tasks,
-    calls: Calls,
+    services: Services,
     health: HealthServer<impl Health>,
 ) -> Result<Routes, ReflectionError> {
     // google.rpc (tonic-types) is served too, so grpcurl and buf curl can
@@ -66,12 +87,9 @@ pub fn routes(
     Ok(Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ChatServiceServer::new(ChatApi::new(chat, calls.clone())))
-        .add_service(
-            RagServiceServer::new(RagApi::new(rag, calls.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(TaskServiceServer::new(TaskApi::new(tasks, calls))))
+        .add_service(services.chat)
+        .add_service(services.rag)
+        .add_service(services.tasks))
 }
 
 /// A `google.protobuf.Timestamp` `since_epoch` after the Unix epoch.

@@ -29,7 +29,13 @@ impl Binary {
     async fn start(extra: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_agentstream"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .arg("--data-dir")
             .arg(data_dir.path())

@@ -1,8 +1,9 @@
-//! The gRPC server: services, reflection, health, request ids and the
-//! graceful shutdown sequence.
+//! The server: builds the core once, serves it through the edges, and runs
+//! the graceful shutdown sequence.
 //!
-//! [`Server::start`] binds, builds every service on the shared state and
-//! serves in a background task; the returned handle gives the bound address
+//! [`Server::start`] binds, builds the core (models, chat, the document
+//! index, the task registry) on the shared state, hands it to the gRPC edge
+//! ([`crate::grpc`]) and serves in a background task; the returned handle gives the bound address
 //! (useful with port 0), the live [`Metrics`] and the [`Shutdown`] signal.
 //! Shutdown goes: health NOT_SERVING, stop accepting calls, let in-flight
 //! streams run for the grace period, end the rest with UNAVAILABLE, return.
@@ -19,25 +20,22 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-pub use call::{Call, CallStream, Calls};
+pub use call::{Call, CallMeta, CallStream, Calls, Method};
 pub use shutdown::Shutdown;
 use transport::{Protocols, Transport};
 
 use crate::{
-    chat::{ChatApi, ChatLimits},
+    chat::{Chat, ChatLimits},
     config::ServeConfig,
+    grpc, http,
     llm::{
         Models, TokenBudget,
         mock::MockBackend,
         openai::{OpenAiBackend, UpstreamSetupError},
     },
     metrics::Metrics,
-    pb::{
-        self, chat_service_server::ChatServiceServer, rag_service_server::RagServiceServer,
-        task_service_server::TaskServiceServer,
-    },
-    rag::{DocumentIndex, RagApi, request::MAX_MESSAGE_BYTES},
-    tasks::{TaskApi, TaskLimits, TaskRegistry},
+    rag::{DocumentIndex, Rag},
+    tasks::{TaskLimits, TaskRegistry, Tasks},
     tokenizer::Tokenizer,
 };
 
@@ -58,10 +56,13 @@ pub enum ServeError {
     },
     /// The embedded descriptors could not be loaded for reflection.
     #[error("cannot build reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    Reflection(#[from] grpc::ReflectionError),
     /// The transport failed while serving.
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The HTTP edge failed while serving.
+    #[error("HTTP edge failed: {0}")]
+    Http(#[source] std::io::Error),
     /// An upstream model server is misconfigured or its models could not be
     /// discovered.
     #[error(transparent)]
@@ -85,6 +86,7 @@ pub enum ServeError {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
@@ -128,47 +130,29 @@ impl Server {
             });
         }
         let models = Arc::new(models);
-        let chat = ChatApi::new(models.clone(), chat_limits(&config), calls.clone());
-        let tasks = TaskRegistry::new(task_limits(&config));
-        tokio::spawn(cancel_tasks_on_abort(tasks.clone(), shutdown.clone()));
+        let chat = Chat::new(models.clone(), chat_limits(&config));
+        let registry = TaskRegistry::new(task_limits(&config));
+        tokio::spawn(cancel_tasks_on_abort(registry.clone(), shutdown.clone()));
         let documents = DocumentIndex::open(&config.data_dir).await?;
-        let rag = RagApi::new(
+        let rag = Rag::new(
             documents.clone(),
-            tasks.clone(),
+            registry.clone(),
             models,
             builtin,
             token_budget(&config),
-            calls.clone(),
         );
+        let tasks = Tasks::new(registry);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
-
-        // google.rpc (tonic-types) is served too, so grpcurl and buf curl can
-        // decode the BadRequest and RetryInfo details of error statuses.
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
-
-        let routes = tonic::service::Routes::builder()
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(
-                ChatServiceServer::new(chat)
-                    .max_decoding_message_size(chat_decoding_limit(config.max_request_bytes)),
-            )
-            .add_service(RagServiceServer::new(rag).max_decoding_message_size(MAX_MESSAGE_BYTES))
-            .add_service(TaskServiceServer::new(TaskApi::new(tasks, calls)))
-            .clone()
-            .routes();
+        let mut services = grpc::Services::new(chat, rag, tasks, calls);
+        services.chat = services
+            .chat
+            .max_decoding_message_size(chat_decoding_limit(config.max_request_bytes));
+        let routes = grpc::routes(services.clone(), health_service)?;
+        // The last layer added runs first: an unacceptable client id is
+        // dropped, a request id is set (the client's, or a new one), then
+        // echoed on the response.
         let grpc = tower::ServiceBuilder::new()
             .map_request(request_id::drop_unacceptable)
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -183,6 +167,16 @@ impl Server {
         };
         let transport = Transport::new(config.transport_limits(), shutdown.clone());
         transport.serve(listener, grpc, Protocols::Http2);
+        let http_addr = match config.http_listen.addr() {
+            Some(listen) => {
+                let edge = http::Edge::new(metrics.clone(), shutdown.clone());
+                let http = http::bind(listen, edge, services, &config.cors_allow_origins).await?;
+                tracing::info!(addr = %http.addr, "http listening");
+                transport.serve(http.listener, http.app, Protocols::Http1AndHttp2);
+                Some(http.addr)
+            }
+            None => None,
+        };
         let serving = run(transport, shutdown.clone(), health, config.shutdown_grace);
         let index = documents.clone();
         let task = tokio::spawn(async move {
@@ -194,6 +188,7 @@ impl Server {
         tracing::info!(%addr, default_model = %config.default_model, "agentstream listening");
         Ok(Self {
             addr,
+            http_addr,
             metrics_addr,
             metrics,
             shutdown,
@@ -205,6 +200,11 @@ impl Server {
     /// The address the server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the HTTP edge, unless `--http-listen off`.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The address of the metrics endpoint, when `--metrics-listen` is set.
@@ -314,18 +314,10 @@ async fn run(
     Ok(())
 }
 
-/// The services health reports on: "" (the server as a whole) and each
-/// agentstream service.
-const HEALTH_SERVICES: [&str; 4] = [
-    "",
-    <ChatServiceServer<ChatApi> as tonic::server::NamedService>::NAME,
-    <RagServiceServer<RagApi> as tonic::server::NamedService>::NAME,
-    <TaskServiceServer<TaskApi> as tonic::server::NamedService>::NAME,
-];
-
-/// Reports every service of [`HEALTH_SERVICES`] with `status`.
+/// Reports "" (the server as a whole) and every agentstream service with
+/// `status`.
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    for service in HEALTH_SERVICES {
+    for service in std::iter::once("").chain(grpc::SERVICE_NAMES) {
         health.set_service_status(service, status).await;
     }
 }

@@ -134,6 +134,15 @@ impl RawClient {
         path: &str,
         message: &impl Message,
     ) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+        self.call_raw(path, grpc_frame(message)).await
+    }
+
+    /// Sends one gRPC call of `path` whose body is `body`, as is.
+    pub async fn call_raw(
+        &mut self,
+        path: &str,
+        body: Bytes,
+    ) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
         let request = http::Request::builder()
             .method("POST")
             .uri(format!("http://localhost{path}"))
@@ -142,9 +151,9 @@ impl RawClient {
             .body(())
             .expect("request");
         self.send = self.send.clone().ready().await.expect("ready");
-        let (response, mut body) = self.send.send_request(request, false).expect("send");
-        body.send_data(grpc_frame(message), true).expect("body");
-        (response, body)
+        let (response, mut stream) = self.send.send_request(request, false).expect("send");
+        stream.send_data(body, true).expect("body");
+        (response, stream)
     }
 }
 

@@ -70,7 +70,8 @@ pub(crate) async fn serve<S, B>(
         connection: load.clone(),
         server: shared.load.clone(),
     };
-    let mut conn = pin!(shared.builder.serve_connection(io, service));
+    // With upgrades: the HTTP edge serves WebSockets.
+    let mut conn = pin!(shared.builder.serve_connection_with_upgrades(io, service));
     let mut clock = StallClock::new(shared.limits.send_timeout);
     let handshake = tokio::time::sleep(shared.limits.handshake_timeout);
     let mut handshake = pin!(handshake);

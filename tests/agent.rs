@@ -5,10 +5,8 @@
 mod common;
 
 use agentstream::pb::{self, StreamChatRequest, StreamChatResponse};
-use common::{TestServer, text_of, to_struct_value, user};
-use futures::StreamExt;
+use common::{TestServer, bad_request_fields, drain_ok, text_of, to_struct_value, user};
 use tonic::Code;
-use tonic_types::StatusExt;
 
 fn tool(name: &str, schema: serde_json::Value) -> pb::Tool {
     let fields = schema
@@ -45,11 +43,7 @@ async fn chunks_of(server: &TestServer, request: StreamChatRequest) -> Vec<Strea
         .await
         .expect("accepted")
         .into_inner();
-    let mut chunks = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        chunks.push(chunk.expect("chunk"));
-    }
-    chunks
+    drain_ok(&mut stream).await
 }
 
 /// (index, id, type, name, joined arguments, argument fragments) per call.
@@ -226,14 +220,7 @@ async fn bad_tools_are_invalid_arguments_naming_each_field() {
         .stream_chat(request)
         .await
         .expect_err("invalid");
-    assert_eq!(status.code(), Code::InvalidArgument);
-    let fields: Vec<String> = status
-        .get_details_bad_request()
-        .expect("BadRequest")
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect();
+    let fields = bad_request_fields(&status);
     for field in [
         "messages[0].tool_calls",
         "messages[0].tool_calls[0].id",

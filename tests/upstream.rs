@@ -890,7 +890,7 @@ async fn parallel_tool_calls_and_reasoning_pass_through_split_anywhere() {
         tool_call_id: "call_0".into(),
         ..Default::default()
     });
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("ok");
 
     assert_eq!(
@@ -965,7 +965,7 @@ async fn refusal_and_content_filter_are_passed_on_never_turned_into_stop() {
     ];
     let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(open(&server, ask("something bad")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("something bad")).await).await;
     end.expect("ok");
     let refusal: String = chunks
         .iter()

@@ -60,6 +60,7 @@ async fn thousands_of_violations_give_a_small_error() {
                 role: 0,
                 content: String::new(),
                 name: "x".repeat(1_000),
+                ..Default::default()
             };
             500
         ],

@@ -22,6 +22,8 @@ mod cors;
 mod error;
 mod grpc_web;
 mod health;
+mod json;
+mod stream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -142,11 +142,6 @@ impl ApiError {
         .code("method_not_allowed")
     }
 
-    /// The HTTP status.
-    pub(crate) fn status(&self) -> StatusCode {
-        self.status
-    }
-
     /// OpenAI's error object.
     pub(crate) fn object(&self) -> &ErrorObject {
         &self.body
@@ -259,7 +254,7 @@ mod tests {
             FieldViolation::new("messages[0].role", "bad"),
             FieldViolation::new("n", "at most 8"),
         ]));
-        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
         let body = json(&error);
         assert_eq!(body["error"]["type"], "invalid_request_error");
         assert_eq!(body["error"]["param"], "messages[0].role");
@@ -274,7 +269,7 @@ mod tests {
             model: "gpt-9".into(),
             available: "echo".into(),
         });
-        assert_eq!(error.status(), StatusCode::NOT_FOUND);
+        assert_eq!(error.status, StatusCode::NOT_FOUND);
         assert_eq!(json(&error)["error"]["code"], "model_not_found");
     }
 
@@ -310,7 +305,7 @@ mod tests {
             ),
         ];
         for (error, status) in cases {
-            assert_eq!(ApiError::from(error).status().as_u16(), status);
+            assert_eq!(ApiError::from(error).status.as_u16(), status);
         }
     }
 }

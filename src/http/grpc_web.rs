@@ -14,33 +14,14 @@ use tonic::server::NamedService;
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
 
-use crate::{
-    chat::ChatApi,
-    pb::{
-        chat_service_server::ChatServiceServer, rag_service_server::RagServiceServer,
-        task_service_server::TaskServiceServer,
-    },
-    rag::RagApi,
-    tasks::TaskApi,
-};
-
-/// The three agentstream services, configured as on the gRPC port.
-#[derive(Clone)]
-pub(crate) struct GrpcServices {
-    /// ChatService.
-    pub chat: ChatServiceServer<ChatApi>,
-    /// RagService.
-    pub rag: RagServiceServer<RagApi>,
-    /// TaskService.
-    pub tasks: TaskServiceServer<TaskApi>,
-}
+use crate::grpc::Services;
 
 /// Adds a gRPC-Web route for each service of `services` to `router`.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
-    services: GrpcServices,
+    services: Services,
 ) -> Router<S> {
-    let GrpcServices { chat, rag, tasks } = services;
+    let Services { chat, rag, tasks } = services;
     router
         .route_service(&path_of(&chat), GrpcWebLayer::new().layer(chat))
         .route_service(&path_of(&rag), GrpcWebLayer::new().layer(rag))

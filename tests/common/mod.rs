@@ -197,6 +197,19 @@ pub fn text_of(chunks: &[agentstream::pb::StreamChatResponse], index: u32) -> St
         .collect()
 }
 
+/// The URL of `path` on the server's HTTP edge.
+pub fn http_url(server: &TestServer, path: &str) -> String {
+    let addr = server.server.http_addr().expect("the HTTP edge is on");
+    format!("http://{addr}{path}")
+}
+
+/// An HTTP/1.1 client for the HTTP edge (reqwest is built with rustls but
+/// without a crypto provider, which is installed here once).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A channel to `addr`.
 pub async fn connect(addr: std::net::SocketAddr) -> Channel {
     Endpoint::from_shared(format!("http://{addr}"))

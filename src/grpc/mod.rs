@@ -41,8 +41,7 @@ pub const SERVICE_NAMES: [&str; 3] = [
 pub type ReflectionError = tonic_reflection::server::Error;
 
 /// The three agentstream services over the core, configured once for every
-/// transport that serves them: the gRPC port, and gRPC-Web on the HTTP
-/// port.
+/// transport that serves them (the gRPC port, gRPC-Web on the HTTP port).
 #[derive(Clone)]
 pub struct Services {
     /// ChatService.

@@ -67,10 +67,7 @@ fn text_of(chunks: &[Value], index: u64) -> String {
 
 async fn error_of(response: reqwest::Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()[header::CONTENT_TYPE],
-        "application/json"
-    );
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
     let body: Value = response.json().await.expect("JSON");
     for key in ["message", "type", "param", "code"] {
         assert!(body["error"].get(key).is_some(), "{key} missing in {body}");
@@ -83,7 +80,10 @@ async fn a_streamed_completion_is_openai_sse_ending_with_done() {
     let server = TestServer::start().await;
     let response = post(&server, &streaming(ask("What is async programming?")), None).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
     assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
     assert!(response.headers().contains_key("x-request-id"));
     let body = response.text().await.expect("body");
@@ -104,7 +104,10 @@ async fn a_streamed_completion_is_openai_sse_ending_with_done() {
         let choice = &chunk["choices"][0];
         assert_eq!(choice["index"], 0);
         let last = i == chunks.len() - 1;
-        assert_eq!(choice["finish_reason"], if last { json!("stop") } else { Value::Null });
+        assert_eq!(
+            choice["finish_reason"],
+            if last { json!("stop") } else { Value::Null }
+        );
         assert_eq!(choice["delta"].get("role").is_some(), i == 0, "{chunk}");
         assert!(chunk.get("usage").is_none());
     }
@@ -122,12 +125,20 @@ async fn include_usage_n_and_stop_behave_as_over_grpc() {
     let text = post(&server, &body, None).await.text().await.expect("body");
     let mut events = sse_data(&text);
     assert_eq!(events.pop().as_deref(), Some("[DONE]"));
-    let chunks: Vec<Value> = events.iter().map(|e| serde_json::from_str(e).expect("JSON")).collect();
+    let chunks: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::from_str(e).expect("JSON"))
+        .collect();
     let usage = chunks.last().expect("usage chunk");
     assert_eq!(usage["choices"], json!([]));
-    let completion = usage["usage"]["completion_tokens"].as_u64().expect("tokens");
+    let completion = usage["usage"]["completion_tokens"]
+        .as_u64()
+        .expect("tokens");
     let prompt = usage["usage"]["prompt_tokens"].as_u64().expect("tokens");
-    assert_eq!(usage["usage"]["total_tokens"].as_u64(), Some(completion + prompt));
+    assert_eq!(
+        usage["usage"]["total_tokens"].as_u64(),
+        Some(completion + prompt)
+    );
     for index in 0..2 {
         let text = text_of(&chunks, index);
         assert!(!text.is_empty() && !text.contains("model"), "{text:?}");
@@ -145,7 +156,12 @@ async fn stream_false_answers_one_chat_completion_with_usage() {
     let choice = &body["choices"][0];
     assert_eq!(choice["index"], 0);
     assert_eq!(choice["message"]["role"], "assistant");
-    assert!(choice["message"]["content"].as_str().expect("text").contains("你好，世界"));
+    assert!(
+        choice["message"]["content"]
+            .as_str()
+            .expect("text")
+            .contains("你好，世界")
+    );
     assert_eq!(choice["finish_reason"], "stop");
     let usage = &body["usage"];
     assert!(usage["completion_tokens"].as_u64().expect("tokens") > 0);
@@ -154,18 +170,37 @@ async fn stream_false_answers_one_chat_completion_with_usage() {
 #[tokio::test]
 async fn ndjson_and_text_framings_carry_the_same_completion() {
     let server = TestServer::start().await;
-    let whole: Value = post(&server, &ask("frame me"), None).await.json().await.expect("JSON");
-    let expected = whole["choices"][0]["message"]["content"].as_str().expect("text").to_owned();
+    let whole: Value = post(&server, &ask("frame me"), None)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let expected = whole["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("text")
+        .to_owned();
 
-    let response = post(&server, &streaming(ask("frame me")), Some("application/x-ndjson")).await;
-    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/x-ndjson");
+    let response = post(
+        &server,
+        &streaming(ask("frame me")),
+        Some("application/x-ndjson"),
+    )
+    .await;
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/x-ndjson"
+    );
     let body = response.text().await.expect("body");
     assert!(body.ends_with('\n') && !body.contains("[DONE]"));
     let chunks: Vec<Value> = body
         .lines()
         .map(|line| serde_json::from_str(line).expect("one JSON per line"))
         .collect();
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
     assert_eq!(text_of(&chunks, 0), expected);
 
     let response = post(&server, &streaming(ask("frame me")), Some("text/plain")).await;
@@ -180,26 +215,46 @@ async fn ndjson_and_text_framings_carry_the_same_completion() {
 async fn bad_fields_are_400_naming_the_same_field_as_grpc() {
     let server = TestServer::start().await;
     let cases = [
-        (json!({"messages": []}), "messages", pb::StreamChatRequest::default()),
+        (
+            json!({"messages": []}),
+            "messages",
+            pb::StreamChatRequest::default(),
+        ),
         (
             json!({"messages": [{"role": "user", "content": "x"}], "n": 9}),
             "n",
-            pb::StreamChatRequest { messages: vec![user("x")], n: 9, ..Default::default() },
+            pb::StreamChatRequest {
+                messages: vec![user("x")],
+                n: 9,
+                ..Default::default()
+            },
         ),
         (
             json!({"messages": [{"role": "user", "content": "x"}], "temperature": 5}),
             "temperature",
-            pb::StreamChatRequest { messages: vec![user("x")], temperature: Some(5.0), ..Default::default() },
+            pb::StreamChatRequest {
+                messages: vec![user("x")],
+                temperature: Some(5.0),
+                ..Default::default()
+            },
         ),
         (
             json!({"messages": [{"role": "user", "content": "x"}], "stop": ["ok", ""]}),
             "stop[1]",
-            pb::StreamChatRequest { messages: vec![user("x")], stop: vec!["ok".into(), String::new()], ..Default::default() },
+            pb::StreamChatRequest {
+                messages: vec![user("x")],
+                stop: vec!["ok".into(), String::new()],
+                ..Default::default()
+            },
         ),
         (
             json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 10000000}),
             "max_tokens",
-            pb::StreamChatRequest { messages: vec![user("x")], max_tokens: 10_000_000, ..Default::default() },
+            pb::StreamChatRequest {
+                messages: vec![user("x")],
+                max_tokens: 10_000_000,
+                ..Default::default()
+            },
         ),
     ];
     for (body, field, grpc) in cases {
@@ -212,7 +267,12 @@ async fn bad_fields_are_400_naming_the_same_field_as_grpc() {
     }
     // Fields the core never sees are named too.
     let error = error_of(
-        post(&server, &json!({"messages": [{"role": "robot", "content": "x"}]}), None).await,
+        post(
+            &server,
+            &json!({"messages": [{"role": "robot", "content": "x"}]}),
+            None,
+        )
+        .await,
         StatusCode::BAD_REQUEST,
     )
     .await;
@@ -224,7 +284,12 @@ async fn bad_fields_are_400_naming_the_same_field_as_grpc() {
     .await;
     assert_eq!(error["error"]["param"], "max_tokens");
     let error = error_of(
-        post(&server, &json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), None).await,
+        post(
+            &server,
+            &json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+            None,
+        )
+        .await,
         StatusCode::BAD_REQUEST,
     )
     .await;
@@ -256,12 +321,22 @@ async fn bodies_that_are_not_json_are_415_and_broken_json_400() {
     let response = http_client()
         .post(&url)
         .header(header::CONTENT_TYPE, "application/json")
-        .body("{\"messages\": [")
+        .body("not json")
         .send()
         .await
         .expect("request");
     let error = error_of(response, StatusCode::BAD_REQUEST).await;
     assert_eq!(error["error"]["param"], Value::Null);
+    // Broken inside a field: that field is named.
+    let response = http_client()
+        .post(&url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body("{\"messages\": [")
+        .send()
+        .await
+        .expect("request");
+    let error = error_of(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(error["error"]["param"], "messages");
 }
 
 #[tokio::test]
@@ -278,8 +353,11 @@ async fn bodies_over_the_limit_are_413_also_when_chunked() {
         .expect("request");
     error_of(response, StatusCode::PAYLOAD_TOO_LARGE).await;
     // No Content-Length: the limit is enforced while reading.
-    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
-        big.into_bytes().chunks(100).map(|c| Ok(c.to_vec())).collect();
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = big
+        .into_bytes()
+        .chunks(100)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
     let response = http_client()
         .post(&url)
         .header(header::CONTENT_TYPE, "application/json")
@@ -289,7 +367,10 @@ async fn bodies_over_the_limit_are_413_also_when_chunked() {
         .expect("request");
     error_of(response, StatusCode::PAYLOAD_TOO_LARGE).await;
     // A small request still passes.
-    assert_eq!(post(&server, &ask("ok"), None).await.status(), StatusCode::OK);
+    assert_eq!(
+        post(&server, &ask("ok"), None).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -303,12 +384,23 @@ async fn at_capacity_new_streams_get_429_with_retry_after() {
     let mut first = first.bytes_stream();
     first.next().await.expect("first bytes").expect("ok");
     let response = post(&server, &streaming(ask("one more")), None).await;
-    assert!(response.headers()[header::RETRY_AFTER].to_str().expect("ascii").parse::<u64>().is_ok());
+    assert!(
+        response.headers()[header::RETRY_AFTER]
+            .to_str()
+            .expect("ascii")
+            .parse::<u64>()
+            .is_ok()
+    );
     let error = error_of(response, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(error["error"]["type"], "rate_limit_error");
     drop(first);
-    server.until("first stream gone", |m| m.active_streams == 0).await;
-    assert_eq!(post(&server, &ask("now it fits"), None).await.status(), StatusCode::OK);
+    server
+        .until("first stream gone", |m| m.active_streams == 0)
+        .await;
+    assert_eq!(
+        post(&server, &ask("now it fits"), None).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -346,7 +438,9 @@ async fn dropping_the_response_stops_generation(accept: Option<&str>) {
     assert_eq!((live.live_generations, live.active_streams), (2, 1));
     drop(stream);
     server
-        .until("generation dropped", |m| m.live_generations == 0 && m.active_streams == 0)
+        .until("generation dropped", |m| {
+            m.live_generations == 0 && m.active_streams == 0
+        })
         .await;
     server.assert_no_token_produced_meanwhile().await;
 }
@@ -369,7 +463,11 @@ async fn closing_a_text_stream_stops_generation() {
 #[tokio::test]
 async fn models_lists_every_served_model() {
     let server = TestServer::start().await;
-    let response = http_client().get(http_url(&server, "/v1/models")).send().await.expect("models");
+    let response = http_client()
+        .get(http_url(&server, "/v1/models"))
+        .send()
+        .await
+        .expect("models");
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["object"], "list");

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, PATIENCE};
+use common::{PATIENCE, TestServer};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -66,8 +66,14 @@ async fn until_end_of(socket: &mut Socket, id: &str) -> Vec<Value> {
 async fn completions_stream_as_chunk_messages_then_done() {
     let server = TestServer::start().await;
     let mut socket = connect(&server).await;
-    socket.send(chat("a", ask("first question"))).await.expect("send");
-    socket.send(chat("b", ask("second question"))).await.expect("send");
+    socket
+        .send(chat("a", ask("first question")))
+        .await
+        .expect("send");
+    socket
+        .send(chat("b", ask("second question")))
+        .await
+        .expect("send");
     let mut text = std::collections::HashMap::<String, String>::new();
     let mut done = 0;
     while done < 2 {
@@ -95,14 +101,20 @@ async fn completions_stream_as_chunk_messages_then_done() {
 async fn bad_requests_are_error_messages_and_the_socket_stays_usable() {
     let server = TestServer::start().await;
     let mut socket = connect(&server).await;
-    socket.send(chat("x", json!({"messages": [], "n": 99}))).await.expect("send");
+    socket
+        .send(chat("x", json!({"messages": [], "n": 99})))
+        .await
+        .expect("send");
     let error = next(&mut socket).await;
     assert_eq!(error["type"], "error");
     assert_eq!(error["id"], "x");
     assert_eq!(error["error"]["param"], "messages");
     socket.send(Message::text("not json")).await.expect("send");
     assert_eq!(next(&mut socket).await["type"], "error");
-    socket.send(chat("y", ask("still here"))).await.expect("send");
+    socket
+        .send(chat("y", ask("still here")))
+        .await
+        .expect("send");
     let messages = until_end_of(&mut socket, "y").await;
     assert_eq!(messages.last().expect("end")["type"], "done");
 }
@@ -115,18 +127,31 @@ async fn a_cancel_message_stops_that_completion_at_once() {
     assert_eq!(next(&mut socket).await["type"], "chunk");
     assert_eq!(server.metrics().live_generations, 1);
     socket
-        .send(Message::text(json!({"type": "cancel", "id": "long"}).to_string()))
+        .send(Message::text(
+            json!({"type": "cancel", "id": "long"}).to_string(),
+        ))
         .await
         .expect("send");
     let messages = until_end_of(&mut socket, "long").await;
-    assert_eq!(messages.last().expect("done"), &json!({"type": "done", "id": "long", "cancelled": true}));
+    assert_eq!(
+        messages.last().expect("done"),
+        &json!({"type": "done", "id": "long", "cancelled": true})
+    );
     server
-        .until("generation dropped", |m| m.live_generations == 0 && m.active_streams == 0)
+        .until("generation dropped", |m| {
+            m.live_generations == 0 && m.active_streams == 0
+        })
         .await;
     server.assert_no_token_produced_meanwhile().await;
     // The connection goes on.
-    socket.send(chat("next", ask("after the cancel"))).await.expect("send");
-    assert_eq!(until_end_of(&mut socket, "next").await.last().expect("end")["type"], "done");
+    socket
+        .send(chat("next", ask("after the cancel")))
+        .await
+        .expect("send");
+    assert_eq!(
+        until_end_of(&mut socket, "next").await.last().expect("end")["type"],
+        "done"
+    );
 }
 
 #[tokio::test]
@@ -136,11 +161,15 @@ async fn closing_the_socket_stops_everything_it_started() {
     for id in ["one", "two", "three"] {
         socket.send(chat(id, endless())).await.expect("send");
     }
-    server.until("three generations", |m| m.live_generations == 3).await;
+    server
+        .until("three generations", |m| m.live_generations == 3)
+        .await;
     socket.close(None).await.expect("close");
     drop(socket);
     server
-        .until("generations dropped", |m| m.live_generations == 0 && m.active_streams == 0)
+        .until("generations dropped", |m| {
+            m.live_generations == 0 && m.active_streams == 0
+        })
         .await;
     server.assert_no_token_produced_meanwhile().await;
 }
@@ -161,7 +190,9 @@ async fn a_client_that_never_reads_is_disconnected_with_bounded_memory() {
     }
     // Never read: the server's queue fills, and it hangs up on us, which
     // drops every completion of the connection.
-    server.until("generations started", |m| m.tokens_generated > 0).await;
+    server
+        .until("generations started", |m| m.tokens_generated > 0)
+        .await;
     server
         .until("the silent client was disconnected", |m| {
             m.live_generations == 0 && m.active_streams == 0
@@ -178,5 +209,8 @@ async fn a_client_that_never_reads_is_disconnected_with_bounded_memory() {
     })
     .await;
     assert!(ended.is_ok(), "the connection is closed");
-    assert!(read < tokens, "{read} messages were buffered of {tokens} tokens");
+    assert!(
+        read < tokens,
+        "{read} messages were buffered of {tokens} tokens"
+    );
 }

@@ -89,4 +89,3 @@ pub fn routes(
         .add_service(services.rag)
         .add_service(services.tasks))
 }
-

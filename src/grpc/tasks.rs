@@ -39,9 +39,10 @@ impl TaskService for TaskApi {
         let call = call::start(&self.calls, Method::StartTask, &request);
         let result = self
             .tasks
-            .start(start_draft(request.into_inner())).map(|task| pb::StartTaskResponse {
-            task: Some(task.into()),
-        });
+            .start(start_draft(request.into_inner()))
+            .map(|task| pb::StartTaskResponse {
+                task: Some(task.into()),
+            });
         call::unary(call, result)
     }
 

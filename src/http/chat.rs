@@ -88,7 +88,9 @@ fn error_body(error: Error) -> ApiError {
 /// The text of choice 0 in `chunk`; a failure aborts the body.
 fn text_of_choice_0(chunk: crate::Result<ChatChunk>) -> Frame {
     match chunk {
-        Ok(ChatChunk::Choice { index: 0, content, .. }) => Ok(Bytes::from(content)),
+        Ok(ChatChunk::Choice {
+            index: 0, content, ..
+        }) => Ok(Bytes::from(content)),
         Ok(_) => Ok(Bytes::new()),
         Err(error) => Err(std::io::Error::other(error.to_string())),
     }

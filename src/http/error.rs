@@ -91,11 +91,7 @@ impl ApiError {
     /// A request whose JSON could not be read: 400 naming the field at
     /// fault when there is one.
     pub(crate) fn invalid_json(message: impl Into<String>, param: Option<String>) -> Self {
-        let error = Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            message,
-        );
+        let error = Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message);
         match param {
             Some(param) => error.param(param),
             None => error,

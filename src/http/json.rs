@@ -93,9 +93,9 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let param = (path != "." && path != "?").then_some(path);
         ApiError::invalid_json(format!("invalid JSON body: {}", error.inner()), param)
     })?;
-    deserializer.end().map_err(|error| {
-        ApiError::invalid_json(format!("invalid JSON body: {error}"), None)
-    })?;
+    deserializer
+        .end()
+        .map_err(|error| ApiError::invalid_json(format!("invalid JSON body: {error}"), None))?;
     Ok(value)
 }
 
@@ -103,7 +103,8 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// is a violation of its parameter.
 pub(crate) fn query<T: DeserializeOwned>(uri: &Uri) -> crate::Result<T> {
     let query = uri.query().unwrap_or_default();
-    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    let deserializer =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let field = if path == "." || path == "?" {

@@ -468,8 +468,8 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let error = parse::<ChatCompletionRequest>(br#"{"messages":[],"n":-1}"#)
-            .expect_err("negative n");
+        let error =
+            parse::<ChatCompletionRequest>(br#"{"messages":[],"n":-1}"#).expect_err("negative n");
         assert_eq!(error.object().param.as_deref(), Some("n"));
         let request: ChatCompletionRequest = parse(
             br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}"#,

@@ -327,11 +327,8 @@ mod tests {
             .collect()
             .await;
         assert_eq!(frames, [&[1u8][..], &[2], b"."]);
-        let failing = futures::stream::iter([
-            Ok(1),
-            Err(crate::Error::Internal("x".into())),
-            Ok(3),
-        ]);
+        let failing =
+            futures::stream::iter([Ok(1), Err(crate::Error::Internal("x".into())), Ok(3)]);
         let frames: Vec<_> = Frames::new(failing, frame, end)
             .map(|f| f.expect("frame"))
             .collect()

@@ -181,15 +181,19 @@ fn handle(
         ClientMessage::Cancel { id } => running.remove(&id).map(|_| done_message(&id, true)),
         ClientMessage::Chat { id, request } => {
             let refused = if id.is_empty() || id.len() > MAX_ID_BYTES {
-                Some(Error::InvalidArgument(vec![crate::error::FieldViolation::new(
-                    "id",
-                    format!("1 to {MAX_ID_BYTES} bytes required"),
-                )]))
+                Some(Error::InvalidArgument(vec![
+                    crate::error::FieldViolation::new(
+                        "id",
+                        format!("1 to {MAX_ID_BYTES} bytes required"),
+                    ),
+                ]))
             } else if running.contains_key(&id) {
-                Some(Error::InvalidArgument(vec![crate::error::FieldViolation::new(
-                    "id",
-                    "a completion with this id is still running",
-                )]))
+                Some(Error::InvalidArgument(vec![
+                    crate::error::FieldViolation::new(
+                        "id",
+                        "a completion with this id is still running",
+                    ),
+                ]))
             } else if running.len() >= MAX_RUNNING {
                 Some(Error::ResourceExhausted(format!(
                     "at most {MAX_RUNNING} completions run at once on one connection"
@@ -218,7 +222,11 @@ fn start(
     id: &str,
     request: ChatCompletionRequest,
 ) -> Result<BoxStream<'static, Message>, ApiError> {
-    let call = call::start_with_id(&edge.calls, Method::StreamChat, &format!("{request_id}/{id}"));
+    let call = call::start_with_id(
+        &edge.calls,
+        Method::StreamChat,
+        &format!("{request_id}/{id}"),
+    );
     let include_usage = request.include_usage();
     let completion = request
         .into_draft(include_usage)

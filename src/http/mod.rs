@@ -21,6 +21,7 @@
 //! - [`stream`]: SSE / NDJSON / text framing and keep-alive comments;
 //! - [`health`]: `/healthz`, `/readyz` (503 while draining), `/metrics`;
 //! - [`cors`]: cross-origin access, off by default;
+//! - [`demo`]: the browser demo page at `/`, embedded in the binary;
 //! - [`grpc_web`]: the gRPC services for browser gRPC clients.
 //!
 //! Unknown paths get 404 and known paths asked with another method 405,
@@ -29,6 +30,7 @@
 mod call;
 mod chat;
 mod cors;
+mod demo;
 mod error;
 mod grpc_web;
 mod health;
@@ -188,6 +190,7 @@ fn router(edge: Edge, grpc: grpc::Services, cors_origins: &[String]) -> Router {
         .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/events", get(tasks::events))
+        .merge(demo::routes())
         .with_state(edge);
     let app = grpc_web::routes(api, grpc)
         .fallback(|method: Method, uri: Uri| async move {

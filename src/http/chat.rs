@@ -113,12 +113,6 @@ async fn whole_completion(
 
 /// `GET /v1/models`: every model the server serves.
 pub(crate) async fn models(State(edge): State<Edge>) -> Response {
-    let models = edge.chat.models();
-    let list = ModelList::new(
-        models
-            .owners()
-            .map(|(name, owner)| (name.to_owned(), owner.to_owned())),
-        edge.started,
-    );
+    let list = ModelList::new(edge.chat.models().list());
     axum::Json(list).into_response()
 }

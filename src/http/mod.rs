@@ -41,11 +41,7 @@ mod stream;
 mod tasks;
 mod ws;
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -92,8 +88,6 @@ pub(crate) struct Edge {
     pub(crate) keep_alive: Option<Duration>,
     /// The largest request body read.
     pub(crate) body_limit: BodyLimit,
-    /// When the server started, in Unix seconds (the models' `created`).
-    pub(crate) started: i64,
 }
 
 /// The core an [`Edge`] serves.
@@ -113,9 +107,6 @@ pub(crate) struct Core {
 impl Edge {
     /// The edge over `core`, configured by `config`.
     pub(crate) fn new(config: &ServeConfig, core: Core) -> Self {
-        let started = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         Self {
             metrics: core.calls.metrics().clone(),
             chat: core.chat,
@@ -125,7 +116,6 @@ impl Edge {
             shutdown: core.shutdown,
             keep_alive: Some(config.sse_keep_alive).filter(|d| !d.is_zero()),
             body_limit: BodyLimit(config.max_http_body),
-            started,
         }
     }
 }

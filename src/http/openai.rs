@@ -139,6 +139,7 @@ impl ChatCompletionRequest {
             },
             n: self.n.unwrap_or(1),
             include_usage,
+            ..ChatDraft::default()
         })
     }
 
@@ -188,6 +189,8 @@ impl RequestMessage {
             role,
             content,
             name: self.name.unwrap_or_default(),
+            tool_calls: Vec::new(),
+            tool_call_id: String::new(),
         }
     }
 }
@@ -243,6 +246,8 @@ pub(crate) fn finish_reason(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Stop => "stop",
         FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
     }
 }
 
@@ -254,6 +259,7 @@ pub(crate) fn chunk_json<'a>(header: &'a CompletionHeader, chunk: &'a ChatChunk)
             first,
             content,
             finish_reason: reason,
+            ..
         } => {
             let choice = ChunkChoice {
                 index: *index,
@@ -379,17 +385,17 @@ struct ModelJson {
 }
 
 impl ModelList {
-    /// The list of `(id, owned_by)` models, all `created` at start-up.
-    pub(crate) fn new(models: impl IntoIterator<Item = (String, String)>, created: i64) -> Self {
+    /// The list of `models`.
+    pub(crate) fn new(models: Vec<crate::llm::ModelInfo>) -> Self {
         Self {
             object: "list",
             data: models
                 .into_iter()
-                .map(|(id, owned_by)| ModelJson {
-                    id,
+                .map(|m| ModelJson {
+                    id: m.id,
                     object: "model",
-                    created,
-                    owned_by,
+                    created: m.created,
+                    owned_by: m.owned_by,
                 })
                 .collect(),
         }
@@ -420,6 +426,9 @@ mod tests {
             index: 0,
             first: true,
             content: "Hi".into(),
+            reasoning: String::new(),
+            refusal: String::new(),
+            tool_calls: Vec::new(),
             finish_reason: None,
         };
         assert_eq!(
@@ -430,6 +439,9 @@ mod tests {
             index: 1,
             first: false,
             content: String::new(),
+            reasoning: String::new(),
+            refusal: String::new(),
+            tool_calls: Vec::new(),
             finish_reason: Some(FinishReason::Length),
         };
         assert_eq!(
@@ -489,12 +501,18 @@ mod tests {
                 index: 0,
                 first: true,
                 content: "Hel".into(),
+                reasoning: String::new(),
+                refusal: String::new(),
+                tool_calls: Vec::new(),
                 finish_reason: None,
             },
             ChatChunk::Choice {
                 index: 0,
                 first: false,
                 content: "lo".into(),
+                reasoning: String::new(),
+                refusal: String::new(),
+                tool_calls: Vec::new(),
                 finish_reason: Some(FinishReason::Stop),
             },
             ChatChunk::Usage(Usage {

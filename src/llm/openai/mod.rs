@@ -192,8 +192,8 @@ impl Backend for OpenAiBackend {
         self.models.clone()
     }
 
-    fn owner(&self) -> &str {
-        self.upstream.name()
+    fn owner(&self) -> String {
+        self.upstream.name().to_owned()
     }
 
     fn generate(&self, request: GenerationRequest) -> GenerationStream {

@@ -564,7 +564,7 @@ impl WriteSession {
             writer
                 .add_document(fields.document_record(&id, &doc, now))
                 .map_err(internal)?;
-            for (ordinal, text) in split_passages(&doc.text).into_iter().enumerate() {
+            for (ordinal, text) in split_passages(&doc.text).iter().enumerate() {
                 writer
                     .add_document(fields.passage_record(&id, &doc, ordinal, text))
                     .map_err(internal)?;

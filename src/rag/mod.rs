@@ -22,7 +22,9 @@
 pub mod answer;
 pub mod events;
 pub mod index;
+pub mod markdown;
 pub mod passages;
+pub mod question;
 pub mod request;
 pub mod service;
 pub mod tokenizer;

@@ -6,17 +6,18 @@
 //! about what the reader wants than one that occurs everywhere. The answerer
 //! scores candidate sentences by these weights, and the same weights decide
 //! when to say that the documents do not cover a question:
-//! - a term the index has never seen, and that is not merely another form of
-//!   a word it has seen, is *unknown*: usually the very name the question is
-//!   about (a product, a library, a tool). When unknown terms carry a
-//!   quarter of the question's weight, the documents do not cover it;
+//! - a name (see [`is_name`]: `Kubernetes`, `SAML`, `serde_json`, a Latin
+//!   word in a Chinese question) that the index has never seen, nor another
+//!   form of it, is *unknown*: usually the very subject the question is
+//!   about. When unknown terms carry a quarter of the question's weight, the
+//!   documents do not cover it;
 //! - otherwise, when the retrieved passages lack terms that carry 60% of the
 //!   question's weight, they are only loosely related, and the answer says
 //!   so rather than quoting them.
 //!
-//! A term the index holds only in another form (`sequentially` when it has
-//! `sequential`) is known, and weighs what the question's other terms weigh
-//! on average: it is usually the reader's paraphrase, not a name.
+//! A word the index does not hold that is not a name (`sequentially`, 到底)
+//! is known, and weighs what the question's other terms weigh on average:
+//! it is the reader's paraphrase, and counts neither for nor against.
 //!
 //! A Chinese compound the index lacks (咖啡因) whose parts it has counts as
 //! covered by its parts when they are covered; jieba's search mode gives the
@@ -41,8 +42,11 @@ pub struct Term {
     /// Inverse document frequency over the indexed passages; 1 when the
     /// index was not asked.
     pub weight: f32,
-    /// Whether the index knows the term or another form of it.
+    /// Whether the index knows the term or another form of it, or it is an
+    /// everyday word (not a name) that the documents do not use.
     pub known: bool,
+    /// Whether the index holds the term itself.
+    pub indexed: bool,
 }
 
 /// A question and its terms.
@@ -75,6 +79,7 @@ impl Question {
                 word,
                 weight: 1.0,
                 known: true,
+                indexed: true,
             })
             .collect();
         Self {
@@ -90,8 +95,11 @@ impl Question {
         for term in &mut question.terms {
             let stats = statistics(&term.word.term);
             term.weight = idf(stats.document_frequency, stats.passages);
-            term.known = stats.document_frequency > 0 || stats.has_variant;
-            if stats.document_frequency > 0 {
+            term.known = stats.document_frequency > 0
+                || stats.has_variant
+                || !is_name(&term.word.surface, text);
+            term.indexed = stats.document_frequency > 0;
+            if term.indexed {
                 in_index.insert(term.word.term.clone());
             }
         }
@@ -139,8 +147,10 @@ impl Question {
             .map_or(0.0, |t| t.weight)
     }
 
-    fn total_weight(&self) -> f32 {
-        self.terms.iter().map(|t| t.weight).sum()
+    /// The terms that count for coverage: paraphrases (known words the
+    /// index does not hold) count neither for nor against.
+    fn telling(&self) -> impl Iterator<Item = &Term> {
+        self.terms.iter().filter(|t| t.indexed || !t.known)
     }
 
     /// The terms that make the documents not cover the question, heaviest
@@ -153,7 +163,7 @@ impl Question {
         if retrieved.is_empty() {
             return Some(Vec::new());
         }
-        let total = self.total_weight();
+        let total: f32 = self.telling().map(|t| t.weight).sum();
         if total <= 0.0 {
             return None;
         }
@@ -164,8 +174,7 @@ impl Question {
             .map(|t| t.word.term.clone())
             .collect();
         let missing: Vec<&Term> = self
-            .terms
-            .iter()
+            .telling()
             .filter(|t| !retrieved.contains(&t.word.term) && !compound_of(&t.word.term, &present))
             .collect();
         let share = |terms: &[&Term]| terms.iter().map(|t| t.weight).sum::<f32>() / total;
@@ -187,6 +196,27 @@ impl Question {
         });
         Some(named)
     }
+}
+
+/// Whether `word`, as written in `question`, looks like a name (of a
+/// product, a library, a tool) rather than an everyday word: a Latin-script
+/// word in a Chinese question, a capitalised word that does not start the
+/// question, an all-capitals word, or an identifier (digits, `_`, `.`, `-`,
+/// `::`). Only names can be unknown: a reader's everyday word that the
+/// documents happen not to use is a paraphrase, not a missing subject.
+fn is_name(word: &str, question: &str) -> bool {
+    if tokenizer::has_cjk(word) {
+        return false;
+    }
+    if tokenizer::has_cjk(question) {
+        return true;
+    }
+    let identifier = word
+        .chars()
+        .any(|c| c.is_ascii_digit() || "_.-:".contains(c));
+    let capitalised =
+        word.chars().any(char::is_uppercase) && !question.trim_start().starts_with(word);
+    identifier || capitalised
 }
 
 /// BM25's inverse document frequency.
@@ -366,20 +396,30 @@ mod tests {
     #[test]
     fn chinese_questions_get_a_chinese_answer_naming_the_missing_words() {
         let q = Question::weighted(
-            "乌龙茶和咖啡相比，哪个咖啡因含量更高？",
-            index(&[
-                ("乌龙", 2),
-                ("乌龙茶", 2),
-                ("相比", 5),
-                ("含量", 3),
-                ("更", 20),
-                ("高", 30),
-            ]),
+            "怎么用 Redis 实现分布式锁？",
+            index(&[("实现", 8), ("分布式", 3), ("锁", 2)]),
         );
-        let retrieved = terms(&["乌龙", "乌龙茶", "相比", "含量", "更", "高"]);
+        let retrieved = terms(&["实现", "分布式", "锁"]);
         let missing = q.uncovered(&retrieved).expect("not covered");
-        let answer = not_covered_answer(&q, &missing);
-        assert!(answer.starts_with("已索引的文档中没有关于"), "{answer}");
-        assert!(answer.contains("“咖啡因”"), "{answer}");
+        assert_eq!(
+            not_covered_answer(&q, &missing),
+            "已索引的文档中没有关于“Redis”的内容，所以无法回答这个问题。"
+        );
+    }
+
+    #[test]
+    fn everyday_words_the_documents_do_not_use_are_paraphrases() {
+        let q = Question::weighted(
+            "How do I make a quantifier match as little as possible?",
+            index(&[("make", 20), ("quantifi", 2), ("match", 10)]),
+        );
+        assert!(q.terms.iter().all(|t| t.known), "{:?}", q.terms);
+        assert!(
+            q.uncovered(&terms(&["make", "quantifi", "match"]))
+                .is_none()
+        );
+        // Chinese words are never taken for names.
+        let q = Question::weighted("绿茶买回来怎么保存？", index(&[("绿茶", 2), ("保存", 3)]));
+        assert!(q.uncovered(&terms(&["绿茶", "保存"])).is_none());
     }
 }

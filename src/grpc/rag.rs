@@ -1,7 +1,7 @@
 //! `agentstream.v1.RagService`: wire requests become the core's drafts,
 //! answer events and documents become wire messages.
 
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use futures::StreamExt;
 use tonic::{Request, Response, Status};
@@ -119,10 +119,11 @@ fn to_wire(sequence: u64, event: AnswerEvent) -> pb::StreamAnswerResponse {
         }
         AnswerEvent::PassagesRetrieved {
             passages,
-            retrieval_ms,
+            retrieval,
         } => Event::PassagesRetrieved(pb::PassagesRetrieved {
             passages: passages.into_iter().map(Into::into).collect(),
-            retrieval_ms,
+            retrieval_ms: millis(retrieval),
+            retrieval_us: micros(retrieval),
         }),
         AnswerEvent::GenerationStarted { model } => {
             Event::GenerationStarted(pb::GenerationStarted { model })
@@ -131,19 +132,31 @@ fn to_wire(sequence: u64, event: AnswerEvent) -> pb::StreamAnswerResponse {
         AnswerEvent::Done {
             finish_reason,
             usage,
-            retrieval_ms,
-            generation_ms,
+            retrieval,
+            generation,
         } => Event::Done(pb::AnswerDone {
             finish_reason: pb::FinishReason::from(finish_reason) as i32,
             usage: Some(usage.into()),
-            retrieval_ms,
-            generation_ms,
+            retrieval_ms: millis(retrieval),
+            generation_ms: millis(generation),
+            retrieval_us: micros(retrieval),
+            generation_us: micros(generation),
         }),
     };
     pb::StreamAnswerResponse {
         sequence,
         event: Some(event),
     }
+}
+
+/// Whole milliseconds, rounded down.
+fn millis(time: Duration) -> u32 {
+    u32::try_from(time.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Whole microseconds, rounded down.
+fn micros(time: Duration) -> u64 {
+    u64::try_from(time.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl From<RetrievedPassage> for pb::Passage {

@@ -253,7 +253,7 @@ async fn ask(channel: &Channel, question: &Question, args: &RagEvalArgs) -> Benc
 
 /// The server's retrieval time in microseconds.
 fn retrieval_us(found: &pb::PassagesRetrieved) -> u64 {
-    u64::from(found.retrieval_ms) * 1000
+    found.retrieval_us
 }
 
 /// Lower case, runs of whitespace as one space.

@@ -365,7 +365,7 @@ async fn timings_come_in_microseconds_beside_milliseconds() {
         .iter()
         .fold((None, None), |(r, d), e| match &e.event {
             Some(Event::PassagesRetrieved(p)) => (Some(p.clone()), d),
-            Some(Event::Done(done)) => (r, Some(done.clone())),
+            Some(Event::Done(done)) => (r, Some(*done)),
             _ => (r, d),
         });
     let (retrieved, done) = (retrieved.expect("passages"), done.expect("done"));

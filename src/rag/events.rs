@@ -77,6 +77,7 @@ fn write_answer(
         temperature: None,
         stop: Vec::new(),
         n: 1,
+        ..GenerationRequest::default()
     };
     if backend.can_recite() {
         backend.recite(&compose(&found.question, &found.passages), generation)
@@ -119,6 +120,10 @@ pub fn answer_events(
                 GenerationEvent::Delta { .. } => {}
                 GenerationEvent::Finished { reason, .. } => finish_reason = reason,
                 GenerationEvent::Usage(u) => usage = u,
+                // The extractive answerer streams text only.
+                GenerationEvent::ToolCall { .. }
+                | GenerationEvent::Reasoning { .. }
+                | GenerationEvent::Refusal { .. } => {}
             }
         }
         yield AnswerEvent::Done {

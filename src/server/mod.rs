@@ -30,6 +30,7 @@ use crate::{
         Models, TokenBudget,
         mock::MockBackend,
         openai::{OpenAiBackend, UpstreamSetupError},
+        tool_model::ToolModel,
     },
     metrics::Metrics,
     rag::{DocumentIndex, Rag},
@@ -112,6 +113,11 @@ impl Server {
         let tokenizer = Tokenizer::cl100k();
         let mut models = Models::new(config.default_model.clone());
         models.register(Arc::new(MockBackend::new(
+            config.mock_token_delay,
+            tokenizer,
+            metrics.clone(),
+        )));
+        models.register(Arc::new(ToolModel::new(
             config.mock_token_delay,
             tokenizer,
             metrics.clone(),

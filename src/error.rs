@@ -67,6 +67,9 @@ pub enum Error {
     /// A bug: something that should not happen did.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The call carries no valid API key (when keys are configured).
+    #[error("{0}")]
+    Unauthenticated(String),
 }
 
 /// One offending field of a request, as in `google.rpc.BadRequest`.
@@ -108,6 +111,8 @@ pub enum ErrorKind {
     FailedPrecondition,
     /// A bug.
     Internal,
+    /// No valid credentials.
+    Unauthenticated,
 }
 
 impl ErrorKind {
@@ -122,6 +127,7 @@ impl ErrorKind {
             ErrorKind::ResourceExhausted => "ResourceExhausted",
             ErrorKind::FailedPrecondition => "FailedPrecondition",
             ErrorKind::Internal => "Internal",
+            ErrorKind::Unauthenticated => "Unauthenticated",
         }
     }
 }
@@ -140,6 +146,7 @@ impl Error {
             Error::ResourceExhausted(_) | Error::RateLimited { .. } => ErrorKind::ResourceExhausted,
             Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
         }
     }
 }

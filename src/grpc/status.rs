@@ -20,6 +20,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
         ErrorKind::Internal => Code::Internal,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
     }
 }
 

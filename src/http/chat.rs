@@ -19,7 +19,6 @@
 use axum::{
     body::Bytes,
     extract::State,
-    http::HeaderMap,
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
@@ -40,7 +39,7 @@ use crate::{
 /// `POST /v1/chat/completions`.
 pub(crate) async fn completions(
     State(edge): State<Edge>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
     Json(request): Json<ChatCompletionRequest>,
 ) -> Response {
     let call = call::start(&edge.calls, Method::StreamChat, &headers);

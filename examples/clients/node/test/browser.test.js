@@ -150,3 +150,39 @@ test('a demo task fills the progress bar to 100% from its event stream', { skip 
   assert.ok(events.length >= 9, events.join('\n')); // running steps, then succeeded
   assert.deepEqual(pageErrors, []);
 });
+
+test('the page can hold a WebSocket chat: chunks of two completions, and a cancel that stops one', { skip }, async () => {
+  await server.waitForMetrics(idle, 'no open stream');
+  const result = await page.evaluate(() => new Promise((resolve, reject) => {
+    const socket = new WebSocket(`ws://${location.host}/v1/chat/ws`);
+    const texts = { short: '', long: '' };
+    const done = {};
+    let longChunks = 0;
+    socket.onerror = () => reject(new Error('WebSocket error'));
+    socket.onopen = () => {
+      const ask = (id, request) => socket.send(JSON.stringify({ type: 'chat', id, request }));
+      ask('long', { model: 'synthetic', max_tokens: 100000, messages: [{ role: 'user', content: 'go' }] });
+      ask('short', { model: 'echo', messages: [{ role: 'user', content: 'over a WebSocket' }] });
+    };
+    socket.onmessage = (e) => {
+      const message = JSON.parse(e.data);
+      if (message.type === 'chunk') {
+        texts[message.id] += message.chunk.choices[0]?.delta?.content ?? '';
+        if (message.id === 'long' && ++longChunks === 5) socket.send(JSON.stringify({ type: 'cancel', id: 'long' }));
+      } else if (message.type === 'done') {
+        done[message.id] = message;
+        if (done.long && done.short) {
+          socket.close();
+          resolve({ texts, done });
+        }
+      } else {
+        reject(new Error(e.data));
+      }
+    };
+  }));
+  assert.match(result.texts.short, /over a WebSocket/);
+  assert.equal(result.done.long.cancelled, true);
+  assert.ok(!result.done.short.cancelled);
+  assert.ok(result.texts.long.length > 0);
+  await server.waitForMetrics(idle, 'the cancelled completion to stop');
+});

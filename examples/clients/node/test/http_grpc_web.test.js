@@ -1,36 +1,30 @@
 'use strict';
 // gRPC-Web through the HTTP port, with Connect's gRPC-Web transport for Node
-// (HTTP/1.1, as browsers use it). No generated code: the descriptors are the
-// ones @grpc/proto-loader reads from proto/ at run time, loaded into a
-// @bufbuild/protobuf registry.
+// (HTTP/1.1, as browsers use it). No generated code: `buf build` (the pinned
+// npm package) compiles proto/ into a descriptor set, which is loaded into a
+// @bufbuild/protobuf registry at run time.
 
 const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const path = require('node:path');
 const { after, before, test } = require('node:test');
 
-const { create, createFileRegistry, fromBinary } = require('@bufbuild/protobuf');
-const { FileDescriptorProtoSchema, FileDescriptorSetSchema } = require('@bufbuild/protobuf/wkt');
+const { createFileRegistry, fromBinary } = require('@bufbuild/protobuf');
+const { FileDescriptorSetSchema } = require('@bufbuild/protobuf/wkt');
 const { Code, ConnectError, createClient } = require('@connectrpc/connect');
 const { createGrpcWebTransport } = require('@connectrpc/connect-node');
 
-const { collect, connect } = require('../agentstream');
+const { collect, connect, PROTO_ROOT } = require('../agentstream');
 const { startServer } = require('./server');
-const protoLoader = require('@grpc/proto-loader');
-const { PROTO_ROOT } = require('../agentstream');
 
-/** Every file descriptor proto-loader parsed, as one registry. */
+/** The API's descriptors, imports included, as one registry. */
 function registry() {
-  const definition = protoLoader.loadSync(
-    ['agentstream/v1/chat.proto', 'agentstream/v1/rag.proto', 'agentstream/v1/task.proto'],
-    { includeDirs: [PROTO_ROOT] },
-  );
-  const files = new Map();
-  for (const entry of Object.values(definition)) {
-    for (const bytes of entry.fileDescriptorProtos || []) {
-      const file = fromBinary(FileDescriptorProtoSchema, bytes);
-      files.set(file.name, file);
-    }
-  }
-  return createFileRegistry(create(FileDescriptorSetSchema, { file: [...files.values()] }));
+  const buf = path.join(__dirname, '..', 'node_modules', '.bin', 'buf');
+  const bytes = execFileSync(buf, ['build', '--as-file-descriptor-set', '-o', '-'], {
+    cwd: path.dirname(PROTO_ROOT), // the repository: buf.yaml names proto/
+    maxBuffer: 16 << 20,
+  });
+  return createFileRegistry(fromBinary(FileDescriptorSetSchema, bytes));
 }
 
 const types = registry();

@@ -24,6 +24,32 @@ pub struct ServeConfig {
     #[arg(long, env = "AGENTSTREAM_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
+    /// Address of the HTTP edge (OpenAI-compatible chat, SSE/NDJSON/WebSocket
+    /// streams, gRPC-Web, `/healthz`, `/readyz`, `/metrics`), HTTP/1.1 and
+    /// h2c on one port; port 0 picks any free port, `off` disables it.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_HTTP_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub http_listen: HttpListen,
+
+    /// An origin allowed to call the HTTP edge from a browser (CORS); repeat
+    /// the flag for several, or `*` for any. CORS is off when not given. In
+    /// the environment variable, separate several origins with spaces.
+    #[arg(long = "cors-allow-origin", value_name = "ORIGIN", env = "AGENTSTREAM_CORS_ALLOW_ORIGIN", value_delimiter = ' ', value_parser = parse_origin)]
+    pub cors_allow_origins: Vec<String>,
+
+    /// Largest HTTP request body, in bytes (also when sent chunked); beyond
+    /// it: 413.
+    #[arg(long, env = "AGENTSTREAM_MAX_HTTP_BODY", default_value_t = 2 << 20)]
+    pub max_http_body: usize,
+
+    /// Interval of the `: keep-alive` comment on idle HTTP event streams
+    /// (e.g. `15s`; `0` sends none).
+    #[arg(long, env = "AGENTSTREAM_SSE_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
+    pub sse_keep_alive: Duration,
+
     /// Also serve Prometheus metrics (`GET /metrics`: active streams, live
     /// generations, tokens generated) on this address; off when not given.
     #[arg(long, env = "AGENTSTREAM_METRICS_LISTEN")]
@@ -128,6 +154,54 @@ impl Default for ServeConfig {
     }
 }
 
+/// Where the HTTP edge listens: an address, or nowhere (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpListen {
+    /// The HTTP edge is disabled.
+    Off,
+    /// Listen on this address (port 0: any free port).
+    On(SocketAddr),
+}
+
+impl HttpListen {
+    /// The address to bind, if any.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            HttpListen::Off => None,
+            HttpListen::On(addr) => Some(addr),
+        }
+    }
+}
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().eq_ignore_ascii_case("off") {
+            return Ok(HttpListen::Off);
+        }
+        text.trim()
+            .parse()
+            .map(HttpListen::On)
+            .map_err(|e| format!("{e} (an address such as 127.0.0.1:8080, or `off`)"))
+    }
+}
+
+/// An allowed CORS origin: `*`, or an origin such as `https://app.example`
+/// that can be sent back in a header.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let printable = !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic());
+    if text == "*" || (printable && text.contains("://")) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{}` is not an origin (e.g. https://app.example or *)",
+            text.escape_debug()
+        ))
+    }
+}
+
 /// Parses `20ms`, `10s`, `1m30s` or a bare `0`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.trim() == "0" {
@@ -146,5 +220,26 @@ mod tests {
         assert_eq!(parse_duration("20ms"), Ok(Duration::from_millis(20)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("ten").is_err());
+    }
+
+    #[test]
+    fn http_listen_is_an_address_or_off() {
+        assert_eq!("off".parse(), Ok(HttpListen::Off));
+        assert_eq!(
+            "127.0.0.1:0".parse::<HttpListen>().map(HttpListen::addr),
+            Ok(Some("127.0.0.1:0".parse().expect("addr")))
+        );
+        assert!("localhost".parse::<HttpListen>().is_err());
+    }
+
+    #[test]
+    fn origins_are_star_or_scheme_and_host() {
+        assert_eq!(parse_origin("*").as_deref(), Ok("*"));
+        assert_eq!(
+            parse_origin("http://localhost:3000").as_deref(),
+            Ok("http://localhost:3000")
+        );
+        assert!(parse_origin("not an origin").is_err());
+        assert!(parse_origin("http://a\nb").is_err());
     }
 }

@@ -158,7 +158,10 @@ mod tests {
         let response = serve(&APP_JS, &request(None));
         assert_eq!(response.status(), StatusCode::OK);
         let headers = response.headers();
-        assert_eq!(headers[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
         assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
         assert_eq!(headers[header::ETAG], APP_JS.etag);
         assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");

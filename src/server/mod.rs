@@ -30,6 +30,7 @@ use crate::{
         Models, TokenBudget,
         mock::MockBackend,
         openai::{OpenAiBackend, UpstreamSetupError},
+        tool_model::ToolModel,
     },
     metrics::Metrics,
     rag::{DocumentIndex, Rag},
@@ -117,6 +118,11 @@ impl Server {
             metrics.clone(),
         ));
         models.register(builtin.clone());
+        models.register(Arc::new(ToolModel::new(
+            config.mock_token_delay,
+            tokenizer,
+            metrics.clone(),
+        )));
         for upstream in OpenAiBackend::connect_all(&config.upstreams, tokenizer, &metrics).await? {
             models.register(Arc::new(upstream));
         }
@@ -142,7 +148,7 @@ impl Server {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
-        let services = grpc::Services::new(chat, rag, tasks, calls);
+        let services = grpc::Services::new(chat.clone(), rag.clone(), tasks.clone(), calls.clone());
         let routes = grpc::routes(services.clone(), health_service)?;
         let router = tonic::transport::Server::builder()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -157,7 +163,14 @@ impl Server {
         };
         let http = match config.http_listen.addr() {
             Some(listen) => {
-                let edge = http::Edge::new(metrics.clone(), shutdown.clone());
+                let core = http::Core {
+                    chat,
+                    rag,
+                    tasks,
+                    calls,
+                    shutdown: shutdown.clone(),
+                };
+                let edge = http::Edge::new(&config, core);
                 let http = http::bind(listen, edge, services, &config.cors_allow_origins).await?;
                 tracing::info!(addr = %http.addr, "http listening");
                 Some(http)

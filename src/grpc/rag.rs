@@ -1,6 +1,8 @@
 //! `agentstream.v1.RagService`: wire requests become the core's drafts,
 //! answer events and documents become wire messages.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
@@ -122,10 +124,11 @@ pub(crate) fn to_wire(sequence: u64, event: AnswerEvent) -> pb::StreamAnswerResp
         }
         AnswerEvent::PassagesRetrieved {
             passages,
-            retrieval_ms,
+            retrieval,
         } => Event::PassagesRetrieved(pb::PassagesRetrieved {
             passages: passages.into_iter().map(Into::into).collect(),
-            retrieval_ms,
+            retrieval_ms: millis(retrieval),
+            retrieval_us: micros(retrieval),
         }),
         AnswerEvent::GenerationStarted { model } => {
             Event::GenerationStarted(pb::GenerationStarted { model })
@@ -134,19 +137,31 @@ pub(crate) fn to_wire(sequence: u64, event: AnswerEvent) -> pb::StreamAnswerResp
         AnswerEvent::Done {
             finish_reason,
             usage,
-            retrieval_ms,
-            generation_ms,
+            retrieval,
+            generation,
         } => Event::Done(pb::AnswerDone {
             finish_reason: pb::FinishReason::from(finish_reason) as i32,
             usage: Some(usage.into()),
-            retrieval_ms,
-            generation_ms,
+            retrieval_ms: millis(retrieval),
+            generation_ms: millis(generation),
+            retrieval_us: micros(retrieval),
+            generation_us: micros(generation),
         }),
     };
     pb::StreamAnswerResponse {
         sequence,
         event: Some(event),
     }
+}
+
+/// Whole milliseconds, rounded down.
+fn millis(time: Duration) -> u32 {
+    u32::try_from(time.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Whole microseconds, rounded down.
+fn micros(time: Duration) -> u64 {
+    u64::try_from(time.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl From<RetrievedPassage> for pb::Passage {

@@ -112,12 +112,11 @@ impl Server {
 
         let tokenizer = Tokenizer::cl100k();
         let mut models = Models::new(config.default_model.clone());
-        let builtin = Arc::new(MockBackend::new(
+        models.register(Arc::new(MockBackend::new(
             config.mock_token_delay,
             tokenizer,
             metrics.clone(),
-        ));
-        models.register(builtin.clone());
+        )));
         models.register(Arc::new(ToolModel::new(
             config.mock_token_delay,
             tokenizer,
@@ -141,7 +140,6 @@ impl Server {
             documents.clone(),
             registry.clone(),
             models,
-            builtin,
             token_budget(&config),
         );
         let tasks = Tasks::new(registry);

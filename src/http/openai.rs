@@ -48,6 +48,10 @@ pub(crate) struct ChatCompletionRequest {
     /// Streaming options.
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
+    /// Keep the stream for resuming (agentstream's extension; needs
+    /// `stream: true`).
+    #[serde(default)]
+    pub resumable: Option<bool>,
     // `user`, `seed`, `logprobs`, `tools` and the rest are ignored, as
     // unknown fields are: OpenAI's clients send them freely.
 }
@@ -110,6 +114,11 @@ impl ChatCompletionRequest {
     /// Whether the client asked for a stream.
     pub(crate) fn stream(&self) -> bool {
         self.stream.unwrap_or(false)
+    }
+
+    /// Whether the client asked for a resumable stream.
+    pub(crate) fn resumable(&self) -> bool {
+        self.resumable.unwrap_or(false)
     }
 
     /// The core's draft of this request; `include_usage` as the response

@@ -47,12 +47,8 @@ pub(crate) async fn completions(
     let streaming = request.stream();
     // A whole completion always reports its usage, as OpenAI's does.
     let include_usage = !streaming || request.include_usage();
-    let draft = match request.into_draft(include_usage) {
-        Ok(draft) => draft,
-        Err(error) => return ApiError::from(call.fail(error)).into_response(),
-    };
-    let choices = draft.n.max(1);
-    let completion = match call.in_span(|| edge.chat.start(draft)) {
+    let choices = request.n.unwrap_or(1).max(1);
+    let completion = match call.in_span(|| request.start(&edge.chat, include_usage)) {
         Ok(completion) => completion,
         Err(error) => return ApiError::from(call.fail(error)).into_response(),
     };

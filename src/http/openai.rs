@@ -64,6 +64,10 @@ pub(crate) struct ChatCompletionRequest {
     /// Whether the model may call several tools in one turn.
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
+    /// Keep the stream for resuming (agentstream's extension; needs
+    /// `stream: true`).
+    #[serde(default)]
+    pub resumable: Option<bool>,
     // `user`, `seed`, `logprobs` and the rest are ignored, as unknown
     // fields are: OpenAI's clients send them freely.
 }
@@ -184,15 +188,25 @@ impl ChatCompletionRequest {
         self.stream.unwrap_or(false)
     }
 
+    /// Whether the client asked for a resumable stream.
+    pub(crate) fn resumable(&self) -> bool {
+        self.resumable.unwrap_or(false)
+    }
+
+    /// How the core's field paths read in this request's JSON.
+    pub(crate) fn param_names(&self) -> ParamNames {
+        ParamNames {
+            max_completion_tokens: self.max_completion_tokens.is_some(),
+        }
+    }
+
     /// Validates the request and starts its completion on `chat`: the
     /// core's [`ChatDraft`], so every limit and check is the core's; the
     /// fields it blames are then named as OpenAI's JSON names them.
     /// `include_usage` as the response needs it (a non-streaming completion
     /// always reports its usage).
     pub(crate) fn start(self, chat: &Chat, include_usage: bool) -> Result<Completion, Error> {
-        let names = ParamNames {
-            max_completion_tokens: self.max_completion_tokens.is_some(),
-        };
+        let names = self.param_names();
         let draft = self.into_draft(include_usage)?;
         chat.start(draft).map_err(|error| names.rename(error))
     }
@@ -368,7 +382,7 @@ fn tool_choice(value: Value, violations: &mut Vec<FieldViolation>) -> Option<Too
 
 /// How the core's field paths read in OpenAI's JSON, where the two differ.
 #[derive(Debug, Clone, Copy)]
-struct ParamNames {
+pub(crate) struct ParamNames {
     /// The client sent `max_completion_tokens` (so that is the field to
     /// blame for the core's `max_tokens`).
     max_completion_tokens: bool,
@@ -376,7 +390,7 @@ struct ParamNames {
 
 impl ParamNames {
     /// `error` with its violations' fields renamed to OpenAI's paths.
-    fn rename(self, error: Error) -> Error {
+    pub(crate) fn rename(self, error: Error) -> Error {
         match error {
             Error::InvalidArgument(violations) => Error::InvalidArgument(
                 violations

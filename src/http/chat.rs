@@ -30,7 +30,7 @@ use super::{
     Edge, call,
     error::ApiError,
     json::Json,
-    openai::{ChatCompletionRequest, CompletionBuilder, ModelList, chunk_json},
+    openai::{ChatCompletionRequest, CompletionBuilder, ModelList, ParamNames, chunk_json},
     stream::{self, Frame, Frames, Framing},
     streams,
 };
@@ -51,15 +51,16 @@ pub(crate) async fn completions(
     let request_resumable = request.resumable();
     // A whole completion always reports its usage, as OpenAI's does.
     let include_usage = !streaming || request.include_usage();
+    let names = request.param_names();
     let draft = match request.into_draft(include_usage) {
         Ok(draft) => draft,
         Err(error) => return ApiError::from(call.fail(error)).into_response(),
     };
     if request_resumable {
-        return resumable(&edge, call, &headers, streaming, draft).await;
+        return resumable(&edge, call, &headers, streaming, draft, names).await;
     }
     let choices = draft.n.max(1);
-    let completion = match call.in_span(|| edge.chat.start(draft)) {
+    let completion = match call.in_span(|| edge.chat.start(draft).map_err(|e| names.rename(e))) {
         Ok(completion) => completion,
         Err(error) => return ApiError::from(call.fail(error)).into_response(),
     };
@@ -95,6 +96,7 @@ async fn resumable(
     headers: &axum::http::HeaderMap,
     streaming: bool,
     draft: ChatDraft,
+    names: ParamNames,
 ) -> Response {
     if !streaming {
         let error = Error::InvalidArgument(vec![FieldViolation::new(
@@ -105,7 +107,7 @@ async fn resumable(
     }
     match edge.chat.start_resumable(draft, call.span()).await {
         Ok(follow) => streams::started(edge, call, headers, follow).await,
-        Err(error) => ApiError::from(call.fail(error)).into_response(),
+        Err(error) => ApiError::from(call.fail(names.rename(error))).into_response(),
     }
 }
 

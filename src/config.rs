@@ -50,6 +50,26 @@ pub struct ServeConfig {
     #[arg(long, env = "AGENTSTREAM_SSE_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
     pub sse_keep_alive: Duration,
 
+    /// Serve both ports over TLS with this PEM certificate chain (leaf
+    /// first); needs `--tls-key`. HTTP/2 is negotiated with ALPN (`h2`; the
+    /// HTTP port also offers `http/1.1`).
+    #[arg(
+        long,
+        env = "AGENTSTREAM_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "AGENTSTREAM_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
     /// Require an API key on every call: a file with one key a line,
     /// optionally `name:key` (the name is what logs show); `#` starts a
     /// comment line. Health, reflection, `/healthz`, `/readyz` and the demo

@@ -50,7 +50,7 @@ pub(super) async fn run(args: AskArgs) -> Result<(), CliError> {
 }
 
 async fn print_answer(
-    client: &mut RagServiceClient<tonic::transport::Channel>,
+    client: &mut RagServiceClient<super::Conn>,
     request: tonic::Request<pb::StreamAnswerRequest>,
 ) -> Result<(), CliError> {
     let mut events = client.stream_answer(request).await?.into_inner();

@@ -79,7 +79,7 @@ fn message(role: pb::Role, content: &str) -> pb::ChatMessage {
 }
 
 async fn print_stream(
-    client: &mut ChatServiceClient<tonic::transport::Channel>,
+    client: &mut ChatServiceClient<super::Conn>,
     request: tonic::Request<pb::StreamChatRequest>,
     n: u32,
 ) -> Result<(), CliError> {

@@ -17,9 +17,8 @@ use std::{
 use clap::Args;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::transport::Channel;
 
-use super::{CliError, ClientArgs, interrupted};
+use super::{CliError, ClientArgs, Conn, interrupted};
 use crate::pb::{
     self, rag_service_client::RagServiceClient, task_service_client::TaskServiceClient,
 };
@@ -91,7 +90,7 @@ fn progress_bar(total: u64) -> ProgressBar {
 }
 
 async fn ingest_all(
-    channel: Channel,
+    channel: Conn,
     batches: Vec<Vec<pb::Document>>,
     bar: &ProgressBar,
 ) -> Result<(), CliError> {
@@ -121,7 +120,7 @@ async fn ingest_all(
 
 /// Follows a task until its terminal event; Ok when it succeeded.
 async fn watch(
-    tasks: &mut TaskServiceClient<Channel>,
+    tasks: &mut TaskServiceClient<Conn>,
     task_id: &str,
     mut on_event: impl FnMut(&pb::TaskEvent),
 ) -> Result<(), CliError> {

@@ -9,7 +9,11 @@ mod task;
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::AsciiMetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+};
 
 use crate::{
     config::ServeConfig,
@@ -50,27 +54,88 @@ enum Command {
     Ask(ask::AskArgs),
 }
 
-/// Where client commands connect.
-#[derive(Debug, Clone, Args)]
+/// Where client commands connect, and with which credentials.
+#[derive(Clone, Args)]
 pub struct ClientArgs {
-    /// The server's address.
+    /// The server's address: `http://HOST:PORT`, or `https://HOST:PORT`
+    /// for a server with TLS (verified against the system's roots, or
+    /// `--tls-ca`).
     #[arg(
         long,
         env = "AGENTSTREAM_SERVER",
         default_value = "http://127.0.0.1:50051"
     )]
     server: String,
+    /// A PEM file of the certificate authority (or self-signed certificate)
+    /// that `https://` servers are verified against instead of the system's
+    /// roots.
+    #[arg(long, env = "AGENTSTREAM_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The API key sent as `authorization: Bearer KEY` (for servers started
+    /// with `--api-keys-file`).
+    #[arg(long, env = "AGENTSTREAM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+impl std::fmt::Debug for ClientArgs {
+    /// Without the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientArgs")
+            .field("server", &self.server)
+            .field("tls_ca", &self.tls_ca)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// A connection to the server that sends the API key with every call.
+pub(crate) type Conn = InterceptedService<Channel, Credentials>;
+
+/// Adds `authorization: Bearer KEY` to every call, when a key is set.
+#[derive(Clone)]
+pub(crate) struct Credentials(Option<AsciiMetadataValue>);
+
+impl Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl ClientArgs {
-    async fn connect(&self) -> Result<Channel, CliError> {
-        let endpoint = Endpoint::from_shared(self.server.clone())
-            .map_err(|e| CliError::Connect(self.server.clone(), e.to_string()))?
+    async fn connect(&self) -> Result<Conn, CliError> {
+        let fail =
+            |e: &dyn std::fmt::Display| CliError::Connect(self.server.clone(), e.to_string());
+        let mut endpoint = Endpoint::from_shared(self.server.clone())
+            .map_err(|e| fail(&e))?
             .connect_timeout(Duration::from_secs(5));
-        endpoint
-            .connect()
-            .await
-            .map_err(|e| CliError::Connect(self.server.clone(), e.to_string()))
+        if self.server.starts_with("https://") {
+            let tls = match &self.tls_ca {
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        CliError::Input(format!("cannot read --tls-ca {}: {e}", path.display()))
+                    })?;
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+                }
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            endpoint = endpoint.tls_config(tls).map_err(|e| fail(&e))?;
+        }
+        let credentials = match &self.api_key {
+            Some(key) => Some(format!("Bearer {key}").parse().map_err(|_| {
+                CliError::Input("--api-key must be visible ASCII without spaces".into())
+            })?),
+            None => None,
+        };
+        let channel = endpoint.connect().await.map_err(|e| fail(&e))?;
+        Ok(InterceptedService::new(channel, Credentials(credentials)))
     }
 }
 

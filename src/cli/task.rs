@@ -12,12 +12,12 @@ use std::{
 
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 
 use super::{CliError, ClientArgs, interrupted};
 use crate::pb::{self, TaskState, task_service_client::TaskServiceClient};
 
-type Client = TaskServiceClient<Channel>;
+type Client = TaskServiceClient<super::Conn>;
 
 /// First wait before reconnecting; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);

@@ -24,7 +24,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use auth::{ApiKeys, RequireKeyLayer};
 pub use call::{Call, CallMeta, CallStream, Calls, Method};
 pub use shutdown::Shutdown;
-use transport::{Protocols, Transport};
+use transport::{Protocols, Transport, tls::Tls};
 
 use crate::{
     chat::{Chat, ChatLimits},
@@ -82,6 +82,12 @@ pub enum ServeError {
     /// The document index could not be opened.
     #[error("cannot open the document index: {0}")]
     Index(#[from] crate::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] transport::tls::TlsError),
+    /// Only one of `--tls-cert` and `--tls-key` is set.
+    #[error("--tls-cert and --tls-key go together: set both or neither")]
+    TlsHalf,
     /// The API keys file cannot be used.
     #[error(transparent)]
     ApiKeys(#[from] auth::KeysFileError),
@@ -124,6 +130,12 @@ impl Server {
             None => "open: no API keys (--api-keys-file), every client is served".to_owned(),
         };
         let auth = RequireKeyLayer::new(keys);
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
+            (None, None) => None,
+            _ => return Err(ServeError::TlsHalf),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let metrics = Metrics::new();
         let shutdown = Shutdown::new();
         let calls = Calls::new(metrics.clone(), shutdown.clone(), config.max_active_streams);
@@ -187,7 +199,7 @@ impl Server {
             }
             None => None,
         };
-        let transport = Transport::new(config.transport_limits(), shutdown.clone());
+        let transport = Transport::new(config.transport_limits(), tls, shutdown.clone());
         transport.serve(listener, grpc, Protocols::Http2);
         let http_addr = match config.http_listen.addr() {
             Some(listen) => {
@@ -201,7 +213,7 @@ impl Server {
                 let edge = http::Edge::new(&config, core);
                 let http =
                     http::bind(listen, edge, services, &config.cors_allow_origins, auth).await?;
-                tracing::info!(addr = %http.addr, "http listening");
+                tracing::info!(addr = %http.addr, scheme, "http listening");
                 transport.serve(http.listener, http.app, Protocols::Http1AndHttp2);
                 Some(http.addr)
             }
@@ -218,7 +230,7 @@ impl Server {
             index.close().await;
             result
         });
-        tracing::info!(%addr, default_model = %config.default_model, %access, "agentstream listening");
+        tracing::info!(%addr, scheme, default_model = %config.default_model, %access, "agentstream listening");
         Ok(Self {
             addr,
             http_addr,

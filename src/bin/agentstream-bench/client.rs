@@ -13,12 +13,12 @@ use tokio::{
     net::TcpStream,
     time::Instant,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::{BenchResult, Protocol};
 
 /// Where and how to connect.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Target {
     /// Protocol.
     pub protocol: Protocol,
@@ -26,6 +26,9 @@ pub struct Target {
     pub addr: SocketAddr,
     /// HTTP/2 stream and connection window (gRPC).
     pub window: u32,
+    /// TLS (gRPC only): the PEM certificate the server is verified
+    /// against, and the name it is verified for.
+    pub tls: Option<(Vec<u8>, String)>,
 }
 
 /// One connection (gRPC: an HTTP/2 connection that streams share; SSE: an
@@ -44,8 +47,19 @@ impl Target {
     pub async fn connect(&self) -> BenchResult<Conn> {
         match self.protocol {
             Protocol::Grpc => {
-                let channel = Endpoint::from_shared(format!("http://{}", self.addr))
-                    .map_err(|e| e.to_string())?
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", self.addr))
+                    .map_err(|e| e.to_string())?;
+                if let Some((ca, domain)) = &self.tls {
+                    endpoint = endpoint
+                        .tls_config(
+                            ClientTlsConfig::new()
+                                .ca_certificate(Certificate::from_pem(ca))
+                                .domain_name(domain.clone()),
+                        )
+                        .map_err(|e| e.to_string())?;
+                }
+                let channel = endpoint
                     .tcp_nodelay(true)
                     .initial_stream_window_size(self.window)
                     .initial_connection_window_size(self.window.saturating_mul(4))
@@ -54,6 +68,9 @@ impl Target {
                     .await
                     .map_err(|e| format!("connect {}: {e}", self.addr))?;
                 Ok(Conn::Grpc(tonic::client::Grpc::new(channel)))
+            }
+            Protocol::Sse if self.tls.is_some() => {
+                Err("TLS is supported for --protocol grpc only".into())
             }
             Protocol::Sse => Ok(Conn::Sse(self.addr)),
         }

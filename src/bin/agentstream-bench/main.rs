@@ -89,6 +89,13 @@ pub struct RunArgs {
     /// The protocol it speaks.
     #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
     pub protocol: Protocol,
+    /// Connect over TLS (gRPC), verifying the server against this PEM
+    /// certificate (its CA, or itself when self-signed).
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the server's certificate is verified for (with `--tls-ca`).
+    #[arg(long, default_value = "localhost")]
+    pub tls_domain: String,
     /// A shell command that starts the server; the bench runs it, waits for
     /// `--addr` to accept, samples its memory and kills it at the end.
     #[arg(long)]

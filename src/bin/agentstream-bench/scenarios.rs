@@ -34,10 +34,18 @@ pub async fn run(args: RunArgs) -> BenchResult<()> {
         None => None,
     };
     let pid = spawned.as_ref().map(Spawned::pid);
+    let tls = match &args.tls_ca {
+        Some(path) => Some((
+            std::fs::read(path).map_err(|e| format!("--tls-ca {}: {e}", path.display()))?,
+            args.tls_domain.clone(),
+        )),
+        None => None,
+    };
     let target = Target {
         protocol: args.protocol,
         addr: args.addr,
         window: args.window,
+        tls,
     };
     let mut outcome = Outcome::new(args.scenario, &args.label);
     outcome.param("protocol", format!("{:?}", args.protocol).to_lowercase());

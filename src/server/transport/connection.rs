@@ -1,9 +1,10 @@
 //! One client connection, from its first byte to its close.
 //!
 //! Around hyper's connection it enforces what hyper leaves to the server:
-//! - the handshake timeout: a client that has not sent the 24-byte HTTP/2
-//!   preface (or an HTTP/1 request line) within `handshake_timeout` is
-//!   disconnected, so silent sockets cannot pile up;
+//! - the handshake timeout: a client that has not finished TLS (when it is
+//!   on) and sent the 24-byte HTTP/2 preface (or an HTTP/1 request line)
+//!   within `handshake_timeout` is disconnected, so silent sockets cannot
+//!   pile up;
 //! - the idle timeout: a connection with no request in flight for
 //!   `idle_timeout` is closed gracefully (GOAWAY);
 //! - the drain: when the server starts draining, each connection is closed
@@ -38,6 +39,7 @@ use super::{
     Shared,
     load::{InFlight, Load},
     stall::{SendWatch, StallClock},
+    tls::{self, MaybeTls},
 };
 
 /// Length of the HTTP/2 client preface (`PRI * HTTP/2.0...`).
@@ -58,6 +60,23 @@ pub(crate) async fn serve<S, B>(
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let deadline = tokio::time::Instant::now() + shared.limits.handshake_timeout;
+    let stream = tokio::select! {
+        accepted = tokio::time::timeout_at(deadline, tls::accept(stream, shared.tls.as_ref())) => {
+            match accepted {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("closing a connection that did not complete its TLS handshake in time");
+                    return;
+                }
+            }
+        }
+        () = shared.closed.cancelled() => return,
+    };
     let greeted = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(Greeting {
         inner: stream,
@@ -73,7 +92,7 @@ pub(crate) async fn serve<S, B>(
     // With upgrades: the HTTP edge serves WebSockets.
     let mut conn = pin!(shared.builder.serve_connection_with_upgrades(io, service));
     let mut clock = StallClock::new(shared.limits.send_timeout);
-    let handshake = tokio::time::sleep(shared.limits.handshake_timeout);
+    let handshake = tokio::time::sleep_until(deadline);
     let mut handshake = pin!(handshake);
     let mut handshake_checked = false;
     // A connection opened during the drain is served (a health check then
@@ -113,7 +132,7 @@ pub(crate) async fn serve<S, B>(
 /// The connection's socket, noting when the client has sent at least a
 /// preface's worth of bytes.
 struct Greeting {
-    inner: TcpStream,
+    inner: MaybeTls,
     read: u64,
     greeted: Arc<AtomicBool>,
 }

@@ -18,6 +18,7 @@ pub mod codec;
 mod connection;
 mod load;
 mod stall;
+pub mod tls;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -30,8 +31,9 @@ use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use self::{load::Load, stall::WatchingExecutor};
+use self::{load::Load, stall::WatchingExecutor, tls::Tls};
 use super::Shutdown;
+use tokio_rustls::TlsAcceptor;
 
 /// Bytes of response data one HTTP/2 stream may have queued for sending
 /// before the service is asked for more (hyper's default is 400 KiB).
@@ -87,6 +89,8 @@ struct Shared {
     load: Load,
     /// Cancelled when the server stops: every connection closes at once.
     closed: CancellationToken,
+    /// The port's TLS acceptor, when TLS is on.
+    tls: Option<TlsAcceptor>,
 }
 
 /// The connection layer of a server: its ports share the connection cap,
@@ -94,6 +98,7 @@ struct Shared {
 #[derive(Debug, Clone)]
 pub struct Transport {
     limits: TransportLimits,
+    tls: Option<Tls>,
     shutdown: Shutdown,
     slots: Arc<Semaphore>,
     load: Load,
@@ -101,9 +106,11 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// A connection layer with `limits` that drains on `shutdown`.
-    pub fn new(limits: TransportLimits, shutdown: Shutdown) -> Self {
+    /// A connection layer with `limits` that drains on `shutdown`, serving
+    /// TLS on every port when `tls` is set.
+    pub fn new(limits: TransportLimits, tls: Option<Tls>, shutdown: Shutdown) -> Self {
         Self {
+            tls,
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             limits,
             shutdown,
@@ -136,6 +143,7 @@ impl Transport {
             shutdown: self.shutdown.clone(),
             load: self.load.clone(),
             closed: self.closed.clone(),
+            tls: self.tls.as_ref().map(|tls| tls.acceptor(protocols)),
         });
         let slots = self.slots.clone();
         let closed = self.closed.clone();

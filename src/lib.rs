@@ -5,11 +5,9 @@
 //! - [`rag`] implements RagService over an embedded document index;
 //! - [`tasks`] implements TaskService: long-running work and its progress;
 //! - [`tokenizer`] gives the built-in models real cl100k_base tokens;
-//! - [`error`] is the one error type and its mapping to gRPC codes;
-//! - [`cli`] is the `agentstream` command line (server and clients).
+//! - [`error`] is the one error type and its mapping to gRPC codes.
 
 pub mod chat;
-pub mod cli;
 pub mod config;
 pub mod error;
 pub mod llm;

@@ -1,0 +1,269 @@
+//! `agentstream serve`: the server's flags (each also settable through an
+//! `AGENTSTREAM_*` environment variable), turned into the library's
+//! [`ServeConfig`], and the process around the server: logs, signals, exit.
+//!
+//! The defaults shown by `--help` are the library's `ServeConfig::default()`
+//! (a test below keeps the two in step).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use agentstream::{
+    config::{LogFormat, ServeConfig},
+    llm::openai::UpstreamSpec,
+    server::Server,
+    telemetry,
+};
+use clap::{Args, ValueEnum};
+
+use crate::CliError;
+
+/// Everything `agentstream serve` can be told.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (use port 0 for any free port).
+    #[arg(long, env = "AGENTSTREAM_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+
+    /// Also serve Prometheus metrics (`GET /metrics`: active streams, live
+    /// generations, tokens generated) on this address; off when not given.
+    #[arg(long, env = "AGENTSTREAM_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+
+    /// Model used when a request names none.
+    #[arg(long, env = "AGENTSTREAM_DEFAULT_MODEL", default_value = "echo")]
+    default_model: String,
+
+    /// An OpenAI-compatible upstream (OpenAI, vLLM, TGI, Ollama, llama.cpp);
+    /// repeat the flag for several. A spec is comma-separated key=value:
+    /// `name=` (required), `url=` base URL up to `/v1` (required),
+    /// `key-env=VAR` or `key-file=PATH` (the API key; never logged),
+    /// `models=a;b` and/or `discover=true` (default when no models: list
+    /// `GET {url}/models` at start-up), `connect-timeout=5s`,
+    /// `first-token-timeout=60s`, `idle-timeout=30s`, `retries=2`. Example:
+    /// `name=openai,url=https://api.openai.com/v1,key-env=OPENAI_API_KEY,models=gpt-4o-mini;gpt-4o`.
+    /// In the environment variable, separate several specs with spaces.
+    #[arg(long = "upstream", value_name = "SPEC", env = "AGENTSTREAM_UPSTREAMS", value_delimiter = ' ', value_parser = parse_upstream)]
+    upstreams: Vec<UpstreamSpec>,
+
+    /// Delay between two tokens of the built-in models (e.g. `20ms`; `0` for
+    /// benchmarks). 20 ms is about the 50 tokens/s of a real model.
+    #[arg(long, env = "AGENTSTREAM_MOCK_TOKEN_DELAY", default_value = "20ms", value_parser = parse_duration)]
+    mock_token_delay: Duration,
+
+    /// Tokens generated per choice when a request sets `max_tokens` to 0.
+    #[arg(long, env = "AGENTSTREAM_DEFAULT_MAX_TOKENS", default_value_t = 512)]
+    default_max_tokens: u32,
+
+    /// Largest `max_tokens` a request may ask for; above it: INVALID_ARGUMENT.
+    #[arg(long, env = "AGENTSTREAM_MAX_TOKENS_LIMIT", default_value_t = 262_144)]
+    max_tokens_limit: u32,
+
+    /// Largest total message content of one chat request, in bytes.
+    #[arg(long, env = "AGENTSTREAM_MAX_REQUEST_BYTES", default_value_t = 1 << 20)]
+    max_request_bytes: usize,
+
+    /// Most streaming calls served at once; beyond it new calls get
+    /// RESOURCE_EXHAUSTED instead of degrading every stream.
+    #[arg(long, env = "AGENTSTREAM_MAX_ACTIVE_STREAMS", default_value_t = 50_000)]
+    max_active_streams: usize,
+
+    /// On SIGTERM or Ctrl-C, how long in-flight streams may run on before
+    /// they are ended with UNAVAILABLE (e.g. `10s`).
+    #[arg(long, env = "AGENTSTREAM_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+
+    /// How long a finished task is remembered (GetTask, WatchTask replay).
+    #[arg(long, env = "AGENTSTREAM_TASK_RETENTION", default_value = "1h", value_parser = parse_duration)]
+    task_retention: Duration,
+
+    /// Most finished tasks remembered; beyond it the oldest are forgotten.
+    #[arg(long, env = "AGENTSTREAM_MAX_FINISHED_TASKS", default_value_t = 10_000)]
+    max_finished_tasks: usize,
+
+    /// Most tasks pending or running at once; StartTask beyond it gets
+    /// RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_MAX_UNFINISHED_TASKS",
+        default_value_t = 1_000
+    )]
+    max_unfinished_tasks: usize,
+
+    /// Events kept per running task; older progress events are compacted
+    /// (state changes never are). At least 4.
+    #[arg(long, env = "AGENTSTREAM_MAX_TASK_EVENTS", default_value_t = 1_000)]
+    max_task_events: usize,
+
+    /// Events kept per finished task (its log is compacted to this when it
+    /// ends). At least 4.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_MAX_FINISHED_TASK_EVENTS",
+        default_value_t = 100
+    )]
+    max_finished_task_events: usize,
+
+    /// Directory for the server's on-disk state (the document index). One
+    /// server at a time may use a directory.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_DATA_DIR",
+        default_value = "./agentstream-data"
+    )]
+    data_dir: PathBuf,
+
+    /// Log line format. Colours are used only when standard error is a
+    /// terminal and NO_COLOR is unset.
+    #[arg(long, env = "AGENTSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the call's span fields.
+    Json,
+}
+
+impl From<ServeArgs> for ServeConfig {
+    fn from(args: ServeArgs) -> Self {
+        Self {
+            listen: args.listen,
+            metrics_listen: args.metrics_listen,
+            default_model: args.default_model,
+            upstreams: args.upstreams,
+            mock_token_delay: args.mock_token_delay,
+            default_max_tokens: args.default_max_tokens,
+            max_tokens_limit: args.max_tokens_limit,
+            max_request_bytes: args.max_request_bytes,
+            max_active_streams: args.max_active_streams,
+            shutdown_grace: args.shutdown_grace,
+            task_retention: args.task_retention,
+            max_finished_tasks: args.max_finished_tasks,
+            max_unfinished_tasks: args.max_unfinished_tasks,
+            max_task_events: args.max_task_events,
+            max_finished_task_events: args.max_finished_task_events,
+            data_dir: args.data_dir,
+            log_format: match args.log_format {
+                LogFormatArg::Text => LogFormat::Text,
+                LogFormatArg::Json => LogFormat::Json,
+            },
+        }
+    }
+}
+
+/// Runs the server until Ctrl-C or SIGTERM has drained it.
+pub async fn run(args: ServeArgs) -> Result<(), CliError> {
+    let config = ServeConfig::from(args);
+    let _flush_logs_on_exit = telemetry::init(config.log_format);
+    // Listening before the server starts: a signal during start-up still
+    // means a graceful shutdown, not the default instant exit.
+    let signals = shutdown_signals().map_err(CliError::Signals)?;
+    let server = Server::start(config).await?;
+    let shutdown = server.shutdown();
+    tokio::spawn(async move {
+        let which = signals.await;
+        tracing::info!("{which} received");
+        shutdown.request();
+    });
+    server.wait().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM, naming which.
+#[cfg(unix)]
+fn shutdown_signals() -> std::io::Result<impl Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => "Ctrl-C",
+            _ = terminate.recv() => "SIGTERM",
+        }
+    })
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signals() -> std::io::Result<impl Future<Output = &'static str>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    })
+}
+
+fn parse_upstream(text: &str) -> Result<UpstreamSpec, String> {
+    text.parse::<UpstreamSpec>().map_err(|e| e.to_string())
+}
+
+/// Parses `20ms`, `10s`, `1m30s` or a bare `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 0, 20ms, 10s, 1m30s)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// Parses `args` with every `AGENTSTREAM_*` variable ignored, so the
+    /// test does not depend on the developer's shell.
+    fn parse_without_env(args: &[&str]) -> ServeConfig {
+        let command = Flags::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command
+            .try_get_matches_from(std::iter::once("agentstream").chain(args.iter().copied()))
+            .expect("flags parse");
+        Flags::from_arg_matches(&matches)
+            .expect("flags convert")
+            .serve
+            .into()
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        assert_eq!(
+            format!("{:?}", parse_without_env(&[])),
+            format!("{:?}", ServeConfig::default())
+        );
+    }
+
+    #[test]
+    fn flags_reach_the_config() {
+        let config = parse_without_env(&[
+            "--listen",
+            "0.0.0.0:7000",
+            "--mock-token-delay",
+            "0",
+            "--log-format",
+            "json",
+            "--data-dir",
+            "/tmp/x",
+        ]);
+        assert_eq!(config.listen, "0.0.0.0:7000".parse().expect("addr"));
+        assert_eq!(config.mock_token_delay, Duration::ZERO);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn durations_accept_units_and_bare_zero() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert!(parse_duration("ten").is_err());
+    }
+}

@@ -32,6 +32,16 @@ pub enum LogFormat {
 pub struct ServeConfig {
     /// Address to listen on (port 0: any free port). Default `127.0.0.1:50051`.
     pub listen: SocketAddr,
+    /// Where the HTTP edge listens. Default `127.0.0.1:8080`.
+    pub http_listen: HttpListen,
+    /// Origins allowed to call the HTTP edge from a browser (CORS; `*` for
+    /// any). Default: none, CORS off.
+    pub cors_allow_origins: Vec<String>,
+    /// Largest HTTP request body, in bytes. Default 2 MiB.
+    pub max_http_body: usize,
+    /// Interval of the keep-alive comment on idle HTTP event streams
+    /// (zero: none). Default 15 s.
+    pub sse_keep_alive: Duration,
     /// Also serve Prometheus `GET /metrics` on this address. Default: off.
     pub metrics_listen: Option<SocketAddr>,
     /// Model used when a request names none. Default `echo`.
@@ -74,6 +84,10 @@ impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 50051)),
+            http_listen: HttpListen::On(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))),
+            cors_allow_origins: Vec::new(),
+            max_http_body: 2 << 20,
+            sse_keep_alive: Duration::from_secs(15),
             metrics_listen: None,
             default_model: "echo".to_owned(),
             upstreams: Vec::new(),
@@ -91,5 +105,62 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("./agentstream-data"),
             log_format: LogFormat::Text,
         }
+    }
+}
+
+/// Where the HTTP edge listens: an address, or nowhere (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpListen {
+    /// The HTTP edge is disabled.
+    Off,
+    /// Listen on this address (port 0: any free port).
+    On(SocketAddr),
+}
+
+impl HttpListen {
+    /// The address to bind, if any.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            HttpListen::Off => None,
+            HttpListen::On(addr) => Some(addr),
+        }
+    }
+}
+
+impl std::fmt::Display for HttpListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpListen::Off => f.write_str("off"),
+            HttpListen::On(addr) => addr.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().eq_ignore_ascii_case("off") {
+            return Ok(HttpListen::Off);
+        }
+        text.trim()
+            .parse()
+            .map(HttpListen::On)
+            .map_err(|e| format!("{e} (an address such as 127.0.0.1:8080, or `off`)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_listen_is_an_address_or_off() {
+        assert_eq!("off".parse(), Ok(HttpListen::Off));
+        assert_eq!(
+            "127.0.0.1:0".parse::<HttpListen>().map(HttpListen::addr),
+            Ok(Some("127.0.0.1:0".parse().expect("addr")))
+        );
+        assert!("localhost".parse::<HttpListen>().is_err());
     }
 }

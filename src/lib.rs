@@ -10,6 +10,7 @@
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod llm;
 pub mod metrics;
 pub mod pb;

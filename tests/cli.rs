@@ -14,7 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agentstream::{config::ServeConfig, metrics::Metrics, server::Server};
+use agentstream::{
+    config::{HttpListen, ServeConfig},
+    metrics::Metrics,
+    server::Server,
+};
 use std::sync::Arc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentstream");
@@ -38,6 +42,7 @@ impl TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
+            http_listen: HttpListen::Off,
             mock_token_delay: Duration::from_millis(1),
             shutdown_grace: Duration::from_millis(100),
             data_dir: data_dir.path().to_path_buf(),
@@ -552,6 +557,8 @@ fn a_second_server_on_the_same_data_dir_is_told_to_pick_another() {
         "serve",
         "--listen",
         "127.0.0.1:0",
+        "--http-listen",
+        "off",
         "--data-dir",
         dir,
     ]));
@@ -570,6 +577,8 @@ fn server_logs_carry_no_colour_codes_off_a_terminal() {
     let mut server = Running::spawn(
         agentstream(&[
             "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
             "127.0.0.1:0",
             "--data-dir",
             data_dir.path().to_str().expect("UTF-8 path"),

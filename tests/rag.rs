@@ -173,6 +173,7 @@ async fn restart(old: TestServer) -> TestServer {
     server.wait().await.expect("server stops");
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
         mock_token_delay: Duration::from_millis(1),
         shutdown_grace: Duration::from_millis(100),
         data_dir: data_dir.path().to_path_buf(),

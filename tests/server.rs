@@ -297,6 +297,8 @@ async fn the_binary_logs_json_per_call_and_exits_zero_on_sigterm() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
             "--log-format",
             "json",
             "--mock-token-delay",

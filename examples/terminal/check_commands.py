@@ -282,7 +282,7 @@ class Server:
         self.addr: str | None = None
         self.ready = threading.Event()
         self.process = subprocess.Popen(
-            [str(binary), "serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--mock-token-delay", "5ms", "--shutdown-grace", "2s", "--data-dir", data_dir],
+            [str(binary), "serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-format", "json", "--mock-token-delay", "5ms", "--shutdown-grace", "2s", "--data-dir", data_dir],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True, encoding="utf-8",
         )
         threading.Thread(target=self._read, daemon=True).start()

@@ -24,6 +24,7 @@ pub use shutdown::Shutdown;
 use crate::{
     chat::{ChatApi, ChatLimits},
     config::ServeConfig,
+    http::{self, GrpcServices},
     llm::{
         Models, TokenBudget,
         mock::MockBackend,
@@ -60,6 +61,9 @@ pub enum ServeError {
     /// The transport failed while serving.
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The HTTP edge failed while serving.
+    #[error("HTTP edge failed: {0}")]
+    Http(#[source] std::io::Error),
     /// An upstream model server is misconfigured or its models could not be
     /// discovered.
     #[error(transparent)]
@@ -83,6 +87,7 @@ pub enum ServeError {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
@@ -154,15 +159,20 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
+        let services = GrpcServices {
+            chat: ChatServiceServer::new(chat),
+            rag: RagServiceServer::new(rag).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            tasks: TaskServiceServer::new(TaskApi::new(tasks, calls)),
+        };
         let router = tonic::transport::Server::builder()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(ChatServiceServer::new(chat))
-            .add_service(RagServiceServer::new(rag).max_decoding_message_size(MAX_MESSAGE_BYTES))
-            .add_service(TaskServiceServer::new(TaskApi::new(tasks, calls)));
+            .add_service(services.chat.clone())
+            .add_service(services.rag.clone())
+            .add_service(services.tasks.clone());
 
         let metrics_addr = match config.metrics_listen {
             Some(listen) => {
@@ -170,7 +180,28 @@ impl Server {
             }
             None => None,
         };
-        let serve = router.serve_with_incoming_shutdown(incoming, shutdown.draining());
+        let http = match config.http_listen.addr() {
+            Some(listen) => {
+                let edge = http::Edge::new(metrics.clone(), shutdown.clone());
+                let http = http::bind(listen, edge, services, &config.cors_allow_origins).await?;
+                tracing::info!(addr = %http.addr, "http listening");
+                Some(http)
+            }
+            None => None,
+        };
+        let http_addr = http.as_ref().map(|http| http.addr);
+        let grpc = router.serve_with_incoming_shutdown(incoming, shutdown.draining());
+        let serve = async move {
+            let serve_http = async move {
+                match http {
+                    Some(http) => http.serving.await,
+                    None => Ok(()),
+                }
+            };
+            let (grpc, http) = tokio::join!(grpc, serve_http);
+            grpc?;
+            http
+        };
         let serving = run(serve, shutdown.clone(), health, config.shutdown_grace);
         let index = documents.clone();
         let task = tokio::spawn(async move {
@@ -182,6 +213,7 @@ impl Server {
         tracing::info!(%addr, default_model = %config.default_model, "agentstream listening");
         Ok(Self {
             addr,
+            http_addr,
             metrics_addr,
             metrics,
             shutdown,
@@ -193,6 +225,11 @@ impl Server {
     /// The address the server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the HTTP edge, unless `--http-listen off`.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The address of the metrics endpoint, when `--metrics-listen` is set.
@@ -254,14 +291,14 @@ async fn cancel_tasks_on_abort(tasks: TaskRegistry, shutdown: Shutdown) {
 
 /// Serves until shutdown, then runs the drain sequence.
 async fn run(
-    serve: impl Future<Output = Result<(), tonic::transport::Error>>,
+    serve: impl Future<Output = Result<(), ServeError>>,
     shutdown: Shutdown,
     health: HealthReporter,
     grace: Duration,
 ) -> Result<(), ServeError> {
     tokio::pin!(serve);
     tokio::select! {
-        result = &mut serve => return Ok(result?),
+        result = &mut serve => return result,
         () = shutdown.requested() => {}
     }
     tracing::info!(
@@ -271,13 +308,13 @@ async fn run(
     set_health(&health, ServingStatus::NotServing).await;
     shutdown.start_draining();
     tokio::select! {
-        result = &mut serve => return Ok(result?),
+        result = &mut serve => return result,
         () = tokio::time::sleep(grace) => {}
     }
     tracing::info!("grace period over: ending in-flight streams");
     shutdown.abort_streams();
     tokio::select! {
-        result = &mut serve => Ok(result?),
+        result = &mut serve => result,
         () = tokio::time::sleep(FLUSH_AFTER_ABORT) => {
             tracing::info!("closing the remaining connections");
             Ok(())

@@ -40,6 +40,7 @@ impl TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = ServeConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
+            http_listen: "127.0.0.1:0".parse().expect("addr"),
             mock_token_delay: Duration::from_millis(1),
             data_dir: data_dir.path().to_path_buf(),
             ..ServeConfig::default()

@@ -8,7 +8,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use agentstream::{
-    config::{LogFormat, ServeConfig},
+    config::{HttpListen, LogFormat, ServeConfig},
     llm::openai::UpstreamSpec,
     server::Server,
     telemetry,
@@ -23,6 +23,32 @@ pub struct ServeArgs {
     /// Address to listen on (use port 0 for any free port).
     #[arg(long, env = "AGENTSTREAM_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+
+    /// Address of the HTTP edge (OpenAI-compatible chat, SSE/NDJSON/WebSocket
+    /// streams, gRPC-Web, `/healthz`, `/readyz`, `/metrics`), HTTP/1.1 and
+    /// h2c on one port; port 0 picks any free port, `off` disables it.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_HTTP_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    http_listen: HttpListen,
+
+    /// An origin allowed to call the HTTP edge from a browser (CORS); repeat
+    /// the flag for several, or `*` for any. CORS is off when not given. In
+    /// the environment variable, separate several origins with spaces.
+    #[arg(long = "cors-allow-origin", value_name = "ORIGIN", env = "AGENTSTREAM_CORS_ALLOW_ORIGIN", value_delimiter = ' ', value_parser = parse_origin)]
+    cors_allow_origins: Vec<String>,
+
+    /// Largest HTTP request body, in bytes (also when sent chunked); beyond
+    /// it: 413.
+    #[arg(long, env = "AGENTSTREAM_MAX_HTTP_BODY", default_value_t = 2 << 20)]
+    max_http_body: usize,
+
+    /// Interval of the `: keep-alive` comment on idle HTTP event streams
+    /// (e.g. `15s`; `0` sends none).
+    #[arg(long, env = "AGENTSTREAM_SSE_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
+    sse_keep_alive: Duration,
 
     /// Also serve Prometheus metrics (`GET /metrics`: active streams, live
     /// generations, tokens generated) on this address; off when not given.
@@ -131,6 +157,10 @@ impl From<ServeArgs> for ServeConfig {
     fn from(args: ServeArgs) -> Self {
         Self {
             listen: args.listen,
+            http_listen: args.http_listen,
+            cors_allow_origins: args.cors_allow_origins,
+            max_http_body: args.max_http_body,
+            sse_keep_alive: args.sse_keep_alive,
             metrics_listen: args.metrics_listen,
             default_model: args.default_model,
             upstreams: args.upstreams,
@@ -200,6 +230,21 @@ fn parse_upstream(text: &str) -> Result<UpstreamSpec, String> {
     text.parse::<UpstreamSpec>().map_err(|e| e.to_string())
 }
 
+/// An allowed CORS origin: `*`, or an origin such as `https://app.example`
+/// that can be sent back in a header.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let printable = !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic());
+    if text == "*" || (printable && text.contains("://")) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{}` is not an origin (e.g. https://app.example or *)",
+            text.escape_debug()
+        ))
+    }
+}
+
 /// Parses `20ms`, `10s`, `1m30s` or a bare `0`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.trim() == "0" {
@@ -265,5 +310,16 @@ mod tests {
         assert_eq!(parse_duration("20ms"), Ok(Duration::from_millis(20)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("ten").is_err());
+    }
+
+    #[test]
+    fn origins_are_star_or_scheme_and_host() {
+        assert_eq!(parse_origin("*").as_deref(), Ok("*"));
+        assert_eq!(
+            parse_origin("http://localhost:3000").as_deref(),
+            Ok("http://localhost:3000")
+        );
+        assert!(parse_origin("not an origin").is_err());
+        assert!(parse_origin("http://a\nb").is_err());
     }
 }

@@ -28,7 +28,8 @@ async function startServer() {
   env.RUST_LOG = 'info';
   const child = spawn(
     binary,
-    ['serve', '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--log-format', 'json',
+    ['serve', '--listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0',
+      '--log-format', 'json',
       '--mock-token-delay', '5ms', '--shutdown-grace', '2s', '--data-dir', dataDir],
     { env, stdio: ['ignore', 'ignore', 'pipe'] },
   );

@@ -58,6 +58,7 @@ class Server:
                 str(binary),
                 "serve",
                 "--listen", "127.0.0.1:0",
+                "--http-listen", "127.0.0.1:0",
                 "--metrics-listen", "127.0.0.1:0",
                 "--log-format", "json",
                 "--mock-token-delay", "5ms",

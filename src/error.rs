@@ -1,14 +1,12 @@
-//! The one error type of the service and its single mapping to gRPC status.
+//! The one error type of the core, protocol-free.
 //!
-//! Every layer returns [`Error`]; only the service edge turns it into a
-//! [`tonic::Status`], through the one `From` impl below, so a code is never
-//! chosen ad hoc and invalid arguments always carry a `google.rpc.BadRequest`
-//! naming each offending field.
+//! Every layer returns [`Error`]. Each edge converts it once: the gRPC edge
+//! to a `tonic::Status` (`grpc::status`), the HTTP edge to a status code and
+//! OpenAI's error JSON. Both choose by [`ErrorKind`], the canonical error
+//! model (the one gRPC's codes name), so a kind is never chosen ad hoc and
+//! invalid arguments always carry the offending fields.
 
 use std::{fmt, time::Duration};
-
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 /// A result with the service's error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -17,7 +15,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The request broke one or more documented limits.
-    #[error("invalid request: {}", Violations(.0))]
+    #[error("invalid request: {}", ViolationList(.0))]
     InvalidArgument(Vec<FieldViolation>),
     /// The request names a model that no backend serves.
     #[error("model `{model}` is not served here; available: {available}")]
@@ -90,67 +88,66 @@ impl FieldViolation {
     }
 }
 
-impl Error {
-    /// The gRPC code this error is reported with.
-    pub fn code(&self) -> Code {
-        match self {
-            Error::InvalidArgument(_) | Error::UpstreamRejected { .. } => Code::InvalidArgument,
-            Error::ModelNotFound { .. } | Error::NotFound(_) => Code::NotFound,
-            Error::Unimplemented(_) => Code::Unimplemented,
-            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            Error::ShuttingDown | Error::Unavailable(_) => Code::Unavailable,
-            Error::ResourceExhausted(_) | Error::RateLimited { .. } => Code::ResourceExhausted,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::Internal(_) => Code::Internal,
-        }
-    }
+/// What kind of failure an [`Error`] is: the canonical error model that
+/// both edges map from (to gRPC codes, to HTTP statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The client sent something the contract does not allow.
+    InvalidArgument,
+    /// A named model, task or document does not exist.
+    NotFound,
+    /// Not implemented by this build.
+    Unimplemented,
+    /// The client's deadline expired.
+    DeadlineExceeded,
+    /// Retry later, maybe elsewhere: draining, or a failing dependency.
+    Unavailable,
+    /// A rate limit or capacity limit.
+    ResourceExhausted,
+    /// The server's configuration prevents the call.
+    FailedPrecondition,
+    /// A bug.
+    Internal,
+}
 
-    /// An [`Error::InvalidArgument`] when `violations` is not empty.
-    pub fn check(violations: Vec<FieldViolation>) -> Result<()> {
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(violations))
+impl ErrorKind {
+    /// The kind's name, as the call's log line records it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "InvalidArgument",
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::Unimplemented => "Unimplemented",
+            ErrorKind::DeadlineExceeded => "DeadlineExceeded",
+            ErrorKind::Unavailable => "Unavailable",
+            ErrorKind::ResourceExhausted => "ResourceExhausted",
+            ErrorKind::FailedPrecondition => "FailedPrecondition",
+            ErrorKind::Internal => "Internal",
         }
     }
 }
 
-impl From<Error> for Status {
-    fn from(error: Error) -> Self {
-        let message = error.to_string();
-        match error {
-            Error::InvalidArgument(violations) => {
-                let mut details = ErrorDetails::new();
-                for v in violations {
-                    details.add_bad_request_violation(v.field, v.description);
-                }
-                Status::with_error_details(Code::InvalidArgument, message, details)
+impl Error {
+    /// The kind of failure, which each edge maps to its protocol.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument(_) | Error::UpstreamRejected { .. } => {
+                ErrorKind::InvalidArgument
             }
-            Error::UpstreamRejected {
-                field: Some(field),
-                message: description,
-            } => {
-                let mut details = ErrorDetails::new();
-                details.add_bad_request_violation(field, description);
-                Status::with_error_details(Code::InvalidArgument, message, details)
-            }
-            Error::RateLimited {
-                retry_after: Some(delay),
-                ..
-            } => Status::with_error_details(
-                Code::ResourceExhausted,
-                message,
-                ErrorDetails::with_retry_info(Some(delay)),
-            ),
-            other => Status::new(other.code(), message),
+            Error::ModelNotFound { .. } | Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Unimplemented(_) => ErrorKind::Unimplemented,
+            Error::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
+            Error::ShuttingDown | Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::ResourceExhausted(_) | Error::RateLimited { .. } => ErrorKind::ResourceExhausted,
+            Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Error::Internal(_) => ErrorKind::Internal,
         }
     }
 }
 
 /// Formats violations as `field: description; field: description`.
-struct Violations<'a>(&'a [FieldViolation]);
+struct ViolationList<'a>(&'a [FieldViolation]);
 
-impl fmt::Display for Violations<'_> {
+impl fmt::Display for ViolationList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, v) in self.0.iter().enumerate() {
             if i > 0 {
@@ -159,58 +156,5 @@ impl fmt::Display for Violations<'_> {
             write!(f, "{}: {}", v.field, v.description)?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn invalid_argument_carries_every_violation_as_bad_request() {
-        let error = Error::InvalidArgument(vec![
-            FieldViolation::new("n", "at most 8"),
-            FieldViolation::new("stop[0]", "must not be empty"),
-        ]);
-        let status = Status::from(error);
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(
-            status.message(),
-            "invalid request: n: at most 8; stop[0]: must not be empty"
-        );
-        let bad_request = status.get_details_bad_request().expect("BadRequest detail");
-        let fields: Vec<_> = bad_request
-            .field_violations
-            .iter()
-            .map(|v| v.field.as_str())
-            .collect();
-        assert_eq!(fields, ["n", "stop[0]"]);
-    }
-
-    #[test]
-    fn rate_limits_carry_retry_info() {
-        let status = Status::from(Error::RateLimited {
-            message: "slow down; retry after 3s".into(),
-            retry_after: Some(Duration::from_secs(3)),
-        });
-        assert_eq!(status.code(), Code::ResourceExhausted);
-        assert!(status.message().contains("retry after 3s"));
-        let info = status.get_details_retry_info().expect("RetryInfo detail");
-        assert_eq!(info.retry_delay, Some(Duration::from_secs(3)));
-    }
-
-    #[test]
-    fn upstream_rejections_name_the_blamed_field() {
-        let status = Status::from(Error::UpstreamRejected {
-            message: "temperature is too high".into(),
-            field: Some("temperature".into()),
-        });
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(
-            status.message(),
-            "the model rejected the request: temperature is too high"
-        );
-        let bad_request = status.get_details_bad_request().expect("BadRequest detail");
-        assert_eq!(bad_request.field_violations[0].field, "temperature");
     }
 }

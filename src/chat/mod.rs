@@ -1,18 +1,19 @@
-//! ChatService: one chat completion streamed as OpenAI-style chunks.
+//! Chat completions: one conversation in, OpenAI-style chunks out.
 //!
-//! The layers, outermost first:
-//! - [`service`] converts the wire request, starts the call's bookkeeping and
-//!   converts chunks back to the wire;
-//! - [`request`] turns a raw request into a checked [`ChatRequest`] before
-//!   any work starts, naming every offending field;
+//! The layers, outermost first (the protocol edges sit outside, in
+//! `grpc::chat` and the HTTP edge):
+//! - [`request`] turns a protocol-neutral [`ChatDraft`] into a checked
+//!   [`ChatRequest`] before any work starts, naming every offending field;
+//! - [`completion`] routes the request to the backend of its model and
+//!   hands the edge a pulled stream of chunks;
 //! - [`chunks`] shapes a backend's generation events into the chunks the
 //!   contract promises (role on the first chunk of a choice, finish reason on
 //!   its last, the optional usage chunk at the end).
 
 pub mod chunks;
+pub mod completion;
 pub mod request;
-pub mod service;
 
 pub use chunks::{ChatChunk, chat_chunks};
-pub use request::{ChatLimits, ChatRequest};
-pub use service::ChatApi;
+pub use completion::{Chat, Completion, CompletionHeader};
+pub use request::{ChatDraft, ChatLimits, ChatRequest, MessageDraft, RoleDraft};

@@ -1,12 +1,16 @@
-//! Validation of StreamChat requests against the contract's limits.
+//! Validation of chat requests against the contract's limits.
 //!
-//! Every rule is checked and every violation reported at once, so a client
-//! fixes its request in one round trip.
+//! Each edge fills a protocol-neutral [`ChatDraft`] from its wire request
+//! (gRPC's `StreamChatRequest`, the HTTP edge's OpenAI JSON) and calls
+//! [`ChatRequest::validate`]: one set of limits, one set of field paths,
+//! whichever protocol the client speaks. Every rule is checked and every
+//! violation reported at once, so a client fixes its request in one round
+//! trip.
 
 use crate::{
-    error::{Error, FieldViolation, Result},
+    error::Result,
     llm::{ChatMessage, GenerationRequest, Role, TokenBudget, check_model_name},
-    pb,
+    validation::Violations,
 };
 
 /// Most messages in one request.
@@ -31,6 +35,57 @@ pub struct ChatLimits {
     pub max_request_bytes: usize,
 }
 
+/// A chat request as a client sent it, before validation. Zero values mean
+/// "the default", as in the contract.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatDraft {
+    /// The conversation.
+    pub messages: Vec<MessageDraft>,
+    /// The model; empty for the server's default.
+    pub model: String,
+    /// Most tokens per choice; 0 for the server's default.
+    pub max_tokens: u32,
+    /// Sampling temperature, when given.
+    pub temperature: Option<f32>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Number of choices; 0 means 1.
+    pub n: u32,
+    /// Whether to send the usage chunk at the end.
+    pub include_usage: bool,
+}
+
+/// One message of a [`ChatDraft`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageDraft {
+    /// The author, as the edge understood it.
+    pub role: RoleDraft,
+    /// The text.
+    pub content: String,
+    /// Optional author name; empty when unset.
+    pub name: String,
+}
+
+/// A message author as the wire gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleDraft {
+    /// A role the edge recognised.
+    Known(Role),
+    /// A value the edge could not map to a role, as sent (for the error).
+    Unknown(String),
+}
+
+impl MessageDraft {
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: RoleDraft::Known(Role::User),
+            content: content.into(),
+            name: String::new(),
+        }
+    }
+}
+
 /// A request that passed validation.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
@@ -42,27 +97,21 @@ pub struct ChatRequest {
 
 impl ChatRequest {
     /// Checks `raw` against the contract and `limits`.
-    pub fn validate(raw: pb::StreamChatRequest, limits: &ChatLimits) -> Result<Self> {
-        let mut violations = Vec::new();
-        let messages = messages(&raw.messages, limits, &mut violations);
+    pub fn validate(raw: ChatDraft, limits: &ChatLimits) -> Result<Self> {
+        let mut violations = Violations::new();
+        let messages = messages(raw.messages, limits, &mut violations);
         check_model_name(&raw.model, &mut violations);
         let max_tokens = limits.budget.resolve(raw.max_tokens, &mut violations);
-        if let Some(t) = raw.temperature
-            && !(0.0..=MAX_TEMPERATURE).contains(&t)
-        {
-            violations.push(FieldViolation::new(
-                "temperature",
-                format!("{t} is outside 0 to {MAX_TEMPERATURE}"),
-            ));
+        if let Some(t) = raw.temperature {
+            violations.require((0.0..=MAX_TEMPERATURE).contains(&t), "temperature", || {
+                format!("{t} is outside 0 to {MAX_TEMPERATURE}")
+            });
         }
         check_stop(&raw.stop, &mut violations);
-        if raw.n > MAX_N {
-            violations.push(FieldViolation::new(
-                "n",
-                format!("{} choices asked; at most {MAX_N}", raw.n),
-            ));
-        }
-        Error::check(violations)?;
+        violations.require(raw.n <= MAX_N, "n", || {
+            format!("{} choices asked; at most {MAX_N}", raw.n)
+        });
+        violations.finish()?;
         Ok(Self {
             generation: GenerationRequest {
                 model: raw.model,
@@ -78,76 +127,63 @@ impl ChatRequest {
 }
 
 fn messages(
-    raw: &[pb::ChatMessage],
+    raw: Vec<MessageDraft>,
     limits: &ChatLimits,
-    violations: &mut Vec<FieldViolation>,
+    violations: &mut Violations,
 ) -> Vec<ChatMessage> {
-    if raw.is_empty() || raw.len() > MAX_MESSAGES {
-        violations.push(FieldViolation::new(
-            "messages",
-            format!("{} messages given; 1 to {MAX_MESSAGES} required", raw.len()),
-        ));
-    }
+    violations.require((1..=MAX_MESSAGES).contains(&raw.len()), "messages", || {
+        format!("{} messages given; 1 to {MAX_MESSAGES} required", raw.len())
+    });
     let total: usize = raw.iter().map(|m| m.content.len()).sum();
-    if total > limits.max_request_bytes {
-        violations.push(FieldViolation::new(
-            "messages",
-            format!(
-                "content totals {total} bytes; at most {} allowed",
-                limits.max_request_bytes
-            ),
-        ));
-    }
+    violations.require(total <= limits.max_request_bytes, "messages", || {
+        format!(
+            "content totals {total} bytes; at most {} allowed",
+            limits.max_request_bytes
+        )
+    });
     let mut checked = Vec::with_capacity(raw.len());
-    for (i, m) in raw.iter().enumerate() {
-        let role = match pb::Role::try_from(m.role) {
-            Ok(pb::Role::Unspecified | pb::Role::User) => Role::User,
-            Ok(pb::Role::System) => Role::System,
-            Ok(pb::Role::Assistant) => Role::Assistant,
-            Ok(pb::Role::Tool) => Role::Tool,
-            Err(_) => {
-                violations.push(FieldViolation::new(
+    for (i, m) in raw.into_iter().enumerate() {
+        let role = match m.role {
+            RoleDraft::Known(role) => role,
+            RoleDraft::Unknown(raw) => {
+                violations.add(
                     format!("messages[{i}].role"),
-                    format!("{} is not a Role", m.role),
-                ));
+                    format!("{raw} is not a role (system, user, assistant or tool)"),
+                );
                 Role::User
             }
         };
-        if m.name.len() > MAX_NAME_BYTES {
-            violations.push(FieldViolation::new(
-                format!("messages[{i}].name"),
-                format!("must be at most {MAX_NAME_BYTES} bytes"),
-            ));
-        }
+        violations.require(
+            m.name.len() <= MAX_NAME_BYTES,
+            format!("messages[{i}].name"),
+            || format!("must be at most {MAX_NAME_BYTES} bytes"),
+        );
         checked.push(ChatMessage {
             role,
-            content: m.content.clone(),
-            name: m.name.clone(),
+            content: m.content,
+            name: m.name,
         });
     }
     checked
 }
 
-fn check_stop(stop: &[String], violations: &mut Vec<FieldViolation>) {
-    if stop.len() > MAX_STOP {
-        violations.push(FieldViolation::new(
-            "stop",
-            format!("{} stop sequences given; at most {MAX_STOP}", stop.len()),
-        ));
-    }
+fn check_stop(stop: &[String], violations: &mut Violations) {
+    violations.require(stop.len() <= MAX_STOP, "stop", || {
+        format!("{} stop sequences given; at most {MAX_STOP}", stop.len())
+    });
     for (i, s) in stop.iter().enumerate() {
-        if s.is_empty() || s.len() > MAX_STOP_BYTES {
-            violations.push(FieldViolation::new(
-                format!("stop[{i}]"),
-                format!("is {} bytes; 1 to {MAX_STOP_BYTES} required", s.len()),
-            ));
-        }
+        violations.require(
+            (1..=MAX_STOP_BYTES).contains(&s.len()),
+            format!("stop[{i}]"),
+            || format!("is {} bytes; 1 to {MAX_STOP_BYTES} required", s.len()),
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     const LIMITS: ChatLimits = ChatLimits {
         budget: TokenBudget {
@@ -157,18 +193,14 @@ mod tests {
         max_request_bytes: 100,
     };
 
-    fn valid() -> pb::StreamChatRequest {
-        pb::StreamChatRequest {
-            messages: vec![pb::ChatMessage {
-                role: pb::Role::User as i32,
-                content: "hi".into(),
-                name: String::new(),
-            }],
+    fn valid() -> ChatDraft {
+        ChatDraft {
+            messages: vec![MessageDraft::user("hi")],
             ..Default::default()
         }
     }
 
-    fn fields(raw: pb::StreamChatRequest) -> Vec<String> {
+    fn fields(raw: ChatDraft) -> Vec<String> {
         match ChatRequest::validate(raw, &LIMITS) {
             Err(Error::InvalidArgument(v)) => v.into_iter().map(|v| v.field).collect(),
             other => panic!("expected InvalidArgument, got {other:?}"),
@@ -190,7 +222,7 @@ mod tests {
         raw.max_tokens = 1001;
         raw.temperature = Some(f32::NAN);
         raw.stop = vec![String::new(), "x".repeat(65)];
-        raw.messages[0].role = 42;
+        raw.messages[0].role = RoleDraft::Unknown("42".into());
         assert_eq!(
             fields(raw),
             [

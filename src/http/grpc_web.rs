@@ -14,26 +14,7 @@ use tonic::server::NamedService;
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
 
-use crate::{
-    chat::ChatApi,
-    pb::{
-        chat_service_server::ChatServiceServer, rag_service_server::RagServiceServer,
-        task_service_server::TaskServiceServer,
-    },
-    rag::RagApi,
-    tasks::TaskApi,
-};
-
-/// The three agentstream services, configured as on the gRPC port.
-#[derive(Clone)]
-pub(crate) struct GrpcServices {
-    /// ChatService.
-    pub chat: ChatServiceServer<ChatApi>,
-    /// RagService.
-    pub rag: RagServiceServer<RagApi>,
-    /// TaskService.
-    pub tasks: TaskServiceServer<TaskApi>,
-}
+use crate::grpc::Services as GrpcServices;
 
 /// Adds a gRPC-Web route for each service of `services` to `router`.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>(

@@ -34,7 +34,7 @@ use axum::{
 use futures::future::BoxFuture;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-pub(crate) use grpc_web::GrpcServices;
+pub(crate) use crate::grpc::Services as GrpcServices;
 
 use crate::{
     metrics::Metrics,

@@ -110,10 +110,6 @@ impl Backend for MockBackend {
         };
         self.run(script, request)
     }
-
-    fn logs_while_streaming(&self) -> bool {
-        false
-    }
 }
 
 /// The sentence `echo` answers with.

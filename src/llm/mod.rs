@@ -20,20 +20,20 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use futures::stream::BoxStream;
 
-use crate::error::{Error, FieldViolation, Result};
+use crate::{
+    error::{Error, Result},
+    validation::Violations,
+};
 
 /// Longest model name a request may give, in bytes.
 pub const MAX_MODEL_BYTES: usize = 256;
 
 /// Reports a model name longer than [`MAX_MODEL_BYTES`] as a violation of
 /// the request's `model` field.
-pub fn check_model_name(model: &str, violations: &mut Vec<FieldViolation>) {
-    if model.len() > MAX_MODEL_BYTES {
-        violations.push(FieldViolation::new(
-            "model",
-            format!("must be at most {MAX_MODEL_BYTES} bytes"),
-        ));
-    }
+pub fn check_model_name(model: &str, violations: &mut Violations) {
+    violations.require(model.len() <= MAX_MODEL_BYTES, "model", || {
+        format!("must be at most {MAX_MODEL_BYTES} bytes")
+    });
 }
 
 /// The server's `max_tokens` policy, the same for every RPC that generates.
@@ -48,16 +48,13 @@ pub struct TokenBudget {
 impl TokenBudget {
     /// The budget of a request asking for `requested` tokens (0: the
     /// default); above the limit, a violation of its `max_tokens` field.
-    pub fn resolve(&self, requested: u32, violations: &mut Vec<FieldViolation>) -> u32 {
-        if requested > self.max_tokens_limit {
-            violations.push(FieldViolation::new(
-                "max_tokens",
-                format!(
-                    "{requested} is above the server maximum of {}",
-                    self.max_tokens_limit
-                ),
-            ));
-        }
+    pub fn resolve(&self, requested: u32, violations: &mut Violations) -> u32 {
+        violations.require(requested <= self.max_tokens_limit, "max_tokens", || {
+            format!(
+                "{requested} is above the server maximum of {}",
+                self.max_tokens_limit
+            )
+        });
         match requested {
             0 => self
                 .default_max_tokens
@@ -196,14 +193,6 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Starts a generation. Nothing happens until the stream is polled.
     fn generate(&self, request: GenerationRequest) -> GenerationStream;
-
-    /// Whether polling a generation may log (retries, upstream errors): the
-    /// call's span is then entered on every poll so those lines carry the
-    /// call's fields. A backend that never logs says `false` and saves that
-    /// per-chunk cost.
-    fn logs_while_streaming(&self) -> bool {
-        true
-    }
 }
 
 /// Routes a model name to the backend that serves it.

@@ -98,12 +98,14 @@ pub fn answer_events(
     model: String,
     writer: Writer,
 ) -> impl Stream<Item = Result<AnswerEvent>> + Send + 'static {
+    // The call's span, for the line logged while the stream is polled.
+    let span = tracing::Span::current();
     async_stream::try_stream! {
         yield AnswerEvent::RetrievalStarted { top_k: request.top_k as u32 };
         let started = Instant::now();
         let passages = index.search(&request.question, request.top_k).await?;
         let retrieval_ms = millis(started);
-        tracing::debug!(passages = passages.len(), retrieval_ms, "passages retrieved");
+        tracing::debug!(parent: &span, passages = passages.len(), retrieval_ms, "passages retrieved");
         yield AnswerEvent::PassagesRetrieved { passages: passages.clone(), retrieval_ms };
         yield AnswerEvent::GenerationStarted { model: model.clone() };
         let started = Instant::now();

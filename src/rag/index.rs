@@ -48,12 +48,16 @@ use tantivy::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+pub use super::document::NewDocument;
 use super::{
+    document::check_document,
     passages::split_passages,
-    request::{MAX_ID_BYTES, MAX_TEXT_BYTES},
     tokenizer::{self, ANALYZER},
 };
-use crate::error::{Error, FieldViolation, Result};
+use crate::{
+    error::{Error, Result},
+    validation::Violations,
+};
 
 /// Documents added between two progress reports (and cancellation checks).
 pub const INGEST_BATCH: usize = 50;
@@ -69,21 +73,6 @@ const WRITER_MEMORY_BYTES: usize = 64 << 20;
 
 const KIND_DOCUMENT: &str = "document";
 const KIND_PASSAGE: &str = "passage";
-
-/// A document to index, as the library receives it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NewDocument {
-    /// Empty: an id is assigned. An existing id is replaced.
-    pub id: String,
-    /// Title.
-    pub title: String,
-    /// Full text.
-    pub text: String,
-    /// Where it came from.
-    pub source: String,
-    /// Free-form key/value pairs.
-    pub metadata: BTreeMap<String, String>,
-}
 
 /// An indexed document, without its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -552,7 +541,9 @@ impl WriteSession {
             passages: 0,
         };
         for doc in batch {
-            check_document(&doc)?;
+            let mut violations = Violations::new();
+            check_document("document", &doc, &mut violations);
+            violations.finish()?;
             let id = if doc.id.is_empty() {
                 uuid::Uuid::new_v4().to_string()
             } else {
@@ -662,25 +653,6 @@ fn roll_back(inner: &Inner, mut slot: OwnedMutexGuard<WriterSlot>) {
             }
         }
     }
-}
-
-/// The checks the library itself enforces on every document (the service
-/// checks all the documented limits before any work starts).
-fn check_document(doc: &NewDocument) -> Result<()> {
-    let mut violations = Vec::new();
-    if doc.id.len() > MAX_ID_BYTES {
-        violations.push(FieldViolation::new(
-            "id",
-            format!("at most {MAX_ID_BYTES} bytes"),
-        ));
-    }
-    if doc.text.trim().is_empty() || doc.text.len() > MAX_TEXT_BYTES {
-        violations.push(FieldViolation::new(
-            "text",
-            format!("required, at most {MAX_TEXT_BYTES} bytes"),
-        ));
-    }
-    Error::check(violations)
 }
 
 fn search_blocking(inner: &Inner, terms: &[String], top_k: usize) -> Result<Vec<RetrievedPassage>> {

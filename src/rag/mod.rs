@@ -16,10 +16,12 @@
 //!   gets the passages as numbered sources and is told to cite them.
 //! - Ingestion is a library call ([`DocumentIndex::ingest`]) that reports to
 //!   an [`IngestProgress`]; IngestDocuments runs it as a TaskService task.
-//! - [`request`] checks every request before work starts; [`service`] is the
-//!   wire edge.
+//! - [`document`] holds the document type, its limits and its one check;
+//!   [`request`] checks every request's draft before work starts;
+//!   [`service`] is the protocol-free set of operations both edges call.
 
 pub mod answer;
+pub mod document;
 pub mod events;
 pub mod index;
 pub mod passages;
@@ -27,8 +29,10 @@ pub mod request;
 pub mod service;
 pub mod tokenizer;
 
+pub use document::NewDocument;
+pub use events::AnswerEvent;
 pub use index::{
-    DocumentIndex, DocumentInfo, IngestError, IngestProgress, IngestReport, NewDocument,
-    RetrievedPassage, Unwatched,
+    DocumentIndex, DocumentInfo, IngestError, IngestProgress, IngestReport, RetrievedPassage,
+    Unwatched,
 };
-pub use service::RagApi;
+pub use service::{DocumentListing, INGEST_TASK_KIND, Rag};

@@ -1,33 +1,21 @@
-//! Validation of RagService requests against the contract's limits.
+//! Validation of the RAG requests against the contract's limits.
 //!
-//! Each raw (wire) request becomes a checked domain request before any work
-//! starts; every rule is checked and every violation reported at once.
+//! Each edge fills a protocol-neutral draft (the documents of an ingestion,
+//! an [`AnswerDraft`], a [`ListDraft`], a document id) and calls the checks
+//! here before any work starts; every rule is checked and every violation
+//! reported at once, with the same field paths for every protocol.
 
 use std::collections::HashMap;
 
-use super::index::NewDocument;
+use super::document::{MAX_ID_BYTES, NewDocument, check_document};
 use crate::{
-    error::{Error, FieldViolation, Result},
+    error::Result,
     llm::{TokenBudget, check_model_name},
-    pb,
+    validation::{Violations, invalid},
 };
 
 /// Most documents in one IngestDocuments request.
 pub const MAX_DOCUMENTS: usize = 1_000;
-/// Longest document id, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
-/// Longest title, in bytes.
-pub const MAX_TITLE_BYTES: usize = 1 << 10;
-/// Longest document text, in bytes.
-pub const MAX_TEXT_BYTES: usize = 4 << 20;
-/// Longest source, in bytes.
-pub const MAX_SOURCE_BYTES: usize = 2 << 10;
-/// Most metadata entries per document.
-pub const MAX_METADATA_ENTRIES: usize = 64;
-/// Longest metadata key, in bytes (and keys must not be empty).
-pub const MAX_METADATA_KEY_BYTES: usize = 256;
-/// Longest metadata value, in bytes.
-pub const MAX_METADATA_VALUE_BYTES: usize = 4 << 10;
 /// Most bytes of all documents of one request (text, title, source and
 /// metadata together): larger corpora are sent in several requests.
 pub const MAX_INGEST_BYTES: usize = 32 << 20;
@@ -46,100 +34,55 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
 /// Most documents per page.
 pub const MAX_PAGE_SIZE: u32 = 1_000;
 
-/// Checks an IngestDocuments request; returns its documents.
-pub fn ingest_request(raw: pb::IngestDocumentsRequest) -> Result<Vec<NewDocument>> {
-    let mut violations = Vec::new();
-    let count = raw.documents.len();
-    if count == 0 || count > MAX_DOCUMENTS {
-        violations.push(FieldViolation::new(
-            "documents",
-            format!("{count} documents given; 1 to {MAX_DOCUMENTS} required"),
-        ));
-    }
-    let total: usize = raw.documents.iter().map(document_bytes).sum();
-    if total > MAX_INGEST_BYTES {
-        violations.push(FieldViolation::new(
-            "documents",
-            format!(
-                "{total} bytes in all; at most {MAX_INGEST_BYTES} per request, send more requests"
-            ),
-        ));
-    }
+/// Checks the documents of an IngestDocuments request.
+pub fn ingest_request(documents: Vec<NewDocument>) -> Result<Vec<NewDocument>> {
+    let mut violations = Violations::new();
+    let count = documents.len();
+    violations.require((1..=MAX_DOCUMENTS).contains(&count), "documents", || {
+        format!("{count} documents given; 1 to {MAX_DOCUMENTS} required")
+    });
+    let total: usize = documents.iter().map(NewDocument::size_bytes).sum();
+    violations.require(total <= MAX_INGEST_BYTES, "documents", || {
+        format!("{total} bytes in all; at most {MAX_INGEST_BYTES} per request, send more requests")
+    });
     let mut first_of: HashMap<&str, usize> = HashMap::new();
-    for (i, doc) in raw.documents.iter().enumerate() {
-        check_document(i, doc, &mut violations);
+    for (i, doc) in documents.iter().enumerate() {
+        check_document(&format!("documents[{i}]"), doc, &mut violations);
         if !doc.id.is_empty()
             && let Some(first) = first_of.insert(&doc.id, i)
         {
             first_of.insert(&doc.id, first);
-            violations.push(FieldViolation::new(
+            violations.add(
                 format!("documents[{i}].id"),
                 format!("repeats documents[{first}].id; each id at most once per request"),
-            ));
+            );
         }
     }
-    Error::check(violations)?;
-    Ok(raw
-        .documents
-        .into_iter()
-        .map(|d| NewDocument {
-            id: d.id,
-            title: d.title,
-            text: d.text,
-            source: d.source,
-            metadata: d.metadata.into_iter().collect(),
-        })
-        .collect())
+    violations.finish()?;
+    Ok(documents)
 }
 
-fn document_bytes(doc: &pb::Document) -> usize {
-    let metadata: usize = doc.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
-    doc.id.len() + doc.title.len() + doc.text.len() + doc.source.len() + metadata
+/// A StreamAnswer request as a client sent it. Zero values mean "the
+/// default".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnswerDraft {
+    /// The question.
+    pub question: String,
+    /// Passages to retrieve; 0 for the default.
+    pub top_k: u32,
+    /// The model; empty for the default.
+    pub model: String,
+    /// Most tokens of the answer; 0 for the default.
+    pub max_tokens: u32,
 }
 
-fn check_document(i: usize, doc: &pb::Document, violations: &mut Vec<FieldViolation>) {
-    let mut limit = |field: &str, len: usize, max: usize| {
-        if len > max {
-            violations.push(FieldViolation::new(
-                format!("documents[{i}].{field}"),
-                format!("is {len} bytes; at most {max}"),
-            ));
-        }
-    };
-    limit("id", doc.id.len(), MAX_ID_BYTES);
-    limit("title", doc.title.len(), MAX_TITLE_BYTES);
-    limit("text", doc.text.len(), MAX_TEXT_BYTES);
-    limit("source", doc.source.len(), MAX_SOURCE_BYTES);
-    if doc.text.trim().is_empty() {
-        violations.push(FieldViolation::new(
-            format!("documents[{i}].text"),
-            "is required (and not only whitespace)",
-        ));
-    }
-    if doc.metadata.len() > MAX_METADATA_ENTRIES {
-        violations.push(FieldViolation::new(
-            format!("documents[{i}].metadata"),
-            format!(
-                "{} entries; at most {MAX_METADATA_ENTRIES}",
-                doc.metadata.len()
-            ),
-        ));
-    }
-    let mut keys: Vec<&String> = doc.metadata.keys().collect();
-    keys.sort();
-    for key in keys {
-        let value = doc.metadata.get(key).map_or(0, String::len);
-        if key.is_empty() || key.len() > MAX_METADATA_KEY_BYTES || value > MAX_METADATA_VALUE_BYTES
-        {
-            violations.push(FieldViolation::new(
-                format!("documents[{i}].metadata[{key:?}]"),
-                format!(
-                    "keys must be 1 to {MAX_METADATA_KEY_BYTES} bytes, values at most \
-                     {MAX_METADATA_VALUE_BYTES}"
-                ),
-            ));
-        }
-    }
+/// A ListDocuments request as a client sent it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListDraft {
+    /// Documents per page; 0 for the default.
+    pub page_size: u32,
+    /// Empty for the first page, else a `next_page_token`.
+    pub page_token: String,
 }
 
 /// A checked StreamAnswer request.
@@ -156,29 +99,20 @@ pub struct AnswerRequest {
 }
 
 impl AnswerRequest {
-    /// Checks `raw` against the contract and `limits`.
-    pub fn validate(raw: pb::StreamAnswerRequest, budget: &TokenBudget) -> Result<Self> {
-        let mut violations = Vec::new();
+    /// Checks `raw` against the contract and `budget`.
+    pub fn validate(raw: AnswerDraft, budget: &TokenBudget) -> Result<Self> {
+        let mut violations = Violations::new();
         if raw.question.trim().is_empty() {
-            violations.push(FieldViolation::new("question", "is required"));
-        } else if raw.question.len() > MAX_QUESTION_BYTES {
-            violations.push(FieldViolation::new(
-                "question",
-                format!(
-                    "is {} bytes; at most {MAX_QUESTION_BYTES}",
-                    raw.question.len()
-                ),
-            ));
+            violations.add("question", "is required");
+        } else {
+            violations.max_bytes("question", raw.question.len(), MAX_QUESTION_BYTES);
         }
-        if raw.top_k > MAX_TOP_K {
-            violations.push(FieldViolation::new(
-                "top_k",
-                format!("{} passages asked; at most {MAX_TOP_K}", raw.top_k),
-            ));
-        }
+        violations.require(raw.top_k <= MAX_TOP_K, "top_k", || {
+            format!("{} passages asked; at most {MAX_TOP_K}", raw.top_k)
+        });
         check_model_name(&raw.model, &mut violations);
         let max_tokens = budget.resolve(raw.max_tokens, &mut violations);
-        Error::check(violations)?;
+        violations.finish()?;
         Ok(Self {
             question: raw.question,
             top_k: match raw.top_k {
@@ -202,29 +136,21 @@ pub struct ListRequest {
 
 impl ListRequest {
     /// Checks `raw`.
-    pub fn validate(raw: pb::ListDocumentsRequest) -> Result<Self> {
-        let mut violations = Vec::new();
-        if raw.page_size > MAX_PAGE_SIZE {
-            violations.push(FieldViolation::new(
-                "page_size",
-                format!("{} asked; at most {MAX_PAGE_SIZE}", raw.page_size),
-            ));
-        }
+    pub fn validate(raw: ListDraft) -> Result<Self> {
+        let mut violations = Violations::new();
+        violations.require(raw.page_size <= MAX_PAGE_SIZE, "page_size", || {
+            format!("{} asked; at most {MAX_PAGE_SIZE}", raw.page_size)
+        });
         let after = if raw.page_token.is_empty() {
             None
         } else {
-            match decode_page_token(&raw.page_token) {
-                Some(id) => Some(id),
-                None => {
-                    violations.push(FieldViolation::new(
-                        "page_token",
-                        "is not a token this server issued; pass `next_page_token` unchanged",
-                    ));
-                    None
-                }
-            }
+            let after = decode_page_token(&raw.page_token);
+            violations.require(after.is_some(), "page_token", || {
+                "is not a token this server issued; pass `next_page_token` unchanged".into()
+            });
+            after
         };
-        Error::check(violations)?;
+        violations.finish()?;
         Ok(Self {
             page_size: match raw.page_size {
                 0 => DEFAULT_PAGE_SIZE,
@@ -235,15 +161,15 @@ impl ListRequest {
     }
 }
 
-/// Checks a DeleteDocument request; returns the id.
-pub fn delete_request(raw: pb::DeleteDocumentRequest) -> Result<String> {
-    if raw.document_id.is_empty() || raw.document_id.len() > MAX_ID_BYTES {
-        return Err(Error::InvalidArgument(vec![FieldViolation::new(
+/// Checks the document id of a DeleteDocument request.
+pub fn delete_request(document_id: &str) -> Result<()> {
+    if document_id.is_empty() || document_id.len() > MAX_ID_BYTES {
+        return Err(invalid(
             "document_id",
             format!("is required, at most {MAX_ID_BYTES} bytes"),
-        )]));
+        ));
     }
-    Ok(raw.document_id)
+    Ok(())
 }
 
 /// Prefix of page tokens, naming their format.
@@ -276,9 +202,10 @@ pub fn decode_page_token(token: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
-    fn document(id: &str, text: &str) -> pb::Document {
-        pb::Document {
+    fn document(id: &str, text: &str) -> NewDocument {
+        NewDocument {
             id: id.into(),
             text: text.into(),
             ..Default::default()
@@ -312,9 +239,7 @@ mod tests {
         big.source = "s".repeat(2049);
         big.metadata = (0..65).map(|k| (format!("k{k}"), String::new())).collect();
         big.metadata.insert(String::new(), "v".into());
-        let raw = pb::IngestDocumentsRequest {
-            documents: vec![big, document("x", "ok"), document("x", "again")],
-        };
+        let raw = vec![big, document("x", "ok"), document("x", "again")];
         let got = fields(ingest_request(raw));
         assert_eq!(
             got,
@@ -332,17 +257,10 @@ mod tests {
 
     #[test]
     fn document_count_and_total_size_are_bounded() {
-        assert_eq!(
-            fields(ingest_request(pb::IngestDocumentsRequest::default())),
-            ["documents"]
-        );
-        let many = pb::IngestDocumentsRequest {
-            documents: (0..1001).map(|_| document("", "x")).collect(),
-        };
+        assert_eq!(fields(ingest_request(Vec::new())), ["documents"]);
+        let many = (0..1001).map(|_| document("", "x")).collect();
         assert_eq!(fields(ingest_request(many)), ["documents"]);
-        let heavy = pb::IngestDocumentsRequest {
-            documents: (0..9).map(|_| document("", &"x".repeat(4 << 20))).collect(),
-        };
+        let heavy = (0..9).map(|_| document("", &"x".repeat(4 << 20))).collect();
         assert_eq!(fields(ingest_request(heavy)), ["documents"]);
     }
 
@@ -353,7 +271,7 @@ mod tests {
             max_tokens_limit: 1000,
         };
         let ok = AnswerRequest::validate(
-            pb::StreamAnswerRequest {
+            AnswerDraft {
                 question: "why?".into(),
                 ..Default::default()
             },
@@ -361,7 +279,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!((ok.top_k, ok.max_tokens), (DEFAULT_TOP_K, 300));
-        let bad = pb::StreamAnswerRequest {
+        let bad = AnswerDraft {
             question: " ".into(),
             top_k: 21,
             model: "m".repeat(257),

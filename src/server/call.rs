@@ -1,18 +1,28 @@
-//! What every call shares: its request id and tracing span, its deadline,
-//! the server's drain signal, capacity limits and the record of how it ended.
+//! What every call shares, whichever protocol it came in by: its request id
+//! and tracing span, its deadline, the server's drain signal, admission
+//! against the stream limit and the record of how it ended.
 //!
-//! A streaming response is wrapped in a [`CallStream`], which ends the stream
-//! with DEADLINE_EXCEEDED when the client's `grpc-timeout` expires, with
-//! UNAVAILABLE when the server's drain period is over, and converts domain
-//! errors to `Status` (the edge). Ending, for whatever reason, drops the
-//! inner stream at once, which drops the work behind it. When the client goes
-//! away first, tonic drops the `CallStream` and the outcome is `cancelled`.
-//! Each call logs one line when it ends, inside its span.
+//! An edge reads the request id and deadline off its wire ([`CallMeta`]),
+//! starts a [`Call`] for a [`Method`], and answers either with
+//! [`Call::unary`] or with a [`CallStream`] from [`Call::stream`]. The stream
+//! ends with [`Error::DeadlineExceeded`] when the client's deadline expires
+//! and with [`Error::ShuttingDown`] when the server's drain period is over;
+//! the edge converts those errors like any other. Ending, for whatever
+//! reason, drops the inner stream at once, which drops the work behind it.
+//! When the client goes away first, the edge drops the `CallStream` and the
+//! outcome is `cancelled`. Each call logs one line when it ends, inside its
+//! span.
+//!
+//! Admission is an owned semaphore permit held by the stream (as tower's
+//! concurrency limit does): acquiring it is the check, so concurrent calls
+//! can never overshoot `--max-active-streams`, and dropping the stream frees
+//! it.
 //!
 //! The per-chunk path is kept cheap (see BENCHMARKS.md): the deadline timer
 //! and the abort signal register the task's waker once (again only if the
 //! waker changes) and are otherwise checked with a flag read each poll, and
-//! streams whose items never log can skip entering the span per poll.
+//! the span is not entered per poll (a backend that logs while streaming
+//! enters it itself).
 
 use std::{
     pin::Pin,
@@ -22,49 +32,104 @@ use std::{
 };
 
 use futures::{Stream, StreamExt, stream::BoxStream};
-use tokio::time::{Instant, Sleep};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::{Instant, Sleep},
+};
 use tokio_util::sync::WaitForCancellationFutureOwned;
-use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{Span, field::Empty};
 
 use super::shutdown::Shutdown;
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     metrics::{LiveGuard, Metrics},
 };
 
 /// Header carrying the request id (set by the client or generated).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Starts the bookkeeping of calls; one per server, shared by every service.
+/// Every operation the server offers, named once: the name is the gRPC
+/// method path, which the HTTP edge's log lines use too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// ChatService.StreamChat (and the HTTP chat completions).
+    StreamChat,
+    /// RagService.IngestDocuments.
+    IngestDocuments,
+    /// RagService.StreamAnswer.
+    StreamAnswer,
+    /// RagService.ListDocuments.
+    ListDocuments,
+    /// RagService.DeleteDocument.
+    DeleteDocument,
+    /// TaskService.StartTask.
+    StartTask,
+    /// TaskService.GetTask.
+    GetTask,
+    /// TaskService.WatchTask.
+    WatchTask,
+    /// TaskService.CancelTask.
+    CancelTask,
+    /// TaskService.ListTasks.
+    ListTasks,
+}
+
+impl Method {
+    /// The method's full gRPC name, as logged.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Method::StreamChat => "agentstream.v1.ChatService/StreamChat",
+            Method::IngestDocuments => "agentstream.v1.RagService/IngestDocuments",
+            Method::StreamAnswer => "agentstream.v1.RagService/StreamAnswer",
+            Method::ListDocuments => "agentstream.v1.RagService/ListDocuments",
+            Method::DeleteDocument => "agentstream.v1.RagService/DeleteDocument",
+            Method::StartTask => "agentstream.v1.TaskService/StartTask",
+            Method::GetTask => "agentstream.v1.TaskService/GetTask",
+            Method::WatchTask => "agentstream.v1.TaskService/WatchTask",
+            Method::CancelTask => "agentstream.v1.TaskService/CancelTask",
+            Method::ListTasks => "agentstream.v1.TaskService/ListTasks",
+        }
+    }
+}
+
+/// What an edge read off the wire about a call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallMeta<'a> {
+    /// The request id (the client's or the one generated for it).
+    pub request_id: &'a str,
+    /// The client's deadline, measured from now, when it set one.
+    pub timeout: Option<Duration>,
+}
+
+/// Starts the bookkeeping of calls; one per server, shared by every service
+/// of both edges.
 #[derive(Debug, Clone)]
 pub struct Calls {
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
+    streams: Arc<Semaphore>,
     max_active_streams: usize,
 }
 
 impl Calls {
-    /// Calls that report to `metrics` and end on `shutdown`.
+    /// Calls that report to `metrics`, end on `shutdown` and admit at most
+    /// `max_active_streams` streams at once.
     pub fn new(metrics: Arc<Metrics>, shutdown: Shutdown, max_active_streams: usize) -> Self {
+        let max_active_streams = max_active_streams.min(Semaphore::MAX_PERMITS);
         Self {
             metrics,
             shutdown,
+            streams: Arc::new(Semaphore::new(max_active_streams)),
             max_active_streams,
         }
     }
 
-    /// Opens the span of a call to `method` and reads its deadline.
-    pub fn start<T>(&self, method: &'static str, request: &Request<T>) -> Call {
-        let request_id = request
-            .metadata()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+    /// Opens the span of a call to `method`.
+    pub fn start(&self, method: Method, meta: CallMeta<'_>) -> Call {
         let span = tracing::info_span!(
             "call",
-            request_id,
-            method,
+            request_id = meta.request_id,
+            method = method.as_str(),
             model = Empty,
             chunks = Empty,
             outcome = Empty,
@@ -73,7 +138,7 @@ impl Calls {
         Call {
             span,
             started: Instant::now(),
-            timeout: grpc_timeout(request.metadata()),
+            timeout: meta.timeout,
             calls: self.clone(),
         }
     }
@@ -104,61 +169,45 @@ impl Call {
         &self.span
     }
 
-    /// Ends a unary call with `result`.
-    pub fn unary<T>(self, result: Result<T>) -> Result<Response<T>, Status> {
+    /// Runs `f` inside the call's span: work created there (a backend's
+    /// generation) records what it logs under the call.
+    pub fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.span.in_scope(f)
+    }
+
+    /// Ends a unary call with `result`, logging how it went.
+    pub fn unary<T>(self, result: Result<T>) -> Result<T> {
         match result {
             Ok(value) => {
                 finish(&self.span, self.started, 1, None);
-                Ok(Response::new(value))
+                Ok(value)
             }
             Err(error) => Err(self.fail(error)),
         }
     }
 
     /// Ends the call before any response with `error`.
-    pub fn fail(self, error: Error) -> Status {
+    pub fn fail(self, error: Error) -> Error {
         finish(&self.span, self.started, 0, Some(&error));
-        error.into()
+        error
     }
 
     /// Answers with a stream of items; refuses when the server is draining
-    /// or already serves its maximum of streams. Every poll of `items` runs
-    /// inside the call's span, so what the work logs carries the call's
-    /// fields.
+    /// or already serves its maximum of streams.
     pub fn stream<T: Send + 'static>(
         self,
         items: impl Stream<Item = Result<T>> + Send + 'static,
-    ) -> Result<Response<CallStream<T>>, Status> {
-        self.stream_with(items, true)
-    }
-
-    /// Like [`Call::stream`], for item streams that never log (the built-in
-    /// models): their polls skip entering the span, which costs a few
-    /// hundred instructions per chunk with the fmt subscriber. The call's
-    /// closing line is still logged in its span.
-    pub fn stream_quiet<T: Send + 'static>(
-        self,
-        items: impl Stream<Item = Result<T>> + Send + 'static,
-    ) -> Result<Response<CallStream<T>>, Status> {
-        self.stream_with(items, false)
-    }
-
-    fn stream_with<T: Send + 'static>(
-        self,
-        items: impl Stream<Item = Result<T>> + Send + 'static,
-        enter_span: bool,
-    ) -> Result<Response<CallStream<T>>, Status> {
+    ) -> Result<CallStream<T>> {
         if self.calls.shutdown.is_draining() {
             return Err(self.fail(Error::ShuttingDown));
         }
-        let active = self.calls.metrics.active_streams();
-        if active >= self.calls.max_active_streams as i64 {
+        let Ok(permit) = self.calls.streams.clone().try_acquire_owned() else {
             let limit = self.calls.max_active_streams;
             return Err(self.fail(Error::ResourceExhausted(format!(
                 "the server is at its limit of {limit} concurrent streams; retry later"
             ))));
-        }
-        Ok(Response::new(CallStream {
+        };
+        Ok(CallStream {
             inner: Some(items.boxed()),
             deadline: self
                 .timeout
@@ -166,12 +215,12 @@ impl Call {
             aborted: Box::pin(self.calls.shutdown.streams_aborted()),
             shutdown: self.calls.shutdown.clone(),
             registered: None,
-            enter_span,
+            _permit: permit,
             _live: self.calls.metrics.stream(),
             items: 0,
             span: self.span,
             started: self.started,
-        }))
+        })
     }
 }
 
@@ -184,7 +233,8 @@ pub struct CallStream<T> {
     shutdown: Shutdown,
     /// The waker `deadline` and `aborted` were last polled with.
     registered: Option<Waker>,
-    enter_span: bool,
+    /// The stream's place under `--max-active-streams`.
+    _permit: OwnedSemaphorePermit,
     _live: LiveGuard,
     items: u64,
     span: Span,
@@ -193,15 +243,15 @@ pub struct CallStream<T> {
 
 impl<T> CallStream<T> {
     /// Ends the call: drops the work and records the outcome.
-    fn end(&mut self, outcome: Result<(), Error>) -> Option<Result<T, Status>> {
+    fn end(&mut self, outcome: Result<(), Error>) -> Option<Result<T>> {
         self.inner = None;
         finish(&self.span, self.started, self.items, outcome.as_ref().err());
-        outcome.err().map(|e| Err(e.into()))
+        outcome.err().map(Err)
     }
 }
 
 impl<T> Stream for CallStream<T> {
-    type Item = Result<T, Status>;
+    type Item = Result<T>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -238,10 +288,6 @@ impl<T> Stream for CallStream<T> {
             this.registered = Some(cx.waker().clone());
         }
         let polled = match this.inner.as_mut() {
-            Some(inner) if this.enter_span => {
-                let _entered = this.span.enter();
-                ready!(inner.poll_next_unpin(cx))
-            }
             Some(inner) => ready!(inner.poll_next_unpin(cx)),
             None => None,
         };
@@ -282,54 +328,14 @@ fn finish(span: &Span, started: Instant, items: u64, error: Option<&Error>) {
             tracing::info!(duration_ms, "call finished");
         }
         Some(error) => {
-            let code = error.code();
+            let kind = error.kind();
             span.record("outcome", "error");
-            span.record("code", tracing::field::debug(code));
-            if code == tonic::Code::Internal {
+            span.record("code", kind.as_str());
+            if kind == ErrorKind::Internal {
                 tracing::error!(duration_ms, %error, "call failed");
             } else {
                 tracing::info!(duration_ms, %error, "call failed");
             }
         }
-    }
-}
-
-/// The client's deadline from the `grpc-timeout` header (`<digits><unit>`).
-fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let split = value.len().checked_sub(1)?;
-    let (digits, unit) = value.split_at(split);
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => Duration::from_secs(amount.saturating_mul(60)),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn timeout_of(value: &str) -> Option<Duration> {
-        let mut metadata = MetadataMap::new();
-        metadata.insert("grpc-timeout", value.parse().expect("ascii"));
-        grpc_timeout(&metadata)
-    }
-
-    #[test]
-    fn parses_every_grpc_timeout_unit() {
-        assert_eq!(timeout_of("2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(timeout_of("3M"), Some(Duration::from_secs(180)));
-        assert_eq!(timeout_of("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(timeout_of("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(timeout_of("7u"), Some(Duration::from_micros(7)));
-        assert_eq!(timeout_of("9n"), Some(Duration::from_nanos(9)));
-        assert_eq!(timeout_of("10x"), None);
-        assert_eq!(timeout_of("m"), None);
     }
 }

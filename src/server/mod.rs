@@ -1,8 +1,9 @@
-//! The gRPC server: services, reflection, health, request ids and the
-//! graceful shutdown sequence.
+//! The server: builds the core once, serves it through the edges, and runs
+//! the graceful shutdown sequence.
 //!
-//! [`Server::start`] binds, builds every service on the shared state and
-//! serves in a background task; the returned handle gives the bound address
+//! [`Server::start`] binds, builds the core (models, chat, the document
+//! index, the task registry) on the shared state, hands it to the gRPC edge
+//! ([`crate::grpc`]) and serves in a background task; the returned handle gives the bound address
 //! (useful with port 0), the live [`Metrics`] and the [`Shutdown`] signal.
 //! Shutdown goes: health NOT_SERVING, stop accepting calls, let in-flight
 //! streams run for the grace period, end the rest with UNAVAILABLE, return.
@@ -18,25 +19,21 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-pub use call::{Call, CallStream, Calls};
+pub use call::{Call, CallMeta, CallStream, Calls, Method};
 pub use shutdown::Shutdown;
 
 use crate::{
-    chat::{ChatApi, ChatLimits},
+    chat::{Chat, ChatLimits},
     config::ServeConfig,
-    http::{self, GrpcServices},
+    grpc, http,
     llm::{
         Models, TokenBudget,
         mock::MockBackend,
         openai::{OpenAiBackend, UpstreamSetupError},
     },
     metrics::Metrics,
-    pb::{
-        self, chat_service_server::ChatServiceServer, rag_service_server::RagServiceServer,
-        task_service_server::TaskServiceServer,
-    },
-    rag::{DocumentIndex, RagApi, request::MAX_MESSAGE_BYTES},
-    tasks::{TaskApi, TaskLimits, TaskRegistry},
+    rag::{DocumentIndex, Rag},
+    tasks::{TaskLimits, TaskRegistry, Tasks},
     tokenizer::Tokenizer,
 };
 
@@ -57,7 +54,7 @@ pub enum ServeError {
     },
     /// The embedded descriptors could not be loaded for reflection.
     #[error("cannot build reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    Reflection(#[from] grpc::ReflectionError),
     /// The transport failed while serving.
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -130,49 +127,27 @@ impl Server {
             });
         }
         let models = Arc::new(models);
-        let chat = ChatApi::new(models.clone(), chat_limits(&config), calls.clone());
-        let tasks = TaskRegistry::new(task_limits(&config));
-        tokio::spawn(cancel_tasks_on_abort(tasks.clone(), shutdown.clone()));
+        let chat = Chat::new(models.clone(), chat_limits(&config));
+        let registry = TaskRegistry::new(task_limits(&config));
+        tokio::spawn(cancel_tasks_on_abort(registry.clone(), shutdown.clone()));
         let documents = DocumentIndex::open(&config.data_dir).await?;
-        let rag = RagApi::new(
+        let rag = Rag::new(
             documents.clone(),
-            tasks.clone(),
+            registry.clone(),
             models,
             builtin,
             token_budget(&config),
-            calls.clone(),
         );
+        let tasks = Tasks::new(registry);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
-
-        // google.rpc (tonic-types) is served too, so grpcurl and buf curl can
-        // decode the BadRequest and RetryInfo details of error statuses.
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
-
-        let services = GrpcServices {
-            chat: ChatServiceServer::new(chat),
-            rag: RagServiceServer::new(rag).max_decoding_message_size(MAX_MESSAGE_BYTES),
-            tasks: TaskServiceServer::new(TaskApi::new(tasks, calls)),
-        };
+        let services = grpc::Services::new(chat, rag, tasks, calls);
+        let routes = grpc::routes(services.clone(), health_service)?;
         let router = tonic::transport::Server::builder()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(services.chat.clone())
-            .add_service(services.rag.clone())
-            .add_service(services.tasks.clone());
+            .add_routes(routes);
 
         let metrics_addr = match config.metrics_listen {
             Some(listen) => {
@@ -322,18 +297,10 @@ async fn run(
     }
 }
 
-/// The services health reports on: "" (the server as a whole) and each
-/// agentstream service.
-const HEALTH_SERVICES: [&str; 4] = [
-    "",
-    <ChatServiceServer<ChatApi> as tonic::server::NamedService>::NAME,
-    <RagServiceServer<RagApi> as tonic::server::NamedService>::NAME,
-    <TaskServiceServer<TaskApi> as tonic::server::NamedService>::NAME,
-];
-
-/// Reports every service of [`HEALTH_SERVICES`] with `status`.
+/// Reports "" (the server as a whole) and every agentstream service with
+/// `status`.
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    for service in HEALTH_SERVICES {
+    for service in std::iter::once("").chain(grpc::SERVICE_NAMES) {
         health.set_service_status(service, status).await;
     }
 }

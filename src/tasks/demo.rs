@@ -4,13 +4,34 @@
 use std::time::Duration;
 
 use super::TaskContext;
-use crate::error::{Error, FieldViolation, Result};
+use crate::{error::Result, validation::Violations};
 
 /// Most steps of a demo task.
 pub const MAX_STEPS: u32 = 10_000;
 
 /// Longest step of a demo task, in milliseconds.
 pub const MAX_STEP_DELAY_MS: u32 = 60_000;
+
+/// How a demo task stops short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DemoError {
+    /// Its cancellation was observed before `step`.
+    #[error("cancelled at step {step} of {total}")]
+    Cancelled {
+        /// The step that did not run.
+        step: u32,
+        /// Steps in all.
+        total: u32,
+    },
+    /// It reached `fail_at_step`.
+    #[error("demo task failed at step {step} of {total}, as asked")]
+    FailedAsAsked {
+        /// The failing step.
+        step: u32,
+        /// Steps in all.
+        total: u32,
+    },
+}
 
 /// A checked demo task specification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,28 +45,19 @@ impl DemoSpec {
     /// Checks the raw fields (as named in `DemoTaskSpec`); `fail_at_step` 0
     /// means the task does not fail.
     pub fn new(steps: u32, step_delay_ms: u32, fail_at_step: u32) -> Result<Self> {
-        let mut violations = Vec::new();
-        if !(1..=MAX_STEPS).contains(&steps) {
-            violations.push(FieldViolation::new(
-                "demo.steps",
-                format!("must be 1 to {MAX_STEPS}, got {steps}"),
-            ));
-        }
-        if step_delay_ms > MAX_STEP_DELAY_MS {
-            violations.push(FieldViolation::new(
-                "demo.step_delay_ms",
-                format!("must be at most {MAX_STEP_DELAY_MS}, got {step_delay_ms}"),
-            ));
-        }
-        if fail_at_step > steps {
-            violations.push(FieldViolation::new(
-                "demo.fail_at_step",
-                format!(
-                    "must be 0 (never) or a step from 1 to steps ({steps}), got {fail_at_step}"
-                ),
-            ));
-        }
-        Error::check(violations)?;
+        let mut violations = Violations::new();
+        violations.require((1..=MAX_STEPS).contains(&steps), "demo.steps", || {
+            format!("must be 1 to {MAX_STEPS}, got {steps}")
+        });
+        violations.require(
+            step_delay_ms <= MAX_STEP_DELAY_MS,
+            "demo.step_delay_ms",
+            || format!("must be at most {MAX_STEP_DELAY_MS}, got {step_delay_ms}"),
+        );
+        violations.require(fail_at_step <= steps, "demo.fail_at_step", || {
+            format!("must be 0 (never) or a step from 1 to steps ({steps}), got {fail_at_step}")
+        });
+        violations.finish()?;
         Ok(Self {
             steps,
             step_delay: Duration::from_millis(step_delay_ms.into()),
@@ -55,17 +67,15 @@ impl DemoSpec {
 
     /// Runs the steps, reporting progress after each; stops early when the
     /// task is cancelled, and fails at `fail_at_step`.
-    pub async fn run(self, context: TaskContext) -> Result<(), String> {
+    pub async fn run(self, context: TaskContext) -> Result<(), DemoError> {
         let total = self.steps;
         context.progress(0, total, format!("starting {total} steps"));
         for step in 1..=total {
             if !self.wait_one_step(&context).await {
-                return Err(format!("cancelled at step {step} of {total}"));
+                return Err(DemoError::Cancelled { step, total });
             }
             if self.fail_at_step == Some(step) {
-                return Err(format!(
-                    "demo task failed at step {step} of {total}, as asked"
-                ));
+                return Err(DemoError::FailedAsAsked { step, total });
             }
             context.progress(step, total, format!("step {step} of {total} done"));
         }
@@ -89,6 +99,7 @@ impl DemoSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     fn fields(result: Result<DemoSpec>) -> Vec<String> {
         match result {

@@ -18,19 +18,21 @@
 //!   beyond a retention count, so memory stays bounded on a long-lived
 //!   server.
 //!
-//! The layers: [`service`] is the gRPC edge (validation of wire requests,
-//! conversions); [`registry`] owns tasks and their work; [`log`] is the pure
-//! event log; [`state`] is the life cycle; [`demo`] is the simulated job.
+//! The layers: [`service`] is the set of operations both protocol edges
+//! call; [`request`] checks their drafts; [`registry`] owns tasks and their
+//! work; [`log`] is the pure event log; [`state`] is the life cycle;
+//! [`demo`] is the simulated job.
 //! Other services start their own kinds of task with [`TaskRegistry::start`].
 
 pub mod demo;
 pub mod log;
 pub mod registry;
+pub mod request;
 pub mod service;
 pub mod state;
 
-pub use demo::DemoSpec;
+pub use demo::{DemoError, DemoSpec};
 pub use log::{Change, TaskEvent, TaskStatus};
 pub use registry::{TaskContext, TaskLimits, TaskPage, TaskRegistry, TaskSnapshot, TaskWatch};
-pub use service::TaskApi;
+pub use service::{DEMO_TASK_KIND, TaskListing, Tasks};
 pub use state::TaskState;

@@ -20,17 +20,18 @@ pub enum CliError {
         /// Why, in the user's terms.
         why: ConnectFailure,
     },
-    /// A call failed with a gRPC status.
+    /// A call failed with a gRPC status (shown as code, message and fields;
+    /// not a `source`, whose own text is tonic's debugging form).
     #[error("{}", StatusReport(.0))]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
     /// The server could not start or stopped with an error.
     #[error(transparent)]
     Serve(#[from] ServeError),
     /// The server cannot listen for Ctrl-C and SIGTERM.
-    #[error("cannot listen for Ctrl-C and SIGTERM: {0}")]
+    #[error("cannot listen for Ctrl-C and SIGTERM")]
     Signals(#[source] io::Error),
     /// Standard input or output failed.
-    #[error("cannot read or write the terminal: {0}")]
+    #[error("cannot read or write the terminal")]
     Io(#[from] io::Error),
     /// Ctrl-C ended a call; the server stopped its work.
     #[error("cancelled")]
@@ -52,6 +53,12 @@ pub enum CliError {
     Task(String),
 }
 
+impl From<tonic::Status> for CliError {
+    fn from(status: tonic::Status) -> Self {
+        Self::Status(status)
+    }
+}
+
 /// Prints the outcome of a command and turns it into the exit code: 0 on
 /// success (and when a reader such as `head` closed the pipe early), 130
 /// after Ctrl-C, 1 otherwise.
@@ -71,7 +78,19 @@ pub fn report(result: Result<(), CliError>) -> ExitCode {
             ExitCode::from(130)
         }
         error => {
-            eprintln!("error: {error}");
+            // The error and its causes: `outer: inner: root` (a cause that
+            // its error already shows is not repeated).
+            let mut line = format!("error: {error}");
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !line.ends_with(&cause_text) {
+                    line.push_str(": ");
+                    line.push_str(&cause_text);
+                }
+                source = cause.source();
+            }
+            eprintln!("{line}");
             ExitCode::FAILURE
         }
     }

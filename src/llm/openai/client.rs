@@ -39,6 +39,28 @@ const MAX_MODEL_LIST: usize = 4 * 1024 * 1024;
 /// Time allowed for model discovery at start-up.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why an upstream's models could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The request or its body failed (the text is scrubbed of the key).
+    #[error("{0}")]
+    Transport(String),
+    /// No whole answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The upstream refused.
+    #[error("HTTP {status}: {message}")]
+    Status {
+        /// Its status.
+        status: StatusCode,
+        /// What it said, scrubbed of the key.
+        message: String,
+    },
+    /// The answer was not a model list.
+    #[error("the model list is not the expected JSON")]
+    Json(#[source] serde_json::Error),
+}
+
 /// An upstream's HTTP client and what it needs to call it.
 #[derive(Debug)]
 pub struct Upstream {
@@ -65,7 +87,7 @@ enum Retry {
 
 impl Upstream {
     /// The client for `spec`, authenticating with `key`.
-    pub fn new(spec: &UpstreamSpec, key: Option<ApiKey>) -> Result<Self, String> {
+    pub fn new(spec: &UpstreamSpec, key: Option<ApiKey>) -> Result<Self, reqwest::Error> {
         // reqwest is built without a TLS provider of its own: use ring's.
         // An error means one is installed already, which is all we need.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -78,9 +100,7 @@ impl Upstream {
         if is_loopback(&spec.url) {
             builder = builder.no_proxy();
         }
-        let http = builder
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client of `{}`: {e}", spec.name))?;
+        let http = builder.build()?;
         Ok(Self {
             name: spec.name.clone(),
             chat_url: spec.endpoint("chat/completions"),
@@ -263,22 +283,26 @@ impl Upstream {
     }
 
     /// The models listed at `GET {base}/models`.
-    pub async fn discover_models(&self) -> Result<Vec<String>, String> {
+    pub async fn discover_models(&self) -> Result<Vec<String>, DiscoveryError> {
         let deadline = Instant::now() + DISCOVERY_TIMEOUT;
         let request = self.authorized(self.http.get(self.models_url.clone()));
         let response = match timeout_at(deadline, request.send()).await {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => return Err(self.scrub(&error_chain(&e))),
-            Err(_) => return Err(format!("no answer within {DISCOVERY_TIMEOUT:?}")),
+            Ok(Err(e)) => return Err(DiscoveryError::Transport(self.scrub(&error_chain(&e)))),
+            Err(_) => return Err(DiscoveryError::Timeout(DISCOVERY_TIMEOUT)),
         };
         let status = response.status();
-        let body = read_capped(response, MAX_MODEL_LIST, deadline).await?;
+        let body = read_capped(response, MAX_MODEL_LIST, deadline)
+            .await
+            .map_err(DiscoveryError::Transport)?;
         if !status.is_success() {
             let said = UpstreamMessage::parse(&String::from_utf8_lossy(&body));
-            return Err(format!("HTTP {status}: {}", self.scrub(&said.message)));
+            return Err(DiscoveryError::Status {
+                status,
+                message: self.scrub(&said.message),
+            });
         }
-        let list: ModelList = serde_json::from_slice(&body)
-            .map_err(|e| format!("the model list is not the expected JSON: {e}"))?;
+        let list: ModelList = serde_json::from_slice(&body).map_err(DiscoveryError::Json)?;
         Ok(list
             .data
             .into_iter()

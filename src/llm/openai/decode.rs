@@ -270,8 +270,8 @@ fn push_delta(out: &mut Vec<GenerationEvent>, choice: u32, text: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use crate::llm::ChatMessage;
-    use tonic::Code;
 
     fn request(n: u32, max_tokens: u32, stop: &[&str]) -> GenerationRequest {
         GenerationRequest {
@@ -444,11 +444,11 @@ mod tests {
         );
         assert_eq!(out, [delta(0, "partial")]);
         let error = end.expect_err("error");
-        assert_eq!(error.code(), Code::Unavailable);
+        assert_eq!(error.kind(), ErrorKind::Unavailable);
         assert!(error.to_string().contains("GPU fell over"), "{error}");
 
         let (_, end) = run(&r, &[chunk(0, "x", None), "{not json".into()]);
-        assert_eq!(end.expect_err("malformed").code(), Code::Internal);
+        assert_eq!(end.expect_err("malformed").kind(), ErrorKind::Internal);
 
         let mut decoder = ChunkDecoder::new("up", &r, Tokenizer::cl100k());
         let error = decoder
@@ -461,7 +461,7 @@ mod tests {
     fn a_stream_that_breaks_off_is_unavailable() {
         let r = request(1, 100, &[]);
         let (_, end) = run(&r, &[chunk(0, "half", None)]);
-        assert_eq!(end.expect_err("cut").code(), Code::Unavailable);
+        assert_eq!(end.expect_err("cut").kind(), ErrorKind::Unavailable);
     }
 
     #[test]
@@ -471,7 +471,7 @@ mod tests {
         let error = end.expect_err("missing");
         assert!(error.to_string().contains("n > 1"), "{error}");
         let (_, end) = run(&r, &[chunk(5, "x", None)]);
-        assert_eq!(end.expect_err("index").code(), Code::Internal);
+        assert_eq!(end.expect_err("index").kind(), ErrorKind::Internal);
     }
 
     #[test]

@@ -30,18 +30,22 @@ pub mod wire;
 
 use std::{
     collections::BTreeSet,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering::Relaxed},
     },
+    task::{Context, Poll},
 };
 
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
+use pin_project_lite::pin_project;
 use tokio::time::{Instant, timeout_at};
+use tracing::Span;
 
-pub use client::Upstream;
-pub use config::{ApiKey, KeySource, Timeouts, UpstreamSpec};
+pub use client::{DiscoveryError, Upstream};
+pub use config::{ApiKey, KeyError, KeySource, Timeouts, UpstreamSpec};
 
 use self::{
     client::error_chain,
@@ -70,8 +74,43 @@ pub struct OpenAiBackend {
 
 /// Why the upstreams could not be set up at start-up.
 #[derive(Debug, thiserror::Error)]
-#[error("upstream configuration: {0}")]
-pub struct UpstreamSetupError(String);
+pub enum UpstreamSetupError {
+    /// The API key could not be read.
+    #[error("upstream configuration: cannot read the API key of upstream `{upstream}`")]
+    Key {
+        /// The upstream.
+        upstream: String,
+        /// Why.
+        #[source]
+        source: KeyError,
+    },
+    /// The HTTP client could not be built.
+    #[error("upstream configuration: cannot build the HTTP client of `{upstream}`")]
+    Client {
+        /// The upstream.
+        upstream: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Discovery failed and no model was listed.
+    #[error("upstream configuration: cannot discover the models of upstream `{upstream}` at {url}")]
+    Discovery {
+        /// The upstream.
+        upstream: String,
+        /// The models URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: DiscoveryError,
+    },
+    /// Nothing to serve.
+    #[error("upstream configuration: upstream `{0}` lists no model; name them with models=a;b")]
+    NoModels(String),
+    /// Names must be unique.
+    #[error("upstream configuration: two upstreams are named `{0}`")]
+    DuplicateName(String),
+}
 
 impl OpenAiBackend {
     /// Sets up the upstream of `spec`: reads its key and, when asked,
@@ -83,8 +122,14 @@ impl OpenAiBackend {
         tokenizer: Tokenizer,
         metrics: Arc<Metrics>,
     ) -> Result<Self, UpstreamSetupError> {
-        let key = ApiKey::load(&spec.key, &spec.name).map_err(UpstreamSetupError)?;
-        let upstream = Upstream::new(spec, key).map_err(UpstreamSetupError)?;
+        let key = ApiKey::load(&spec.key).map_err(|source| UpstreamSetupError::Key {
+            upstream: spec.name.clone(),
+            source,
+        })?;
+        let upstream = Upstream::new(spec, key).map_err(|source| UpstreamSetupError::Client {
+            upstream: spec.name.clone(),
+            source,
+        })?;
         let mut models: BTreeSet<String> = spec.models.iter().cloned().collect();
         if spec.discover {
             match upstream.discover_models().await {
@@ -97,20 +142,17 @@ impl OpenAiBackend {
                     error = %e,
                     "model discovery failed; serving the listed models only"
                 ),
-                Err(e) => {
-                    return Err(UpstreamSetupError(format!(
-                        "cannot discover the models of upstream `{}` at {}: {e}",
-                        spec.name,
-                        spec.endpoint("models")
-                    )));
+                Err(source) => {
+                    return Err(UpstreamSetupError::Discovery {
+                        upstream: spec.name.clone(),
+                        url: spec.endpoint("models").to_string(),
+                        source,
+                    });
                 }
             }
         }
         if models.is_empty() {
-            return Err(UpstreamSetupError(format!(
-                "upstream `{}` lists no model; name them with models=a;b",
-                spec.name
-            )));
+            return Err(UpstreamSetupError::NoModels(spec.name.clone()));
         }
         Ok(Self {
             upstream: Arc::new(upstream),
@@ -130,10 +172,7 @@ impl OpenAiBackend {
         let mut backends = Vec::with_capacity(specs.len());
         for spec in specs {
             if !names.insert(spec.name.as_str()) {
-                return Err(UpstreamSetupError(format!(
-                    "two upstreams are named `{}`",
-                    spec.name
-                )));
+                return Err(UpstreamSetupError::DuplicateName(spec.name.clone()));
             }
             let backend = Self::connect(spec, tokenizer, metrics.clone()).await?;
             tracing::info!(
@@ -154,13 +193,41 @@ impl Backend for OpenAiBackend {
     }
 
     fn generate(&self, request: GenerationRequest) -> GenerationStream {
-        generation(
+        let generation = generation(
             self.upstream.clone(),
             request,
             self.tokenizer,
             self.metrics.clone(),
-        )
-        .boxed()
+        );
+        InSpan::new(generation, Span::current()).boxed()
+    }
+}
+
+pin_project! {
+    /// Polls a generation inside the span that was current when it was
+    /// created (the call's), so what it logs while streaming (retries,
+    /// upstream failures) carries the call's request id and model. Only
+    /// this backend logs per poll; the built-in models do not pay for it.
+    struct InSpan<S> {
+        #[pin]
+        inner: S,
+        span: Span,
+    }
+}
+
+impl<S> InSpan<S> {
+    fn new(inner: S, span: Span) -> Self {
+        Self { inner, span }
+    }
+}
+
+impl<S: Stream> Stream for InSpan<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        this.inner.poll_next(cx)
     }
 }
 

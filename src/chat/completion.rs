@@ -1,0 +1,99 @@
+//! A chat completion from draft to chunks, protocol-free.
+//!
+//! [`Chat::start`] validates a draft and routes it to the backend serving
+//! its model; the returned [`Completion`] generates nothing until its
+//! chunks are pulled, so an edge can refuse the call (capacity, drain)
+//! before any token is produced.
+
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use futures::Stream;
+
+use super::{ChatChunk, ChatDraft, ChatLimits, ChatRequest, chat_chunks};
+use crate::{
+    error::Result,
+    llm::{Backend, Models},
+};
+
+/// Runs chat completions over the server's models within its limits.
+#[derive(Clone)]
+pub struct Chat {
+    models: Arc<Models>,
+    limits: ChatLimits,
+}
+
+impl Chat {
+    /// Completions answered by `models` within `limits`.
+    pub fn new(models: Arc<Models>, limits: ChatLimits) -> Self {
+        Self { models, limits }
+    }
+
+    /// The models served.
+    pub fn models(&self) -> &Arc<Models> {
+        &self.models
+    }
+
+    /// Checks `draft` and resolves its model.
+    pub fn start(&self, draft: ChatDraft) -> Result<Completion> {
+        let mut request = ChatRequest::validate(draft, &self.limits)?;
+        let (model, backend) = self.models.resolve(&request.generation.model)?;
+        request.generation.model = model;
+        Ok(Completion {
+            header: CompletionHeader::new(&request.generation.model),
+            request,
+            backend,
+        })
+    }
+}
+
+/// A checked completion, ready to generate.
+pub struct Completion {
+    header: CompletionHeader,
+    request: ChatRequest,
+    backend: Arc<dyn Backend>,
+}
+
+impl Completion {
+    /// What every chunk of the completion repeats (its id and model).
+    pub fn header(&self) -> &CompletionHeader {
+        &self.header
+    }
+
+    /// Starts the generation: the chunks, pulled by the response stream.
+    pub fn into_chunks(
+        self,
+    ) -> (
+        CompletionHeader,
+        impl Stream<Item = Result<ChatChunk>> + Send + 'static,
+    ) {
+        let events = self.backend.generate(self.request.generation);
+        (self.header, chat_chunks(events, self.request.include_usage))
+    }
+}
+
+/// What every chunk of one completion repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletionHeader {
+    /// `chatcmpl-` and a unique suffix.
+    pub id: String,
+    /// Unix seconds when the completion started.
+    pub created: i64,
+    /// The model that answers.
+    pub model: String,
+}
+
+impl CompletionHeader {
+    fn new(model: &str) -> Self {
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        Self {
+            id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+            created,
+            model: model.to_owned(),
+        }
+    }
+}

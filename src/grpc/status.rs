@@ -1,0 +1,112 @@
+//! The one conversion of the core's [`Error`] to a gRPC [`Status`].
+//!
+//! The code comes from the error's [`ErrorKind`]; invalid arguments carry a
+//! `google.rpc.BadRequest` naming each offending field, and rate limits a
+//! `google.rpc.RetryInfo` when the upstream said how long to wait.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::error::{Error, ErrorKind};
+
+/// The gRPC code of each kind of error.
+pub fn code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::Unimplemented => Code::Unimplemented,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Internal => Code::Internal,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let message = error.to_string();
+        match error {
+            Error::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in violations {
+                    details.add_bad_request_violation(v.field, v.description);
+                }
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            Error::UpstreamRejected {
+                field: Some(field),
+                message: description,
+            } => {
+                let mut details = ErrorDetails::new();
+                details.add_bad_request_violation(field, description);
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            Error::RateLimited {
+                retry_after: Some(delay),
+                ..
+            } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(delay)),
+            ),
+            other => Status::new(code(other.kind()), message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::FieldViolation;
+
+    #[test]
+    fn invalid_argument_carries_every_violation_as_bad_request() {
+        let error = Error::InvalidArgument(vec![
+            FieldViolation::new("n", "at most 8"),
+            FieldViolation::new("stop[0]", "must not be empty"),
+        ]);
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "invalid request: n: at most 8; stop[0]: must not be empty"
+        );
+        let bad_request = status.get_details_bad_request().expect("BadRequest detail");
+        let fields: Vec<_> = bad_request
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["n", "stop[0]"]);
+    }
+
+    #[test]
+    fn rate_limits_carry_retry_info() {
+        let status = Status::from(Error::RateLimited {
+            message: "slow down; retry after 3s".into(),
+            retry_after: Some(Duration::from_secs(3)),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("retry after 3s"));
+        let info = status.get_details_retry_info().expect("RetryInfo detail");
+        assert_eq!(info.retry_delay, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn upstream_rejections_name_the_blamed_field() {
+        let status = Status::from(Error::UpstreamRejected {
+            message: "temperature is too high".into(),
+            field: Some("temperature".into()),
+        });
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "the model rejected the request: temperature is too high"
+        );
+        let bad_request = status.get_details_bad_request().expect("BadRequest detail");
+        assert_eq!(bad_request.field_violations[0].field, "temperature");
+    }
+}

@@ -18,7 +18,7 @@ use agentstream::{
     server::Server,
     tokenizer::Tokenizer,
 };
-use common::{TestServer, text_of, user};
+use common::{TestServer, drain, text_of, user};
 use fake_openai::{After, FakeOpenAi, Reply, completion, content, data, error, stream};
 use futures::StreamExt;
 use tonic::{Code, Status, Streaming};
@@ -58,20 +58,6 @@ async fn open(server: &TestServer, request: StreamChatRequest) -> Streaming<Stre
         .into_inner()
 }
 
-/// Every chunk until the end, and the status the stream ended with.
-async fn drain(
-    mut stream: Streaming<StreamChatResponse>,
-) -> (Vec<StreamChatResponse>, Result<(), Status>) {
-    let mut chunks = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(chunk) => chunks.push(chunk),
-            Err(status) => return (chunks, Err(status)),
-        }
-    }
-    (chunks, Ok(()))
-}
-
 fn finish_of(chunks: &[StreamChatResponse], index: u32) -> Vec<i32> {
     chunks
         .iter()
@@ -89,7 +75,7 @@ async fn failure(
     match server.chat().stream_chat(request).await {
         Err(status) => (Vec::new(), status),
         Ok(response) => {
-            let (chunks, end) = drain(response.into_inner()).await;
+            let (chunks, end) = drain(&mut response.into_inner()).await;
             (chunks, end.expect_err("the call should fail"))
         }
     }
@@ -117,14 +103,14 @@ async fn streams_the_upstream_answer_with_its_usage_and_maps_the_request() {
         pb::ChatMessage {
             role: pb::Role::System as i32,
             content: "Be brief.".into(),
-            name: String::new(),
+            ..Default::default()
         },
     );
     request.max_tokens = 50;
     request.temperature = Some(0.25);
     request.stop = vec!["END".into()];
     request.include_usage = true;
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("ends OK");
 
     assert_eq!(text_of(&chunks, 0), "Hello 世界");
@@ -174,13 +160,13 @@ async fn models_route_to_their_backend_and_unknown_ones_are_not_found() {
     let fake = FakeOpenAi::start(vec![stream(completion(&["up"], "stop", None))], &[]).await;
     let server = server_for(&fake.url(), "").await;
 
-    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
     end.expect("upstream model");
     assert_eq!(text_of(&chunks, 0), "up");
 
     let mut echo = ask("hi");
     echo.model = "echo".into();
-    let (chunks, end) = drain(open(&server, echo).await).await;
+    let (chunks, end) = drain(&mut open(&server, echo).await).await;
     end.expect("built-in model");
     assert!(text_of(&chunks, 0).contains("hi"));
     assert_eq!(fake.requests(), 1, "echo must not reach the upstream");
@@ -203,7 +189,7 @@ async fn the_default_model_can_be_an_upstream_one_and_must_exist() {
     .await;
     let mut request = ask("hi");
     request.model = String::new();
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("default model");
     assert_eq!(text_of(&chunks, 0), "dflt");
 
@@ -230,7 +216,7 @@ async fn models_are_discovered_and_failed_discovery_stops_start_up() {
     let server = TestServer::start_with(|c| c.upstreams = vec![spec]).await;
     let mut request = ask("hi");
     request.model = "disc-b".into();
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("discovered model");
     assert_eq!(text_of(&chunks, 0), "found");
     assert_eq!(fake.bodies()[0]["model"], "disc-b");
@@ -260,7 +246,7 @@ async fn usage_is_counted_with_the_tokenizer_when_the_upstream_sends_none() {
     let server = server_for(&fake.url(), "").await;
     let mut request = ask("Count me");
     request.include_usage = true;
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("ok");
     assert_eq!(finish_of(&chunks, 0), [pb::FinishReason::Length as i32]);
     let usage = chunks.last().and_then(|c| c.usage).expect("usage");
@@ -288,7 +274,7 @@ async fn n_choices_interleave_and_each_finishes_once() {
     let mut request = ask("two please");
     request.n = 2;
     request.include_usage = true;
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("ok");
     assert_eq!(fake.bodies()[0]["n"], 2);
     assert_eq!(text_of(&chunks, 0), "A1A2");
@@ -328,7 +314,7 @@ async fn a_stop_sequence_is_never_sent_and_the_upstream_is_closed() {
     let server = server_for(&fake.url(), "").await;
     let mut request = ask("hi");
     request.stop = vec!["END".into()];
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("ok");
     assert_eq!(text_of(&chunks, 0), "Hello ");
     assert_eq!(finish_of(&chunks, 0), [pb::FinishReason::Stop as i32]);
@@ -359,7 +345,7 @@ async fn a_deadline_ends_the_call_and_closes_the_upstream_stream() {
     let mut request = tonic::Request::new(ask("go on forever"));
     request.set_timeout(Duration::from_millis(300));
     let response = server.chat().stream_chat(request).await.expect("accepted");
-    let (chunks, end) = drain(response.into_inner()).await;
+    let (chunks, end) = drain(&mut response.into_inner()).await;
     assert!(!chunks.is_empty());
     assert_eq!(end.expect_err("deadline").code(), Code::DeadlineExceeded);
     fake.stream_dropped(SOON).await;
@@ -410,7 +396,7 @@ async fn a_failure_before_the_first_token_is_retried() {
     )
     .await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
     end.expect("ok after retries");
     assert_eq!(text_of(&chunks, 0), "third time lucky");
     assert_eq!(fake.requests(), 3);
@@ -511,7 +497,7 @@ async fn an_error_event_mid_stream_ends_with_unavailable_after_the_chunks() {
     ];
     let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
     assert_eq!(text_of(&chunks, 0), "partial ");
     let status = end.expect_err("fails");
     assert_eq!(status.code(), Code::Unavailable);
@@ -531,7 +517,7 @@ async fn malformed_data_mid_stream_ends_with_internal_after_the_chunks() {
     ];
     let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
     assert_eq!(text_of(&chunks, 0), "fine so far");
     let status = end.expect_err("fails");
     assert_eq!(status.code(), Code::Internal);
@@ -547,7 +533,7 @@ async fn a_stream_cut_short_is_unavailable() {
     let frames = vec![data(&content(0, "half an ans", None))];
     let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
     assert_eq!(text_of(&chunks, 0), "half an ans");
     assert_eq!(end.expect_err("fails").code(), Code::Unavailable);
 }
@@ -564,7 +550,7 @@ async fn a_stalled_upstream_hits_the_idle_timeout_and_is_closed() {
     )
     .await;
     let server = server_for(&fake.url(), ",idle-timeout=300ms").await;
-    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
     assert_eq!(text_of(&chunks, 0), "one");
     let status = end.expect_err("times out");
     assert_eq!(status.code(), Code::Unavailable);
@@ -620,6 +606,7 @@ async fn the_backend_serves_a_system_and_user_prompt_directly() {
             temperature: None,
             stop: Vec::new(),
             n: 1,
+            ..GenerationRequest::default()
         })
         .map(|e| e.expect("event"))
         .collect()
@@ -774,4 +761,245 @@ async fn rag_client_that_goes_away_closes_the_upstream_stream() {
             m.live_generations == 0 && m.active_streams == 0
         })
         .await;
+}
+
+/// Each call's (id, type, name) from its first delta and its joined
+/// arguments, by call index, for choice 0; panics when a later delta
+/// repeats the id or name.
+fn tool_calls_of(chunks: &[StreamChatResponse]) -> Vec<(String, String, String, String)> {
+    let mut calls: Vec<(String, String, String, String)> = Vec::new();
+    for delta in chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .filter_map(|c| c.delta.as_ref())
+        .flat_map(|d| &d.tool_calls)
+    {
+        let index = delta.index as usize;
+        let function = delta.function.clone().unwrap_or_default();
+        if index == calls.len() {
+            calls.push((
+                delta.id.clone(),
+                delta.r#type.clone(),
+                function.name,
+                String::new(),
+            ));
+        } else {
+            assert!(delta.id.is_empty() && function.name.is_empty(), "{delta:?}");
+        }
+        calls[index].3.push_str(&function.arguments);
+    }
+    calls
+}
+
+fn weather_tool() -> pb::Tool {
+    let schema: serde_json::Value = serde_json::json!({
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"]
+    });
+    let fields = schema
+        .as_object()
+        .expect("object")
+        .iter()
+        .map(|(k, v)| (k.clone(), common::to_struct_value(v)))
+        .collect();
+    pb::Tool {
+        r#type: "function".into(),
+        function: Some(pb::FunctionDefinition {
+            name: "get_weather".into(),
+            description: "Weather of a city".into(),
+            parameters: Some(prost_types::Struct { fields }),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn parallel_tool_calls_and_reasoning_pass_through_split_anywhere() {
+    use serde_json::json;
+    let args_a = r#"{"city": "Zürich 🌍", "unit": "c"}"#;
+    let args_b = r#"{"city": "東京"}"#;
+    let frames = vec![
+        data(&fake_openai::delta(
+            json!({"role": "assistant", "content": null}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"reasoning_content": "Two cities: "}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"reasoning_content": "call twice 🤔"}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+                "function": {"name": "get_weather", "arguments": ""}}]}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": &args_a[..4]}}]}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"tool_calls": [{"index": 1, "id": "call_b", "type": "function",
+                "function": {"name": "get_weather", "arguments": &args_b[..7]}}]}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": &args_a[4..13]}}]}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"tool_calls": [
+                {"index": 0, "function": {"arguments": &args_a[13..]}},
+                {"index": 1, "id": "", "function": {"arguments": &args_b[7..]}}
+            ]}),
+            None,
+        )),
+        data(&fake_openai::delta(json!({}), Some("tool_calls"))),
+        data(&fake_openai::usage(20, 30)),
+        data("[DONE]"),
+    ];
+    // Cut every 5 bytes: inside events, JSON tokens and UTF-8 characters.
+    let fake = FakeOpenAi::start(vec![fake_openai::split_every(&frames, 5)], &[]).await;
+    let server = server_for(&fake.url(), "").await;
+
+    let mut request = ask("Weather in Zürich and Tokyo?");
+    request.tools = vec![weather_tool()];
+    request.tool_choice = Some(pb::ToolChoice {
+        choice: Some(pb::tool_choice::Choice::Mode(
+            pb::ToolChoiceMode::Required as i32,
+        )),
+    });
+    request.parallel_tool_calls = Some(true);
+    request.messages.push(pb::ChatMessage {
+        role: pb::Role::Assistant as i32,
+        tool_calls: vec![pb::ToolCall {
+            id: "call_0".into(),
+            r#type: "function".into(),
+            function: Some(pb::FunctionCall {
+                name: "get_weather".into(),
+                arguments: r#"{"city":"Bern"}"#.into(),
+            }),
+        }],
+        ..Default::default()
+    });
+    request.messages.push(pb::ChatMessage {
+        role: pb::Role::Tool as i32,
+        content: "12 °C".into(),
+        tool_call_id: "call_0".into(),
+        ..Default::default()
+    });
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
+    end.expect("ok");
+
+    assert_eq!(
+        tool_calls_of(&chunks),
+        [
+            (
+                "call_a".into(),
+                "function".into(),
+                "get_weather".into(),
+                args_a.into()
+            ),
+            (
+                "call_b".into(),
+                "function".into(),
+                "get_weather".into(),
+                args_b.into()
+            ),
+        ]
+    );
+    let reasoning: String = chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .filter_map(|c| c.delta.as_ref())
+        .map(|d| d.reasoning.as_str())
+        .collect();
+    assert_eq!(reasoning, "Two cities: call twice 🤔");
+    assert_eq!(text_of(&chunks, 0), "");
+    assert_eq!(finish_of(&chunks, 0), [pb::FinishReason::ToolCalls as i32]);
+    let sequences: Vec<u64> = chunks.iter().map(|c| c.sequence).collect();
+    assert_eq!(sequences, (1..=chunks.len() as u64).collect::<Vec<_>>());
+
+    let body = &fake.bodies()[0];
+    assert_eq!(
+        body["tools"],
+        serde_json::json!([{"type": "function", "function": {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        }}])
+    );
+    assert_eq!(body["tool_choice"], "required");
+    assert_eq!(body["parallel_tool_calls"], true);
+    assert_eq!(
+        body["messages"][1],
+        serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Bern\"}"}}
+        ]})
+    );
+    assert_eq!(
+        body["messages"][2],
+        serde_json::json!({"role": "tool", "content": "12 °C", "tool_call_id": "call_0"})
+    );
+}
+
+#[tokio::test]
+async fn refusal_and_content_filter_are_passed_on_never_turned_into_stop() {
+    use serde_json::json;
+    let frames = vec![
+        data(&fake_openai::delta(
+            json!({"role": "assistant", "refusal": "I can"}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"refusal": "not help with that."}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"content": "Partial"}),
+            Some("content_filter"),
+        )),
+        data("[DONE]"),
+    ];
+    let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
+    let server = server_for(&fake.url(), "").await;
+    let (chunks, end) = drain(&mut open(&server, ask("something bad")).await).await;
+    end.expect("ok");
+    let refusal: String = chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .filter_map(|c| c.delta.as_ref())
+        .map(|d| d.refusal.as_str())
+        .collect();
+    assert_eq!(refusal, "I cannot help with that.");
+    assert_eq!(text_of(&chunks, 0), "Partial");
+    assert_eq!(
+        finish_of(&chunks, 0),
+        [pb::FinishReason::ContentFilter as i32]
+    );
+}
+
+#[tokio::test]
+async fn list_models_names_the_upstream_as_owner() {
+    let fake = FakeOpenAi::start(vec![stream(completion(&["x"], "stop", None))], &[]).await;
+    let server = server_for(&fake.url(), "").await;
+    let models = server
+        .chat()
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .models;
+    let owner = |id: &str| {
+        models
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.owned_by.clone())
+    };
+    assert_eq!(owner(MODEL).as_deref(), Some("fake"));
+    assert_eq!(owner("echo").as_deref(), Some("agentstream"));
+    assert_eq!(owner("tools").as_deref(), Some("agentstream"));
+    assert!(models.iter().all(|m| m.created > 0));
 }

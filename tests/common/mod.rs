@@ -37,7 +37,29 @@ impl TestServer {
 
     /// A server whose configuration `tweak` adjusts.
     pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> Self {
-        let data_dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), tweak).await
+    }
+
+    /// Stops this server and starts a new one on the same data directory
+    /// (on the test defaults and a short shutdown grace).
+    pub async fn restart(self) -> Self {
+        let Self {
+            server,
+            channel,
+            shutdown,
+            data_dir,
+            ..
+        } = self;
+        drop(channel);
+        shutdown.request();
+        server.wait().await.expect("server stops");
+        Self::start_in(data_dir, |config| {
+            config.shutdown_grace = Duration::from_millis(100);
+        })
+        .await
+    }
+
+    async fn start_in(data_dir: tempfile::TempDir, tweak: impl FnOnce(&mut ServeConfig)) -> Self {
         let mut config = ServeConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             http_listen: "127.0.0.1:0".parse().expect("addr"),
@@ -177,12 +199,67 @@ impl TestServer {
     }
 }
 
+/// A chat request asking `question` of the default model.
+pub fn ask(question: &str) -> agentstream::pb::StreamChatRequest {
+    agentstream::pb::StreamChatRequest {
+        messages: vec![user(question)],
+        ..Default::default()
+    }
+}
+
+/// A chat request that would run for a long time: `n` choices of synthetic
+/// tokens with a large budget.
+pub fn endless(n: u32) -> agentstream::pb::StreamChatRequest {
+    agentstream::pb::StreamChatRequest {
+        model: "synthetic".into(),
+        max_tokens: 200_000,
+        n,
+        ..ask("go")
+    }
+}
+
+/// Every message of `stream` until it ends, and how it ended.
+pub async fn drain<T>(stream: &mut tonic::Streaming<T>) -> (Vec<T>, Result<(), tonic::Status>) {
+    use futures::StreamExt;
+    let mut items = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(item) => items.push(item),
+            Err(status) => return (items, Err(status)),
+        }
+    }
+    (items, Ok(()))
+}
+
+/// Every message of a stream that must end with OK.
+pub async fn drain_ok<T>(stream: &mut tonic::Streaming<T>) -> Vec<T> {
+    let (items, end) = drain(stream).await;
+    if let Err(status) = end {
+        panic!("the stream ended with {status:?}");
+    }
+    items
+}
+
+/// The fields named by the BadRequest detail of an INVALID_ARGUMENT
+/// status, in order.
+pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("BadRequest detail")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
 /// A user message.
 pub fn user(content: &str) -> agentstream::pb::ChatMessage {
     agentstream::pb::ChatMessage {
         role: agentstream::pb::Role::User as i32,
         content: content.into(),
-        name: String::new(),
+        ..Default::default()
     }
 }
 
@@ -223,4 +300,25 @@ where
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// A JSON value as a `google.protobuf.Value` (for tool schemas).
+pub fn to_struct_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(to_struct_value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o
+                .iter()
+                .map(|(k, v)| (k.clone(), to_struct_value(v)))
+                .collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
 }

@@ -172,6 +172,7 @@ async fn stream_answer(
         stop: args.stop.clone(),
         n: args.n,
         include_usage: args.usage,
+        ..Default::default()
     });
     if let Some(timeout) = args.timeout {
         request.set_timeout(timeout);
@@ -208,7 +209,7 @@ fn message(role: pb::Role, content: String) -> pb::ChatMessage {
     pb::ChatMessage {
         role: role as i32,
         content,
-        name: String::new(),
+        ..Default::default()
     }
 }
 

@@ -288,3 +288,38 @@ async fn chunks_count_their_sequence_and_resumable_streams_are_not_kept_yet() {
         .expect_err("not kept");
     assert_eq!(status.code(), Code::Unimplemented);
 }
+
+#[tokio::test]
+async fn dropping_a_call_mid_arguments_stops_the_tools_model_at_once() {
+    let server = TestServer::start_with(|c| {
+        c.mock_token_delay = std::time::Duration::from_millis(20);
+    })
+    .await;
+    let request = StreamChatRequest {
+        model: "tools".into(),
+        messages: vec![user(&"weather ".repeat(200))],
+        tools: vec![weather()],
+        n: 2,
+        ..Default::default()
+    };
+    let mut stream = server
+        .chat()
+        .stream_chat(request)
+        .await
+        .expect("accepted")
+        .into_inner();
+    for _ in 0..4 {
+        futures::StreamExt::next(&mut stream)
+            .await
+            .expect("chunk")
+            .expect("ok");
+    }
+    assert_eq!(server.metrics().live_generations, 2);
+    drop(stream);
+    server
+        .until("tool calls dropped", |m| {
+            m.live_generations == 0 && m.active_streams == 0
+        })
+        .await;
+    server.assert_no_token_produced_meanwhile().await;
+}

@@ -20,7 +20,7 @@ fn tool(name: &str, schema: serde_json::Value) -> pb::Tool {
         function: Some(pb::FunctionDefinition {
             name: name.into(),
             description: format!("The {name} tool"),
-            parameters: Some(prost_types::Struct { fields }),
+            parameters: Some(pbjson_types::Struct { fields }),
         }),
     }
 }

@@ -7,7 +7,7 @@
 //! for one, resuming or cancelling one is UNIMPLEMENTED.
 
 use futures::StreamExt;
-use prost_types::value::Kind;
+use pbjson_types::value::Kind;
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
@@ -152,7 +152,7 @@ fn tool_choice(choice: pb::ToolChoice) -> Option<ToolChoiceDraft> {
 
 /// A `google.protobuf.Struct` as the JSON object it stands for. Its depth
 /// is bounded by prost's decoding recursion limit.
-fn struct_to_json(s: prost_types::Struct) -> Value {
+fn struct_to_json(s: pbjson_types::Struct) -> Value {
     Value::Object(
         s.fields
             .into_iter()
@@ -161,7 +161,7 @@ fn struct_to_json(s: prost_types::Struct) -> Value {
     )
 }
 
-fn value_to_json(v: prost_types::Value) -> Value {
+fn value_to_json(v: pbjson_types::Value) -> Value {
     match v.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),

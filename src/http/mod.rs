@@ -9,8 +9,16 @@
 //! The gRPC port never goes through axum, so it keeps its speed.
 //!
 //! One module per concern:
+//! - [`chat`]: `POST /v1/chat/completions` (SSE, NDJSON, text or one JSON)
+//!   and `GET /v1/models`, in [`openai`]'s wire types;
+//! - [`ws`]: the WebSocket chat, several completions per connection;
+//! - [`rag`]: the RAG answer stream and the documents;
+//! - [`tasks`]: tasks and their resumable event stream;
+//! - [`call`]: what the core's per-call bookkeeping needs from a request;
 //! - [`error`]: OpenAI's error JSON and the one mapping from the crate's
 //!   error to an HTTP status (the twin of the gRPC mapping);
+//! - [`json`]: JSON request bodies with the body limit, 415 and `param`;
+//! - [`stream`]: SSE / NDJSON / text framing and keep-alive comments;
 //! - [`health`]: `/healthz`, `/readyz` (503 while draining), `/metrics`;
 //! - [`cors`]: cross-origin access, off by default;
 //! - [`demo`]: the browser demo page at `/`, embedded in the binary;
@@ -19,47 +27,102 @@
 //! Unknown paths get 404 and known paths asked with another method 405,
 //! both in the same error JSON as every other failure.
 
+mod call;
+mod chat;
 mod cors;
 mod demo;
 mod error;
 mod grpc_web;
 mod health;
+mod json;
+mod openai;
+mod rag;
+mod stream;
+mod tasks;
+mod ws;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
+    extract::FromRef,
     http::{Method, Uri},
-    routing::get,
+    routing::{delete, get, post},
     serve::ListenerExt,
 };
 use futures::future::BoxFuture;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-pub(crate) use crate::grpc::Services as GrpcServices;
-
 use crate::{
+    chat::Chat,
+    config::ServeConfig,
+    grpc,
     metrics::Metrics,
-    server::{ServeError, Shutdown},
+    rag::Rag,
+    server::{Calls, ServeError, Shutdown},
+    tasks::Tasks,
 };
 use error::ApiError;
+use json::BodyLimit;
 
 /// How often the end of the drain is checked once shutdown has started.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
-/// What every handler of the edge shares.
+/// What every handler of the edge shares: the core, built once by the
+/// server for both edges, and the edge's settings.
 #[derive(Clone)]
 pub(crate) struct Edge {
+    /// Chat completions.
+    pub(crate) chat: Chat,
+    /// Documents and answers.
+    pub(crate) rag: Rag,
+    /// Tasks.
+    pub(crate) tasks: Tasks,
+    /// The per-call bookkeeping, shared with the gRPC edge.
+    pub(crate) calls: Calls,
     /// The server's counters.
     pub(crate) metrics: Arc<Metrics>,
+    /// The server's shutdown signal.
+    pub(crate) shutdown: Shutdown,
+    /// Interval of keep-alive comments on idle event streams.
+    pub(crate) keep_alive: Option<Duration>,
+    /// The largest request body read.
+    pub(crate) body_limit: BodyLimit,
+}
+
+/// The core an [`Edge`] serves.
+pub(crate) struct Core {
+    /// Chat completions.
+    pub(crate) chat: Chat,
+    /// Documents and answers.
+    pub(crate) rag: Rag,
+    /// Tasks.
+    pub(crate) tasks: Tasks,
+    /// The per-call bookkeeping.
+    pub(crate) calls: Calls,
     /// The server's shutdown signal.
     pub(crate) shutdown: Shutdown,
 }
 
 impl Edge {
-    /// The edge's shared state.
-    pub(crate) fn new(metrics: Arc<Metrics>, shutdown: Shutdown) -> Self {
-        Self { metrics, shutdown }
+    /// The edge over `core`, configured by `config`.
+    pub(crate) fn new(config: &ServeConfig, core: Core) -> Self {
+        Self {
+            metrics: core.calls.metrics().clone(),
+            chat: core.chat,
+            rag: core.rag,
+            tasks: core.tasks,
+            calls: core.calls,
+            shutdown: core.shutdown,
+            keep_alive: Some(config.sse_keep_alive).filter(|d| !d.is_zero()),
+            body_limit: BodyLimit(config.max_http_body),
+        }
+    }
+}
+
+impl FromRef<Edge> for BodyLimit {
+    fn from_ref(edge: &Edge) -> Self {
+        edge.body_limit
     }
 }
 
@@ -76,7 +139,7 @@ pub(crate) struct Listening {
 pub(crate) async fn bind(
     listen: SocketAddr,
     edge: Edge,
-    grpc: GrpcServices,
+    grpc: grpc::Services,
     cors_origins: &[String],
 ) -> Result<Listening, ServeError> {
     let bind_error = |source| ServeError::Bind {
@@ -102,11 +165,21 @@ pub(crate) async fn bind(
 }
 
 /// Every route of the edge, with its layers.
-fn router(edge: Edge, grpc: GrpcServices, cors_origins: &[String]) -> Router {
+fn router(edge: Edge, grpc: grpc::Services, cors_origins: &[String]) -> Router {
     let api = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/v1/models", get(chat::models))
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/chat/ws", get(ws::upgrade))
+        .route("/v1/rag/answer", post(rag::answer))
+        .route("/v1/documents", post(rag::ingest).get(rag::list))
+        .route("/v1/documents/{id}", delete(rag::delete))
+        .route("/v1/tasks", post(tasks::start).get(tasks::list))
+        .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/v1/tasks/{id}/events", get(tasks::events))
         .merge(demo::routes())
         .with_state(edge);
     let app = grpc_web::routes(api, grpc)

@@ -112,12 +112,11 @@ impl Server {
 
         let tokenizer = Tokenizer::cl100k();
         let mut models = Models::new(config.default_model.clone());
-        let builtin = Arc::new(MockBackend::new(
+        models.register(Arc::new(MockBackend::new(
             config.mock_token_delay,
             tokenizer,
             metrics.clone(),
-        ));
-        models.register(builtin.clone());
+        )));
         models.register(Arc::new(ToolModel::new(
             config.mock_token_delay,
             tokenizer,
@@ -141,14 +140,13 @@ impl Server {
             documents.clone(),
             registry.clone(),
             models,
-            builtin,
             token_budget(&config),
         );
         let tasks = Tasks::new(registry);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
-        let services = grpc::Services::new(chat, rag, tasks, calls);
+        let services = grpc::Services::new(chat.clone(), rag.clone(), tasks.clone(), calls.clone());
         let routes = grpc::routes(services.clone(), health_service)?;
         let router = tonic::transport::Server::builder()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -163,7 +161,14 @@ impl Server {
         };
         let http = match config.http_listen.addr() {
             Some(listen) => {
-                let edge = http::Edge::new(metrics.clone(), shutdown.clone());
+                let core = http::Core {
+                    chat,
+                    rag,
+                    tasks,
+                    calls,
+                    shutdown: shutdown.clone(),
+                };
+                let edge = http::Edge::new(&config, core);
                 let http = http::bind(listen, edge, services, &config.cors_allow_origins).await?;
                 tracing::info!(addr = %http.addr, "http listening");
                 Some(http)

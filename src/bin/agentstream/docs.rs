@@ -94,10 +94,8 @@ fn describe(document: &pb::DocumentInfo) -> String {
         document.title,
         size(document.size_bytes)
     );
-    if let Some(time) = document.ingest_time {
-        let mut time = time;
-        time.nanos = 0;
-        line.push_str(&format!(", ingested {time}"));
+    if let Some(time) = document.ingest_time.as_ref().and_then(pb::system_time) {
+        line.push_str(&format!(", ingested {}", humantime::format_rfc3339_seconds(time)));
     }
     line.push(')');
     line

@@ -270,7 +270,7 @@ impl TaskDisplay {
         let progress = Progress::new("steps");
         let created = task
             .and_then(|t| t.create_time)
-            .and_then(|t| SystemTime::try_from(t).ok());
+            .and_then(|t| pb::system_time(&t));
         if let Some(created) = created {
             progress.started(created.elapsed().unwrap_or_default());
         }
@@ -282,7 +282,7 @@ impl TaskDisplay {
     }
 
     fn show(&mut self, event: &pb::TaskEvent) -> Result<(), CliError> {
-        let time = event.time.and_then(|t| SystemTime::try_from(t).ok());
+        let time = event.time.and_then(|t| pb::system_time(&t));
         if event.state() == TaskState::Running && self.running_since.is_none() {
             self.running_since = time;
         }
@@ -320,7 +320,7 @@ impl TaskDisplay {
     fn finish(&self, terminal: &pb::TaskEvent) -> Result<(), CliError> {
         let state = terminal.state();
         // The task's own duration, from its creation to its last event.
-        let ended = terminal.time.and_then(|t| SystemTime::try_from(t).ok());
+        let ended = terminal.time.and_then(|t| pb::system_time(&t));
         let took = self
             .created
             .zip(ended)
@@ -364,11 +364,11 @@ fn print_task(task: Option<pb::Task>) -> Result<(), CliError> {
         return Ok(());
     };
     output::line(&summary(&task))?;
-    if let Some(created) = task.create_time {
-        output::line(&format!("  created: {created}"))?;
+    if let Some(created) = task.create_time.as_ref().and_then(pb::system_time) {
+        output::line(&format!("  created: {}", humantime::format_rfc3339(created)))?;
     }
-    if let Some(updated) = task.update_time {
-        output::line(&format!("  updated: {updated}"))?;
+    if let Some(updated) = task.update_time.as_ref().and_then(pb::system_time) {
+        output::line(&format!("  updated: {}", humantime::format_rfc3339(updated)))?;
     }
     Ok(())
 }

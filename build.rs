@@ -22,8 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let descriptors = fds.encode_to_vec();
     fs::write(out_dir.join("agentstream_descriptor.bin"), &descriptors)?;
+    // Smaller response batches than tonic's default: they bound what a
+    // stream whose client stops reading holds (src/server/transport/codec.rs).
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
+        .codec_path("crate::server::transport::codec::BoundedCodec")
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(fds)?;

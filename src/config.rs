@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use crate::llm::openai::UpstreamSpec;
+use crate::{llm::openai::UpstreamSpec, server::transport::TransportLimits};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,6 +60,25 @@ pub struct ServeConfig {
     pub max_request_bytes: usize,
     /// Most streaming calls served at once. Default 50000.
     pub max_active_streams: usize,
+    /// Most client connections open at once; beyond it new connections are
+    /// closed as soon as they are accepted. Default 10000.
+    pub max_connections: usize,
+    /// Most concurrent streams on one HTTP/2 connection (advertised as
+    /// SETTINGS_MAX_CONCURRENT_STREAMS). Default 2000.
+    pub max_streams_per_connection: u32,
+    /// Time a new connection has to send its HTTP/2 preface or first HTTP/1
+    /// request. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// A connection with no call in flight for this long is closed
+    /// (gracefully). Default 5 min.
+    pub idle_timeout: Duration,
+    /// Interval of HTTP/2 keepalive pings. Default 30 s.
+    pub keepalive_interval: Duration,
+    /// Time a keepalive ping has to be answered. Default 20 s.
+    pub keepalive_timeout: Duration,
+    /// A response stream whose client has read nothing for this long is
+    /// ended. Default 30 s.
+    pub send_timeout: Duration,
     /// How long in-flight streams may run on after a shutdown request.
     /// Default 10 s.
     pub shutdown_grace: Duration,
@@ -96,6 +115,13 @@ impl Default for ServeConfig {
             max_tokens_limit: 262_144,
             max_request_bytes: 1 << 20,
             max_active_streams: 50_000,
+            max_connections: 10_000,
+            max_streams_per_connection: 2_000,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            send_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             task_retention: Duration::from_secs(3600),
             max_finished_tasks: 10_000,
@@ -104,6 +130,21 @@ impl Default for ServeConfig {
             max_finished_task_events: 100,
             data_dir: PathBuf::from("./agentstream-data"),
             log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The limits of the connection layer.
+    pub fn transport_limits(&self) -> TransportLimits {
+        TransportLimits {
+            max_connections: self.max_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            send_timeout: self.send_timeout,
         }
     }
 }

@@ -144,7 +144,8 @@ impl Error {
     }
 }
 
-/// Formats violations as `field: description; field: description`.
+/// Formats violations as `field: description; field: description` (at
+/// most a few KiB: `validation` bounds what is listed).
 struct ViolationList<'a>(&'a [FieldViolation]);
 
 impl fmt::Display for ViolationList<'_> {

@@ -48,9 +48,7 @@ use axum::{
     extract::FromRef,
     http::{Method, Uri},
     routing::{delete, get, post},
-    serve::ListenerExt,
 };
-use futures::future::BoxFuture;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
@@ -59,14 +57,11 @@ use crate::{
     grpc,
     metrics::Metrics,
     rag::Rag,
-    server::{Calls, ServeError, Shutdown},
+    server::{Calls, ServeError, Shutdown, request_id},
     tasks::Tasks,
 };
 use error::ApiError;
 use json::BodyLimit;
-
-/// How often the end of the drain is checked once shutdown has started.
-const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// What every handler of the edge shares: the core, built once by the
 /// server for both edges, and the edge's settings.
@@ -126,16 +121,19 @@ impl FromRef<Edge> for BodyLimit {
     }
 }
 
-/// A bound HTTP edge, not yet serving.
+/// A bound HTTP edge, not yet serving: the server's connection layer
+/// (`server::transport`) serves `app` on `listener`, with the same
+/// connection limits, timeouts and drain as the gRPC port.
 pub(crate) struct Listening {
     /// The bound address (useful with port 0).
     pub(crate) addr: SocketAddr,
-    /// Serves until the drain is over; resolves once every connection closed.
-    pub(crate) serving: BoxFuture<'static, Result<(), ServeError>>,
+    /// The bound listener.
+    pub(crate) listener: tokio::net::TcpListener,
+    /// Every route of the edge.
+    pub(crate) app: Router,
 }
 
-/// Binds `listen` and prepares the edge; nothing is served until
-/// [`Listening::serving`] is polled.
+/// Binds `listen` and builds the edge's routes.
 pub(crate) async fn bind(
     listen: SocketAddr,
     edge: Edge,
@@ -150,18 +148,12 @@ pub(crate) async fn bind(
         .await
         .map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
-    let listener = listener.tap_io(|tcp| {
-        // Chunks are small and latency matters more than packet count.
-        let _ = tcp.set_nodelay(true);
-    });
-    let app = router(edge.clone(), grpc, cors_origins);
-    let serving = Box::pin(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(drained(edge))
-            .await
-            .map_err(ServeError::Http)
-    });
-    Ok(Listening { addr, serving })
+    let app = router(edge, grpc, cors_origins);
+    Ok(Listening {
+        addr,
+        listener,
+        app,
+    })
 }
 
 /// Every route of the edge, with its layers.
@@ -193,25 +185,12 @@ fn router(edge: Edge, grpc: grpc::Services, cors_origins: &[String]) -> Router {
         Some(cors) => app.layer(cors),
         None => app,
     };
-    // The last layer runs first: a request id is set (the client's, or a
-    // new one), then echoed on the response.
+    // The last layer runs first: an unacceptable client id is dropped, a
+    // request id is set (the client's, or a new one), then echoed on the
+    // response.
     app.layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-}
-
-/// Resolves when the edge may stop: the drain has started and no stream is
-/// in flight any more (gRPC's or HTTP's: the gauge counts both), or the
-/// grace period is over. Until then the listener stays open, so `/readyz`
-/// answers 503 and new calls are refused with an error rather than a
-/// refused connection.
-async fn drained(edge: Edge) {
-    edge.shutdown.draining().await;
-    let aborted = edge.shutdown.streams_aborted();
-    tokio::pin!(aborted);
-    while edge.metrics.active_streams() > 0 {
-        tokio::select! {
-            () = &mut aborted => return,
-            () = tokio::time::sleep(DRAIN_POLL) => {}
-        }
-    }
+        .layer(tower::util::MapRequestLayer::new(
+            request_id::drop_unacceptable::<axum::body::Body>,
+        ))
 }

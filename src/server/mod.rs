@@ -10,17 +10,19 @@
 
 pub mod call;
 mod metrics_endpoint;
+pub mod request_id;
 pub mod shutdown;
+pub mod transport;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
+use tokio::{net::TcpListener, task::JoinHandle};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use call::{Call, CallMeta, CallStream, Calls, Method};
 pub use shutdown::Shutdown;
+use transport::{Protocols, Transport};
 
 use crate::{
     chat::{Chat, ChatLimits},
@@ -96,13 +98,14 @@ pub struct Server {
 impl Server {
     /// Binds `config.listen` and starts serving in the background.
     pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
-        let incoming = TcpIncoming::bind(config.listen)
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?
-            .with_nodelay(Some(true));
-        let addr = incoming.local_addr().map_err(|source| ServeError::Bind {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: config.listen,
             source,
         })?;
@@ -146,12 +149,20 @@ impl Server {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
-        let services = grpc::Services::new(chat.clone(), rag.clone(), tasks.clone(), calls.clone());
+        let mut services =
+            grpc::Services::new(chat.clone(), rag.clone(), tasks.clone(), calls.clone());
+        services.chat = services
+            .chat
+            .max_decoding_message_size(chat_decoding_limit(config.max_request_bytes));
         let routes = grpc::routes(services.clone(), health_service)?;
-        let router = tonic::transport::Server::builder()
+        // The last layer added runs first: an unacceptable client id is
+        // dropped, a request id is set (the client's, or a new one), then
+        // echoed on the response.
+        let grpc = tower::ServiceBuilder::new()
+            .map_request(request_id::drop_unacceptable)
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
-            .add_routes(routes);
+            .service(routes);
 
         let metrics_addr = match config.metrics_listen {
             Some(listen) => {
@@ -159,7 +170,9 @@ impl Server {
             }
             None => None,
         };
-        let http = match config.http_listen.addr() {
+        let transport = Transport::new(config.transport_limits(), shutdown.clone());
+        transport.serve(listener, grpc, Protocols::Http2);
+        let http_addr = match config.http_listen.addr() {
             Some(listen) => {
                 let core = http::Core {
                     chat,
@@ -171,24 +184,12 @@ impl Server {
                 let edge = http::Edge::new(&config, core);
                 let http = http::bind(listen, edge, services, &config.cors_allow_origins).await?;
                 tracing::info!(addr = %http.addr, "http listening");
-                Some(http)
+                transport.serve(http.listener, http.app, Protocols::Http1AndHttp2);
+                Some(http.addr)
             }
             None => None,
         };
-        let http_addr = http.as_ref().map(|http| http.addr);
-        let grpc = router.serve_with_incoming_shutdown(incoming, shutdown.draining());
-        let serve = async move {
-            let serve_http = async move {
-                match http {
-                    Some(http) => http.serving.await,
-                    None => Ok(()),
-                }
-            };
-            let (grpc, http) = tokio::join!(grpc, serve_http);
-            grpc?;
-            http
-        };
-        let serving = run(serve, shutdown.clone(), health, config.shutdown_grace);
+        let serving = run(transport, shutdown.clone(), health, config.shutdown_grace);
         let index = documents.clone();
         let task = tokio::spawn(async move {
             let result = serving.await;
@@ -251,6 +252,18 @@ fn chat_limits(config: &ServeConfig) -> ChatLimits {
     }
 }
 
+/// The largest StreamChat request tonic decodes: gRPC's usual 4 MiB, or
+/// more when `--max-request-bytes` allows more content, with room for the
+/// other fields, so that an oversized request is refused by validation
+/// (INVALID_ARGUMENT naming the field) rather than by the decoder.
+fn chat_decoding_limit(max_request_bytes: usize) -> usize {
+    const GRPC_DEFAULT: usize = 4 << 20;
+    const OTHER_FIELDS: usize = 1 << 20;
+    max_request_bytes
+        .saturating_add(OTHER_FIELDS)
+        .max(GRPC_DEFAULT)
+}
+
 fn token_budget(config: &ServeConfig) -> TokenBudget {
     TokenBudget {
         default_max_tokens: config.default_max_tokens,
@@ -275,18 +288,17 @@ async fn cancel_tasks_on_abort(tasks: TaskRegistry, shutdown: Shutdown) {
     tasks.cancel_all("cancelled: the server is shutting down");
 }
 
-/// Serves until shutdown, then runs the drain sequence.
+/// Waits for shutdown, then runs the drain sequence: the listeners stay open
+/// (a health check then answers NOT_SERVING), every connection is closed
+/// gracefully (idle ones at once), and the drain ends as soon as no call is
+/// in flight, at the end of the grace period, or on a second signal.
 async fn run(
-    serve: impl Future<Output = Result<(), ServeError>>,
+    transport: Transport,
     shutdown: Shutdown,
     health: HealthReporter,
     grace: Duration,
 ) -> Result<(), ServeError> {
-    tokio::pin!(serve);
-    tokio::select! {
-        result = &mut serve => return result,
-        () = shutdown.requested() => {}
-    }
+    shutdown.requested().await;
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining in-flight calls"
@@ -294,18 +306,24 @@ async fn run(
     set_health(&health, ServingStatus::NotServing).await;
     shutdown.start_draining();
     tokio::select! {
-        result = &mut serve => return result,
-        () = tokio::time::sleep(grace) => {}
-    }
-    tracing::info!("grace period over: ending in-flight streams");
-    shutdown.abort_streams();
-    tokio::select! {
-        result = &mut serve => result,
-        () = tokio::time::sleep(FLUSH_AFTER_ABORT) => {
-            tracing::info!("closing the remaining connections");
-            Ok(())
+        () = transport.idle() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::info!("grace period over: ending in-flight streams");
+        }
+        () = shutdown.forced() => {
+            tracing::info!("second signal: stopping now");
         }
     }
+    shutdown.abort_streams();
+    tokio::select! {
+        () = transport.idle() => {}
+        () = tokio::time::sleep(FLUSH_AFTER_ABORT) => {
+            tracing::info!("closing the remaining connections");
+        }
+        () = shutdown.forced() => {}
+    }
+    transport.close();
+    Ok(())
 }
 
 /// Reports "" (the server as a whole) and every agentstream service with

@@ -95,7 +95,10 @@ fn describe(document: &pb::DocumentInfo) -> String {
         size(document.size_bytes)
     );
     if let Some(time) = document.ingest_time.as_ref().and_then(pb::system_time) {
-        line.push_str(&format!(", ingested {}", humantime::format_rfc3339_seconds(time)));
+        line.push_str(&format!(
+            ", ingested {}",
+            humantime::format_rfc3339_seconds(time)
+        ));
     }
     line.push(')');
     line

@@ -50,7 +50,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default when no subcommand is given).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Stream a chat answer as it is generated; with no prompt, a
     /// conversation that keeps its history (Ctrl-C cancels an answer,
     /// Ctrl-D leaves).
@@ -73,7 +73,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve::run(cli.serve).await,
-        Some(Command::Serve(args)) => serve::run(args).await,
+        Some(Command::Serve(args)) => serve::run(*args).await,
         Some(Command::Chat(args)) => chat::run(args).await,
         Some(Command::Ingest(args)) => ingest::run(args).await,
         Some(Command::Ask(args)) => ask::run(args).await,

@@ -93,6 +93,44 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTSTREAM_MAX_ACTIVE_STREAMS", default_value_t = 50_000)]
     max_active_streams: usize,
 
+    /// Most client connections open at once; beyond it new connections are
+    /// closed as soon as they are accepted.
+    #[arg(long, env = "AGENTSTREAM_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+
+    /// Most concurrent streams on one HTTP/2 connection (advertised to
+    /// clients as SETTINGS_MAX_CONCURRENT_STREAMS; they queue beyond it).
+    #[arg(
+        long,
+        env = "AGENTSTREAM_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 2_000
+    )]
+    max_streams_per_connection: u32,
+
+    /// Time a new connection has to send its HTTP/2 preface (or its first
+    /// HTTP/1 request) before it is closed.
+    #[arg(long, env = "AGENTSTREAM_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    handshake_timeout: Duration,
+
+    /// A connection with no call in flight for this long is closed
+    /// (gracefully: GOAWAY).
+    #[arg(long, env = "AGENTSTREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_positive_duration)]
+    idle_timeout: Duration,
+
+    /// Interval of HTTP/2 keepalive pings; a peer that does not answer one
+    /// within `--keepalive-timeout` is disconnected.
+    #[arg(long, env = "AGENTSTREAM_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
+    keepalive_interval: Duration,
+
+    /// Time a keepalive ping has to be answered.
+    #[arg(long, env = "AGENTSTREAM_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_positive_duration)]
+    keepalive_timeout: Duration,
+
+    /// A response stream whose client has read nothing for this long is
+    /// ended (reset), freeing its buffers and the work behind it.
+    #[arg(long, env = "AGENTSTREAM_SEND_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    send_timeout: Duration,
+
     /// On SIGTERM or Ctrl-C, how long in-flight streams may run on before
     /// they are ended with UNAVAILABLE (e.g. `10s`).
     #[arg(long, env = "AGENTSTREAM_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
@@ -169,6 +207,13 @@ impl From<ServeArgs> for ServeConfig {
             max_tokens_limit: args.max_tokens_limit,
             max_request_bytes: args.max_request_bytes,
             max_active_streams: args.max_active_streams,
+            max_connections: args.max_connections,
+            max_streams_per_connection: args.max_streams_per_connection,
+            handshake_timeout: args.handshake_timeout,
+            idle_timeout: args.idle_timeout,
+            keepalive_interval: args.keepalive_interval,
+            keepalive_timeout: args.keepalive_timeout,
+            send_timeout: args.send_timeout,
             shutdown_grace: args.shutdown_grace,
             task_retention: args.task_retention,
             max_finished_tasks: args.max_finished_tasks,
@@ -184,46 +229,70 @@ impl From<ServeArgs> for ServeConfig {
     }
 }
 
-/// Runs the server until Ctrl-C or SIGTERM has drained it.
+/// Runs the server until Ctrl-C or SIGTERM has drained it; a second signal
+/// during the drain stops it at once.
 pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     let config = ServeConfig::from(args);
     let _flush_logs_on_exit = telemetry::init(config.log_format);
     // Listening before the server starts: a signal during start-up still
     // means a graceful shutdown, not the default instant exit.
-    let signals = shutdown_signals().map_err(CliError::Signals)?;
+    let mut signals = Signals::new().map_err(CliError::Signals)?;
     let server = Server::start(config).await?;
     let shutdown = server.shutdown();
     tokio::spawn(async move {
-        let which = signals.await;
-        tracing::info!("{which} received");
+        tracing::info!("{} received", signals.next().await);
         shutdown.request();
+        tracing::info!(
+            "{} received during the drain: stopping now",
+            signals.next().await
+        );
+        shutdown.force();
     });
     server.wait().await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM, naming which.
+/// Ctrl-C and SIGTERM, as a sequence: the first drains, a second forces.
 #[cfg(unix)]
-fn shutdown_signals() -> std::io::Result<impl Future<Output = &'static str>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => "Ctrl-C",
-            _ = terminate.recv() => "SIGTERM",
-        }
-    })
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
 }
 
-/// Resolves on Ctrl-C.
+#[cfg(unix)]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves on the next Ctrl-C or SIGTERM, naming which.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "Ctrl-C",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Ctrl-C, as a sequence: the first drains, a second forces.
 #[cfg(not(unix))]
-fn shutdown_signals() -> std::io::Result<impl Future<Output = &'static str>> {
-    Ok(async {
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn next(&mut self) -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
-    })
+    }
 }
 
 fn parse_upstream(text: &str) -> Result<UpstreamSpec, String> {
@@ -251,6 +320,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 0, 20ms, 10s, 1m30s)"))
+}
+
+/// Parses a duration that must not be zero (`10s`, `5m`).
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be more than 0".into()),
+        duration => Ok(duration),
+    }
 }
 
 #[cfg(test)]

@@ -365,10 +365,16 @@ fn print_task(task: Option<pb::Task>) -> Result<(), CliError> {
     };
     output::line(&summary(&task))?;
     if let Some(created) = task.create_time.as_ref().and_then(pb::system_time) {
-        output::line(&format!("  created: {}", humantime::format_rfc3339(created)))?;
+        output::line(&format!(
+            "  created: {}",
+            humantime::format_rfc3339(created)
+        ))?;
     }
     if let Some(updated) = task.update_time.as_ref().and_then(pb::system_time) {
-        output::line(&format!("  updated: {}", humantime::format_rfc3339(updated)))?;
+        output::line(&format!(
+            "  updated: {}",
+            humantime::format_rfc3339(updated)
+        ))?;
     }
     Ok(())
 }

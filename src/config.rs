@@ -92,6 +92,13 @@ pub struct ServeConfig {
     pub max_task_events: usize,
     /// Events kept per finished task (at least 4). Default 100.
     pub max_finished_task_events: usize,
+    /// How long a resumable chat stream is kept (generating) after its last
+    /// reader left. Default 10 min.
+    pub resumable_ttl: Duration,
+    /// Most resumable chat streams kept at once. Default 1000.
+    pub max_resumable_streams: usize,
+    /// Bytes of chunks kept per resumable stream for replay. Default 1 MiB.
+    pub resumable_buffer_bytes: usize,
     /// Directory for the on-disk state (the document index).
     /// Default `./agentstream-data`.
     pub data_dir: PathBuf,
@@ -128,6 +135,9 @@ impl Default for ServeConfig {
             max_unfinished_tasks: 1_000,
             max_task_events: 1_000,
             max_finished_task_events: 100,
+            resumable_ttl: Duration::from_secs(600),
+            max_resumable_streams: 1_000,
+            resumable_buffer_bytes: 1 << 20,
             data_dir: PathBuf::from("./agentstream-data"),
             log_format: LogFormat::Text,
         }

@@ -25,6 +25,8 @@
 //!   protobuf or HTTP: each service validates a protocol-neutral draft in its
 //!   `request` module (reporting every violation with its field path through
 //!   [`validation::Violations`]) and returns domain types and pulled streams;
+//! - [`streams`] keeps resumable chat streams (the one place chat work
+//!   outlives its call), behind a trait an engine implements;
 //! - [`error`] is the core's one error type; each edge converts it once;
 //! - [`grpc`] is the gRPC edge, the only user of [`pb`] in the server;
 //! - [`http`] is the HTTP edge (axum, its own port): OpenAI-compatible chat,
@@ -47,6 +49,7 @@ pub mod metrics;
 pub mod pb;
 pub mod rag;
 pub mod server;
+pub mod streams;
 pub mod tasks;
 pub mod telemetry;
 pub mod tokenizer;

@@ -8,8 +8,9 @@ place: README.md, between `<!-- http-commands:begin -->` and
 1. starts `agentstream serve` with its HTTP port on a free loopback port
    (the binary from AGENTSTREAM_BIN, or $CARGO_TARGET_DIR/debug/agentstream);
 2. runs every `curl` and `buf curl` command there in order, exactly as
-   written but for the address (127.0.0.1:8080 becomes the server's) and
-   `TASK_ID` (the last task id a command printed), and checks each output
+   written but for the address (127.0.0.1:8080 becomes the server's),
+   `TASK_ID` (the last task id a command printed) and `STREAM_ID` (the
+   `x-agentstream-stream-id` of the last resumable completion), and checks each output
    by its route: the status named in the comment just above the command
    (e.g. "400"), else a success with the route's body (SSE events, NDJSON
    lines, JSON, text);
@@ -44,6 +45,7 @@ COMMAND_TIMEOUT = 30
 ROUTES = {
     ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/v1/models"),
     ("POST", "/v1/chat/completions"), ("GET", "/v1/chat/ws"),
+    ("GET", "/v1/chat/streams/{id}"), ("POST", "/v1/chat/streams/{id}/cancel"),
     ("POST", "/v1/rag/answer"), ("POST", "/v1/documents"), ("GET", "/v1/documents"),
     ("DELETE", "/v1/documents/{id}"),
     ("POST", "/v1/tasks"), ("GET", "/v1/tasks"), ("GET", "/v1/tasks/{id}"),
@@ -85,6 +87,7 @@ class Request:
     def route(self) -> tuple[str, str]:
         path = re.sub(r"^/v1/documents/[^/]+$", "/v1/documents/{id}", self.path)
         path = re.sub(r"^/v1/tasks/[^/]+(/cancel|/events)?$", r"/v1/tasks/{id}\1", path)
+        path = re.sub(r"^/v1/chat/streams/[^/]+(/cancel)?$", r"/v1/chat/streams/{id}\1", path)
         return self.method, path
 
 
@@ -204,6 +207,8 @@ def ndjson(body: str) -> list[dict]:
 @dataclass
 class State:
     task_id: str | None = None
+    stream_id: str | None = None
+    stream_events: int = 0
 
 
 # ---- the checks, by route ----------------------------------------------------
@@ -226,9 +231,47 @@ def check_chat_chunks(chunks: list[dict], request: dict) -> None:
         expect(usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"], "usage adds up")
 
 
+def tool_calls_of(chunks: list[dict]) -> list[dict]:
+    """The calls of choice 0, assembled as OpenAI's SDKs do: id, type and
+    name on the first delta of each index, argument fragments after."""
+    calls: dict[int, dict] = {}
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            for piece in choice["delta"].get("tool_calls") or []:
+                if piece["index"] not in calls:
+                    expect(piece.get("id") and piece.get("type") == "function", f"id and type on a call's first delta: {piece}")
+                    calls[piece["index"]] = {"id": piece["id"], "name": piece["function"]["name"], "arguments": ""}
+                else:
+                    expect(set(piece) == {"index", "function"}, f"only index and arguments after the first delta: {piece}")
+                calls[piece["index"]]["arguments"] += piece["function"].get("arguments") or ""
+    return [calls[i] for i in sorted(calls)]
+
+
+def check_agent_turn(request: Request, response: Response) -> None:
+    """A turn of the agent loop against the `tools` model: it calls the
+    tools the question asks for, or answers from the tool results."""
+    body = request.json()
+    last = body["messages"][-1]
+    events = sse_events(response.body)
+    expect(events[-1].get("data") == "[DONE]", "data: [DONE] last")
+    chunks = [json.loads(e["data"]) for e in events[:-1]]
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    if last["role"] == "tool":
+        expect(finish == ["stop"] and not tool_calls_of(chunks), f"an answer, no call: {finish}")
+        expect(last["content"] in text, f"the answer quotes the tool's result {last['content']!r}: {text!r}")
+        return
+    calls = tool_calls_of(chunks)
+    expect(finish == ["tool_calls"] and text == "", f"tool calls and no text: {finish} {text!r}")
+    names = {t["function"]["name"] for t in body["tools"]}
+    expect(calls and all(c["name"] in names and json.loads(c["arguments"]) is not None for c in calls), f"calls with JSON arguments: {calls}")
+
+
 def check_chat(request: Request, response: Response, state: State) -> None:
     body = request.json()
-    if not body.get("stream"):
+    if body.get("tools") and body.get("stream") and not request.accept:
+        check_agent_turn(request, response)
+    elif not body.get("stream"):
         completion = json.loads(response.body)
         expect(completion["object"] == "chat.completion", "a chat.completion")
         n = body.get("n") or 1
@@ -250,6 +293,29 @@ def check_chat(request: Request, response: Response, state: State) -> None:
         events = sse_events(response.body)
         expect(events[-1].get("data") == "[DONE]", "data: [DONE] last")
         check_chat_chunks([json.loads(e["data"]) for e in events[:-1]], body)
+        if body.get("resumable"):
+            expect(request.include_headers, "a resumable completion shows its headers (-i)")
+            state.stream_id = response.headers.get("x-agentstream-stream-id")
+            expect(state.stream_id and state.stream_id.startswith("stream-"), f"x-agentstream-stream-id: {response.headers}")
+            ids = [int(e["id"]) for e in events[:-1]]
+            expect(ids == list(range(1, len(ids) + 1)), f"id: is the sequence 1, 2, ...: {ids}")
+            expect("usage" in json.loads(events[-2]["data"]), "a resumable stream ends with its usage chunk")
+            state.stream_events = len(ids)
+
+
+def check_resume_stream(request, response, state):
+    after = int(request.headers.get("last-event-id") or parse_qs(urlsplit(request.url).query).get("after_sequence", ["0"])[0])
+    events = sse_events(response.body)
+    expect(events[-1].get("data") == "[DONE]", "data: [DONE] last")
+    ids = [int(e["id"]) for e in events[:-1]]
+    expect(ids == list(range(after + 1, state.stream_events + 1)), f"the chunks after {after}, once: {ids}")
+    chunks = [json.loads(e["data"]) for e in events[:-1]]
+    usage = chunks[-1].get("usage")
+    expect(chunks[-1]["choices"] == [] and usage and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"], "the final usage last")
+
+
+def check_cancel_stream(request, response, state):
+    expect(json.loads(response.body) == {}, f"{{}}: {response.body!r}")
 
 
 def check_error(request: Request, response: Response, status: int) -> None:
@@ -366,6 +432,8 @@ CHECKS = {
     ("GET", "/v1/models"): check_models,
     ("POST", "/v1/chat/completions"): check_chat,
     ("GET", "/v1/chat/ws"): check_websocket,
+    ("GET", "/v1/chat/streams/{id}"): check_resume_stream,
+    ("POST", "/v1/chat/streams/{id}/cancel"): check_cancel_stream,
     ("POST", "/v1/rag/answer"): check_answer,
     ("POST", "/v1/documents"): check_ingest,
     ("GET", "/v1/documents"): check_list_documents,
@@ -382,6 +450,8 @@ def run_curl(command: Command, addr: str, state: State) -> tuple[str, str]:
     argv = [a.replace(DOCUMENTED_ADDR, addr) for a in command.argv]
     if state.task_id:
         argv = [a.replace("TASK_ID", state.task_id) for a in argv]
+    if state.stream_id:
+        argv = [a.replace("STREAM_ID", state.stream_id) for a in argv]
     request = parse_curl(argv)
     route = request.route()
     done = subprocess.run(argv, capture_output=True, text=True, encoding="utf-8", timeout=COMMAND_TIMEOUT)

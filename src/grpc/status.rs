@@ -19,6 +19,8 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::OutOfRange => Code::OutOfRange,
+        ErrorKind::Cancelled => Code::Cancelled,
         ErrorKind::Internal => Code::Internal,
     }
 }

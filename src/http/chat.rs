@@ -11,6 +11,9 @@
 //!   one per line without `[DONE]`; `Accept: text/plain` streams only the
 //!   text of choice 0.
 //!
+//! With `"resumable": true` (and `stream: true`) the completion is kept
+//! and outlives the response; [`streams`] answers it.
+//!
 //! A failure before the first byte is an error response with its status; a
 //! failure after it is a last `data: {"error":...}` event (or line), with
 //! no `[DONE]`, and a text stream is cut off so the client sees it
@@ -28,13 +31,14 @@ use super::{
     Edge, call,
     error::ApiError,
     json::Json,
-    openai::{ChatCompletionRequest, CompletionBuilder, ModelList, chunk_json},
+    openai::{ChatCompletionRequest, CompletionBuilder, ModelList, ParamNames, chunk_json},
     stream::{self, Frame, Frames, Framing},
+    streams,
 };
 use crate::{
-    chat::ChatChunk,
-    error::Error,
-    server::{CallStream, Method},
+    chat::{ChatChunk, ChatDraft},
+    error::{Error, FieldViolation},
+    server::{Call, CallStream, Method},
 };
 
 /// `POST /v1/chat/completions`.
@@ -45,14 +49,19 @@ pub(crate) async fn completions(
 ) -> Response {
     let call = call::start(&edge.calls, Method::StreamChat, &headers);
     let streaming = request.stream();
+    let request_resumable = request.resumable();
     // A whole completion always reports its usage, as OpenAI's does.
     let include_usage = !streaming || request.include_usage();
+    let names = request.param_names();
     let draft = match request.into_draft(include_usage) {
         Ok(draft) => draft,
         Err(error) => return ApiError::from(call.fail(error)).into_response(),
     };
+    if request_resumable {
+        return resumable(&edge, call, &headers, streaming, draft, names).await;
+    }
     let choices = draft.n.max(1);
-    let completion = match call.in_span(|| edge.chat.start(draft)) {
+    let completion = match call.in_span(|| edge.chat.start(draft).map_err(|e| names.rename(e))) {
         Ok(completion) => completion,
         Err(error) => return ApiError::from(call.fail(error)).into_response(),
     };
@@ -78,6 +87,29 @@ pub(crate) async fn completions(
     let end = (framing == Framing::EventStream).then_some(Bytes::from_static(stream::DONE));
     let frames = Frames::new(chunks, frame, end);
     stream::streaming_response(framing, frames, edge.keep_alive)
+}
+
+/// A completion asked with `"resumable": true`: kept and generated to its
+/// end whoever reads it (see [`streams`]); only a stream can be resumed.
+async fn resumable(
+    edge: &Edge,
+    call: Call,
+    headers: &HeaderMap,
+    streaming: bool,
+    draft: ChatDraft,
+    names: ParamNames,
+) -> Response {
+    if !streaming {
+        let error = Error::InvalidArgument(vec![FieldViolation::new(
+            "resumable",
+            "needs \"stream\": true (only a stream can be resumed)",
+        )]);
+        return ApiError::from(call.fail(error)).into_response();
+    }
+    match edge.chat.start_resumable(draft, call.span()).await {
+        Ok(follow) => streams::started(edge, call, headers, follow).await,
+        Err(error) => ApiError::from(call.fail(names.rename(error))).into_response(),
+    }
 }
 
 /// The OpenAI error document of `error`.

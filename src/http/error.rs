@@ -209,6 +209,16 @@ impl From<Error> for ApiError {
                     .code("rate_limit_exceeded")
                     .retry_after(retry_after.unwrap_or(DEFAULT_RETRY_AFTER))
             }
+            // A resume point outside what a stream has or keeps.
+            Error::OutOfRange(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+                    .param("after_sequence")
+                    .code("out_of_range")
+            }
+            // Only ever the last event of a stream someone cancelled.
+            Error::Cancelled(_) => {
+                Self::new(StatusCode::CONFLICT, "invalid_request_error", message).code("cancelled")
+            }
             Error::Internal(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
             }

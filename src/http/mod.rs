@@ -11,6 +11,8 @@
 //! One module per concern:
 //! - [`chat`]: `POST /v1/chat/completions` (SSE, NDJSON, text or one JSON)
 //!   and `GET /v1/models`, in [`openai`]'s wire types;
+//! - [`streams`]: resumable chat streams (the response of a resumable
+//!   completion, resume, cancel);
 //! - [`ws`]: the WebSocket chat, several completions per connection;
 //! - [`rag`]: the RAG answer stream and the documents;
 //! - [`tasks`]: tasks and their resumable event stream;
@@ -38,6 +40,7 @@ mod json;
 mod openai;
 mod rag;
 mod stream;
+mod streams;
 mod tasks;
 mod ws;
 
@@ -165,6 +168,8 @@ fn router(edge: Edge, grpc: grpc::Services, cors_origins: &[String]) -> Router {
         .route("/v1/models", get(chat::models))
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/chat/ws", get(ws::upgrade))
+        .route("/v1/chat/streams/{stream_id}", get(streams::resume))
+        .route("/v1/chat/streams/{stream_id}/cancel", post(streams::cancel))
         .route("/v1/rag/answer", post(rag::answer))
         .route("/v1/documents", post(rag::ingest).get(rag::list))
         .route("/v1/documents/{id}", delete(rag::delete))

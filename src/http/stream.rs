@@ -20,13 +20,16 @@ use std::{
 
 use axum::{
     body::{Body, Bytes},
-    http::{HeaderMap, HeaderValue, header},
+    http::{HeaderMap, HeaderValue, Uri, header},
     response::{IntoResponse, Response},
 };
 use futures::{Stream, StreamExt};
 use pin_project_lite::pin_project;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Sleep};
+
+use super::json::query;
+use crate::error::{Error, FieldViolation};
 
 /// The SSE comment sent on an idle stream.
 pub(crate) const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -90,6 +93,15 @@ pub(crate) fn sse_data(value: &impl Serialize) -> Bytes {
     frame.into()
 }
 
+/// A `data:` event with an `id:` (a sequence to resume after), holding
+/// `value` as JSON.
+pub(crate) fn sse_data_with_id(id: u64, value: &impl Serialize) -> Bytes {
+    let mut frame = format!("id: {id}\ndata: ").into_bytes();
+    write_json(&mut frame, value);
+    frame.extend_from_slice(b"\n\n");
+    frame.into()
+}
+
 /// A named event with an id, holding `value` as JSON.
 pub(crate) fn sse_event(event: &str, id: u64, value: &impl Serialize) -> Bytes {
     let mut frame = format!("event: {event}\nid: {id}\ndata: ").into_bytes();
@@ -111,6 +123,32 @@ fn write_json(out: &mut Vec<u8>, value: &impl Serialize) {
         // Only a map with non-string keys can fail, and the edge sends none.
         out.extend_from_slice(b"null");
     }
+}
+
+/// `?after_sequence=` of a resumable stream.
+#[derive(Debug, Default, Deserialize)]
+struct ResumeQuery {
+    #[serde(default)]
+    after_sequence: u64,
+}
+
+/// Where a resumable event stream (a task's events, a chat stream) starts:
+/// after `Last-Event-ID` (an `EventSource` reconnecting; it wins) or else
+/// `?after_sequence=`; 0 for the first event.
+pub(crate) fn resume_point(headers: &HeaderMap, uri: &Uri) -> crate::Result<u64> {
+    if let Some(last) = headers.get("last-event-id") {
+        let last = last.to_str().ok().map(str::trim).unwrap_or("x");
+        if last.is_empty() {
+            return Ok(0);
+        }
+        return last.parse().map_err(|_| {
+            Error::InvalidArgument(vec![FieldViolation::new(
+                "after_sequence",
+                "Last-Event-ID must be the `id:` of an event of this stream (a sequence)",
+            )])
+        });
+    }
+    query::<ResumeQuery>(uri).map(|q| q.after_sequence)
 }
 
 /// One frame of a response body; an error aborts the body, so the client

@@ -29,7 +29,6 @@ use super::{
     stream::{self, Frame, Frames, Framing},
 };
 use crate::{
-    error::{Error, FieldViolation},
     grpc::tasks::{event_to_wire, start_draft},
     pb,
     server::Method,
@@ -46,13 +45,6 @@ pub(crate) struct PageQuery {
     pub page_size: u32,
     #[serde(default)]
     pub page_token: String,
-}
-
-/// `?after_sequence=` of the event stream.
-#[derive(Debug, Default, Deserialize)]
-struct ResumeQuery {
-    #[serde(default)]
-    after_sequence: u64,
 }
 
 /// JSON of a message in the proto3 JSON mapping.
@@ -148,10 +140,11 @@ pub(crate) async fn events(
     uri: Uri,
 ) -> Response {
     let call = call::start(&edge.calls, Method::WatchTask, &headers);
-    let watch = match resume_point(&headers, &uri).and_then(|after| edge.tasks.watch(&id, after)) {
-        Ok(watch) => watch,
-        Err(error) => return ApiError::from(call.fail(error)).into_response(),
-    };
+    let watch =
+        match stream::resume_point(&headers, &uri).and_then(|after| edge.tasks.watch(&id, after)) {
+            Ok(watch) => watch,
+            Err(error) => return ApiError::from(call.fail(error)).into_response(),
+        };
     let events = match call.stream(watch.map(Ok)) {
         Ok(events) => events,
         Err(error) => return ApiError::from(error).into_response(),
@@ -176,24 +169,6 @@ pub(crate) async fn events(
     };
     let end = (framing == Framing::EventStream).then_some(Bytes::from_static(END));
     stream::streaming_response(framing, Frames::new(events, frame, end), edge.keep_alive)
-}
-
-/// Where a watcher resumes: `Last-Event-ID` (an `EventSource` reconnecting)
-/// or else `?after_sequence=`; 0 for the first event.
-fn resume_point(headers: &HeaderMap, uri: &Uri) -> crate::Result<u64> {
-    if let Some(last) = headers.get("last-event-id") {
-        let last = last.to_str().ok().map(str::trim).unwrap_or("x");
-        if last.is_empty() {
-            return Ok(0);
-        }
-        return last.parse().map_err(|_| {
-            Error::InvalidArgument(vec![FieldViolation::new(
-                "after_sequence",
-                "Last-Event-ID must be the `id:` of an event of this stream (a sequence)",
-            )])
-        });
-    }
-    query::<ResumeQuery>(uri).map(|q| q.after_sequence)
 }
 
 /// The `event:` name of a state: its name in lower case, without prefix.

@@ -228,9 +228,7 @@ fn start(
         &format!("{request_id}/{id}"),
     );
     let include_usage = request.include_usage();
-    let completion = request
-        .into_draft(include_usage)
-        .and_then(|draft| call.in_span(|| edge.chat.start(draft)));
+    let completion = call.in_span(|| request.start(&edge.chat, include_usage));
     let completion = match completion {
         Ok(completion) => completion,
         Err(error) => return Err(ApiError::from(call.fail(error))),

@@ -36,6 +36,7 @@ use crate::{
     },
     metrics::Metrics,
     rag::{DocumentIndex, Rag},
+    streams::{StreamLimits, Streams},
     tasks::{TaskLimits, TaskRegistry, Tasks},
     tokenizer::Tokenizer,
 };
@@ -135,7 +136,8 @@ impl Server {
             });
         }
         let models = Arc::new(models);
-        let chat = Chat::new(models.clone(), chat_limits(&config));
+        let streams = Streams::in_memory(stream_limits(&config));
+        let chat = Chat::new(models.clone(), chat_limits(&config)).with_streams(streams.clone());
         let registry = TaskRegistry::new(task_limits(&config));
         tokio::spawn(cancel_tasks_on_abort(registry.clone(), shutdown.clone()));
         let documents = DocumentIndex::open(&config.data_dir).await?;
@@ -193,6 +195,9 @@ impl Server {
         let index = documents.clone();
         let task = tokio::spawn(async move {
             let result = serving.await;
+            // Resumable streams outlive calls: once nothing is served any
+            // more, stop their generations and forget them.
+            streams.close();
             // Release the index writer so a new server can open the data dir.
             index.close().await;
             result
@@ -278,6 +283,14 @@ fn task_limits(config: &ServeConfig) -> TaskLimits {
         max_unfinished_tasks: config.max_unfinished_tasks,
         max_events: config.max_task_events,
         max_finished_events: config.max_finished_task_events,
+    }
+}
+
+fn stream_limits(config: &ServeConfig) -> StreamLimits {
+    StreamLimits {
+        ttl: config.resumable_ttl,
+        max_streams: config.max_resumable_streams,
+        max_buffer_bytes: config.resumable_buffer_bytes,
     }
 }
 

@@ -167,6 +167,33 @@ pub struct ServeArgs {
     )]
     max_finished_task_events: usize,
 
+    /// How long a resumable chat stream is kept after its last reader left
+    /// (it keeps generating meanwhile); after it, the stream is stopped and
+    /// forgotten, and resuming it gets NOT_FOUND.
+    #[arg(long, env = "AGENTSTREAM_RESUMABLE_TTL", default_value = "10m", value_parser = parse_duration)]
+    resumable_ttl: Duration,
+
+    /// Most resumable chat streams kept at once (generating or finished);
+    /// at the limit the finished, unread stream that ended first is
+    /// forgotten, and if none is, a new resumable request gets
+    /// RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_MAX_RESUMABLE_STREAMS",
+        default_value_t = 1_000
+    )]
+    max_resumable_streams: usize,
+
+    /// Bytes of chunks kept per resumable stream for replay (text plus 128
+    /// per chunk); past it the oldest chunks are dropped and resuming
+    /// before them gets OUT_OF_RANGE.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_RESUMABLE_BUFFER_BYTES",
+        default_value_t = 1 << 20
+    )]
+    resumable_buffer_bytes: usize,
+
     /// Directory for the server's on-disk state (the document index). One
     /// server at a time may use a directory.
     #[arg(
@@ -220,6 +247,9 @@ impl From<ServeArgs> for ServeConfig {
             max_unfinished_tasks: args.max_unfinished_tasks,
             max_task_events: args.max_task_events,
             max_finished_task_events: args.max_finished_task_events,
+            resumable_ttl: args.resumable_ttl,
+            max_resumable_streams: args.max_resumable_streams,
+            resumable_buffer_bytes: args.resumable_buffer_bytes,
             data_dir: args.data_dir,
             log_format: match args.log_format {
                 LogFormatArg::Text => LogFormat::Text,

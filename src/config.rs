@@ -42,6 +42,12 @@ pub struct ServeConfig {
     /// Interval of the keep-alive comment on idle HTTP event streams
     /// (zero: none). Default 15 s.
     pub sse_keep_alive: Duration,
+    /// A file of API keys (one a line, optionally `name:key`; `#` comments)
+    /// that every call must present. Default: none, the server is open.
+    pub api_keys_file: Option<PathBuf>,
+    /// Most streaming calls one API key may have open at once. Default:
+    /// unlimited (`max_active_streams` still applies).
+    pub max_streams_per_key: Option<usize>,
     /// Also serve Prometheus `GET /metrics` on this address. Default: off.
     pub metrics_listen: Option<SocketAddr>,
     /// Model used when a request names none. Default `echo`.
@@ -114,6 +120,8 @@ impl Default for ServeConfig {
             cors_allow_origins: Vec::new(),
             max_http_body: 2 << 20,
             sse_keep_alive: Duration::from_secs(15),
+            api_keys_file: None,
+            max_streams_per_key: None,
             metrics_listen: None,
             default_model: "echo".to_owned(),
             upstreams: Vec::new(),

@@ -231,9 +231,47 @@ def check_chat_chunks(chunks: list[dict], request: dict) -> None:
         expect(usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"], "usage adds up")
 
 
+def tool_calls_of(chunks: list[dict]) -> list[dict]:
+    """The calls of choice 0, assembled as OpenAI's SDKs do: id, type and
+    name on the first delta of each index, argument fragments after."""
+    calls: dict[int, dict] = {}
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            for piece in choice["delta"].get("tool_calls") or []:
+                if piece["index"] not in calls:
+                    expect(piece.get("id") and piece.get("type") == "function", f"id and type on a call's first delta: {piece}")
+                    calls[piece["index"]] = {"id": piece["id"], "name": piece["function"]["name"], "arguments": ""}
+                else:
+                    expect(set(piece) == {"index", "function"}, f"only index and arguments after the first delta: {piece}")
+                calls[piece["index"]]["arguments"] += piece["function"].get("arguments") or ""
+    return [calls[i] for i in sorted(calls)]
+
+
+def check_agent_turn(request: Request, response: Response) -> None:
+    """A turn of the agent loop against the `tools` model: it calls the
+    tools the question asks for, or answers from the tool results."""
+    body = request.json()
+    last = body["messages"][-1]
+    events = sse_events(response.body)
+    expect(events[-1].get("data") == "[DONE]", "data: [DONE] last")
+    chunks = [json.loads(e["data"]) for e in events[:-1]]
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    if last["role"] == "tool":
+        expect(finish == ["stop"] and not tool_calls_of(chunks), f"an answer, no call: {finish}")
+        expect(last["content"] in text, f"the answer quotes the tool's result {last['content']!r}: {text!r}")
+        return
+    calls = tool_calls_of(chunks)
+    expect(finish == ["tool_calls"] and text == "", f"tool calls and no text: {finish} {text!r}")
+    names = {t["function"]["name"] for t in body["tools"]}
+    expect(calls and all(c["name"] in names and json.loads(c["arguments"]) is not None for c in calls), f"calls with JSON arguments: {calls}")
+
+
 def check_chat(request: Request, response: Response, state: State) -> None:
     body = request.json()
-    if not body.get("stream"):
+    if body.get("tools") and body.get("stream") and not request.accept:
+        check_agent_turn(request, response)
+    elif not body.get("stream"):
         completion = json.loads(response.body)
         expect(completion["object"] == "chat.completion", "a chat.completion")
         n = body.get("n") or 1

@@ -22,7 +22,6 @@
 use axum::{
     body::Bytes,
     extract::State,
-    http::HeaderMap,
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
@@ -31,7 +30,7 @@ use super::{
     Edge, call,
     error::ApiError,
     json::Json,
-    openai::{ChatCompletionRequest, CompletionBuilder, ModelList, chunk_json},
+    openai::{ChatCompletionRequest, CompletionBuilder, ModelList, ParamNames, chunk_json},
     stream::{self, Frame, Frames, Framing},
     streams,
 };
@@ -44,7 +43,7 @@ use crate::{
 /// `POST /v1/chat/completions`.
 pub(crate) async fn completions(
     State(edge): State<Edge>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
     Json(request): Json<ChatCompletionRequest>,
 ) -> Response {
     let call = call::start(&edge.calls, Method::StreamChat, &headers);
@@ -52,15 +51,16 @@ pub(crate) async fn completions(
     let request_resumable = request.resumable();
     // A whole completion always reports its usage, as OpenAI's does.
     let include_usage = !streaming || request.include_usage();
+    let names = request.param_names();
     let draft = match request.into_draft(include_usage) {
         Ok(draft) => draft,
         Err(error) => return ApiError::from(call.fail(error)).into_response(),
     };
     if request_resumable {
-        return resumable(&edge, call, &headers, streaming, draft).await;
+        return resumable(&edge, call, &headers, streaming, draft, names).await;
     }
     let choices = draft.n.max(1);
-    let completion = match call.in_span(|| edge.chat.start(draft)) {
+    let completion = match call.in_span(|| edge.chat.start(draft).map_err(|e| names.rename(e))) {
         Ok(completion) => completion,
         Err(error) => return ApiError::from(call.fail(error)).into_response(),
     };
@@ -93,9 +93,10 @@ pub(crate) async fn completions(
 async fn resumable(
     edge: &Edge,
     call: Call,
-    headers: &HeaderMap,
+    headers: &axum::http::HeaderMap,
     streaming: bool,
     draft: ChatDraft,
+    names: ParamNames,
 ) -> Response {
     if !streaming {
         let error = Error::InvalidArgument(vec![FieldViolation::new(
@@ -106,7 +107,7 @@ async fn resumable(
     }
     match edge.chat.start_resumable(draft, call.span()).await {
         Ok(follow) => streams::started(edge, call, headers, follow).await,
-        Err(error) => ApiError::from(call.fail(error)).into_response(),
+        Err(error) => ApiError::from(call.fail(names.rename(error))).into_response(),
     }
 }
 

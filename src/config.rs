@@ -140,6 +140,13 @@ pub struct ServeConfig {
     /// Log line format.
     #[arg(long, env = "AGENTSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Export traces (one span per call, with children for retrieval,
+    /// generation and upstream requests) over OTLP/HTTP protobuf to this
+    /// receiver's base URL (spans go to `<url>/v1/traces`), e.g.
+    /// `http://127.0.0.1:4318`; off when not given.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for ServeConfig {

@@ -83,6 +83,8 @@ enum CliError {
     Status(#[from] tonic::Status),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
     #[error("cancelled")]
@@ -124,7 +126,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), CliError> {
-    let _flush_logs_on_exit = telemetry::init(config.log_format);
+    let _flush_on_exit = telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
     let server = Server::start(config).await?;
     let shutdown = server.shutdown();
     tokio::spawn(async move {

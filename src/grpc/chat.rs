@@ -49,7 +49,7 @@ impl ChatService for ChatApi {
         &self,
         request: Request<pb::StreamChatRequest>,
     ) -> Result<Response<Self::StreamChatStream>, Status> {
-        let call = call::start(&self.calls, Method::StreamChat, &request);
+        let mut call = call::start(&self.calls, Method::StreamChat, &request);
         let request = request.into_inner();
         if request.resumable {
             return Err(call.fail(Error::Unimplemented(NOT_RESUMABLE)).into());

@@ -53,7 +53,7 @@ impl RagService for RagApi {
         &self,
         request: Request<pb::StreamAnswerRequest>,
     ) -> Result<Response<Self::StreamAnswerStream>, Status> {
-        let call = call::start(&self.calls, Method::StreamAnswer, &request);
+        let mut call = call::start(&self.calls, Method::StreamAnswer, &request);
         let raw = request.into_inner();
         let draft = AnswerDraft {
             question: raw.question,

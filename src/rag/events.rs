@@ -12,6 +12,7 @@
 use std::{sync::Arc, time::Instant};
 
 use futures::{Stream, StreamExt};
+use tracing::Instrument;
 
 use super::{
     answer::{extractive_answer, prompt},
@@ -104,13 +105,18 @@ pub fn answer_events(
     async_stream::try_stream! {
         yield AnswerEvent::RetrievalStarted { top_k: request.top_k as u32 };
         let started = Instant::now();
-        let passages = index.search(&request.question, request.top_k).await?;
+        let retrieval = tracing::info_span!(parent: &span, "retrieval", top_k = request.top_k);
+        let passages = index
+            .search(&request.question, request.top_k)
+            .instrument(retrieval)
+            .await?;
         let retrieval_ms = millis(started);
         tracing::debug!(parent: &span, passages = passages.len(), retrieval_ms, "passages retrieved");
         yield AnswerEvent::PassagesRetrieved { passages: passages.clone(), retrieval_ms };
         yield AnswerEvent::GenerationStarted { model: model.clone() };
         let started = Instant::now();
-        let mut generation = writer.generate(&request, &model, &passages);
+        // Created in the call's span: the backend's spans are its children.
+        let mut generation = span.in_scope(|| writer.generate(&request, &model, &passages));
         let mut finish_reason = FinishReason::Stop;
         let mut usage = Usage::default();
         while let Some(event) = generation.next().await {

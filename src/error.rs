@@ -64,9 +64,19 @@ pub enum Error {
     /// The server's own configuration prevents the call.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A position asked for is outside what exists or is kept (a resume
+    /// point past a stream's end, or before its replay buffer).
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The work was cancelled by a request (CancelStream) before it ended.
+    #[error("{0}")]
+    Cancelled(String),
     /// A bug: something that should not happen did.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The call carries no valid API key (when keys are configured).
+    #[error("{0}")]
+    Unauthenticated(String),
 }
 
 /// One offending field of a request, as in `google.rpc.BadRequest`.
@@ -106,8 +116,14 @@ pub enum ErrorKind {
     ResourceExhausted,
     /// The server's configuration prevents the call.
     FailedPrecondition,
+    /// A position outside what exists or is kept.
+    OutOfRange,
+    /// Cancelled by a request.
+    Cancelled,
     /// A bug.
     Internal,
+    /// No valid credentials.
+    Unauthenticated,
 }
 
 impl ErrorKind {
@@ -121,7 +137,10 @@ impl ErrorKind {
             ErrorKind::Unavailable => "Unavailable",
             ErrorKind::ResourceExhausted => "ResourceExhausted",
             ErrorKind::FailedPrecondition => "FailedPrecondition",
+            ErrorKind::OutOfRange => "OutOfRange",
+            ErrorKind::Cancelled => "Cancelled",
             ErrorKind::Internal => "Internal",
+            ErrorKind::Unauthenticated => "Unauthenticated",
         }
     }
 }
@@ -139,12 +158,16 @@ impl Error {
             Error::ShuttingDown | Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::ResourceExhausted(_) | Error::RateLimited { .. } => ErrorKind::ResourceExhausted,
             Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Error::OutOfRange(_) => ErrorKind::OutOfRange,
+            Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
         }
     }
 }
 
-/// Formats violations as `field: description; field: description`.
+/// Formats violations as `field: description; field: description` (at
+/// most a few KiB: `validation` bounds what is listed).
 struct ViolationList<'a>(&'a [FieldViolation]);
 
 impl fmt::Display for ViolationList<'_> {

@@ -527,6 +527,9 @@ pub fn code_of(kind: crate::error::ErrorKind) -> &'static str {
         ErrorKind::ResourceExhausted => "RESOURCE_EXHAUSTED",
         ErrorKind::FailedPrecondition => "FAILED_PRECONDITION",
         ErrorKind::Internal => "INTERNAL",
+        ErrorKind::OutOfRange => "OUT_OF_RANGE",
+        ErrorKind::Cancelled => "CANCELLED",
+        ErrorKind::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

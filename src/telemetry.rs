@@ -7,6 +7,14 @@
 //! stalled log shipper) never blocks the threads that serve streams; if the
 //! queue fills up, lines are dropped rather than streams delayed.
 //!
+//! Log lines carry values clients chose (model names, document and task
+//! ids, error messages quoting them). In text lines every field value is
+//! escaped ([`EscapedFields`]): control characters (newline, carriage
+//! return, ESC, NUL, ...) are written as `\n`, `\u{1b}` and the like, so a
+//! client can neither forge a line nor send escape sequences to a terminal;
+//! JSON lines are escaped by the JSON encoder. Colours are used only when
+//! standard error is a terminal and `NO_COLOR` is not set.
+//!
 //! **Traces** (off unless an OTLP endpoint is configured): the same `tracing`
 //! spans (one per call, children for retrieval, generation and upstream
 //! requests) are exported as OpenTelemetry spans over OTLP/HTTP (protobuf),
@@ -17,7 +25,11 @@
 //! every edge), and upstream requests carry the current span's context on
 //! ([`inject_trace_context`]). Nothing here runs per chunk.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::{
+    fmt::{self as sfmt, Write as _},
+    io::IsTerminal,
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
+};
 
 use http::HeaderMap;
 use opentelemetry::{
@@ -27,11 +39,19 @@ use opentelemetry::{
 use opentelemetry_http::{Bytes, HeaderExtractor, HeaderInjector, HttpClient, HttpError};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing::{Level, Span};
+use tracing::{
+    Level, Span,
+    field::{Field, Visit},
+};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::Targets, fmt, layer::SubscriberExt, util::SubscriberInitExt,
+    EnvFilter, Layer,
+    field::RecordFields,
+    filter::Targets,
+    fmt::{self, FormatFields, format::Writer},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
 };
 
 use crate::config::LogFormat;
@@ -82,7 +102,14 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry,
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = match format {
-        LogFormat::Text => fmt::layer().with_writer(writer).boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_writer(writer)
+            .with_ansi(colours_wanted(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            ))
+            .fmt_fields(EscapedFields)
+            .boxed(),
         LogFormat::Json => fmt::layer()
             .json()
             .with_current_span(true)
@@ -189,4 +216,108 @@ pub fn inject_trace_context(span: &Span, headers: &mut HeaderMap) {
         return;
     }
     TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
+}
+
+/// Colours only on a terminal, and never with `NO_COLOR` set to anything
+/// but the empty string (<https://no-color.org>).
+fn colours_wanted(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Formats fields as `name=value`, the message bare, every value escaped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EscapedFields;
+
+impl<'writer> FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> sfmt::Result {
+        let mut visitor = EscapingVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'writer> {
+    writer: Writer<'writer>,
+    first: bool,
+    result: sfmt::Result,
+}
+
+impl EscapingVisitor<'_> {
+    fn write(&mut self, field: &Field, value: sfmt::Arguments<'_>) {
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if self.first { "" } else { " " };
+        self.first = false;
+        let mut escaped = Escaping {
+            out: &mut self.writer,
+        };
+        self.result = if field.name() == "message" {
+            write!(escaped.out, "{separator}").and_then(|()| escaped.write_fmt(value))
+        } else {
+            write!(escaped.out, "{separator}{}=", field.name())
+                .and_then(|()| escaped.write_fmt(value))
+        };
+    }
+}
+
+impl Visit for EscapingVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, format_args!("{value}"));
+        } else {
+            // Quoted, as the default formatter does, so a value with spaces
+            // cannot pose as more fields.
+            self.write(field, format_args!("{value:?}"));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.write(field, format_args!("{value}"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn sfmt::Debug) {
+        self.write(field, format_args!("{value:?}"));
+    }
+}
+
+/// Writes through to `out`, escaping control characters.
+struct Escaping<'a, 'writer> {
+    out: &'a mut Writer<'writer>,
+}
+
+impl sfmt::Write for Escaping<'_, '_> {
+    fn write_str(&mut self, text: &str) -> sfmt::Result {
+        let mut rest = text;
+        while let Some(at) = rest.find(needs_escape) {
+            self.out.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            write!(self.out, "{}", c.escape_default())?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.out.write_str(rest)
+    }
+}
+
+/// Control characters (C0, DEL, C1) and the Unicode line and paragraph
+/// separators, which some viewers break lines at.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colours_wanted(true, None));
+        assert!(colours_wanted(true, Some("".into())));
+        assert!(!colours_wanted(true, Some("1".into())));
+        assert!(!colours_wanted(false, None));
+    }
 }

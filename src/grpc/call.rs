@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     error::{Error, Result},
-    server::{Call, CallMeta, CallStream, Calls, Method, call::REQUEST_ID_HEADER},
+    server::{Call, CallMeta, CallStream, Calls, Method, auth::Caller, call::REQUEST_ID_HEADER},
     telemetry,
 };
 
@@ -32,6 +32,7 @@ pub fn start<T>(calls: &Calls, method: Method, request: &Request<T>) -> Call {
         CallMeta {
             request_id,
             timeout: grpc_timeout(metadata),
+            caller: request.extensions().get::<Caller>(),
         },
     );
     telemetry::accept_trace_context(call.span(), metadata.as_ref());

@@ -243,6 +243,21 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Starts a generation. Nothing happens until the stream is polled.
     fn generate(&self, request: GenerationRequest) -> GenerationStream;
+
+    /// Whether the backend can stream a text written by its caller (see
+    /// [`Backend::recite`]): the built-in models can, so the extractive RAG
+    /// answer streams through them; a real model writes its own answer.
+    fn can_recite(&self) -> bool {
+        false
+    }
+
+    /// Streams `text`, written by the caller, as if the backend had
+    /// generated it for `request`: the same pacing, `max_tokens`, events and
+    /// usage. A backend that cannot recite generates from `request` instead.
+    fn recite(&self, text: &str, request: GenerationRequest) -> GenerationStream {
+        let _ = text;
+        self.generate(request)
+    }
 }
 
 /// Routes a model name to the backend that serves it.

@@ -40,7 +40,7 @@ use tokio::{
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{Span, field::Empty};
 
-use super::shutdown::Shutdown;
+use super::{auth::Caller, shutdown::Shutdown};
 use crate::{
     error::{Error, ErrorKind, Result},
     metrics::{self, LiveGuard, Metrics, StreamMetrics},
@@ -109,6 +109,8 @@ pub struct CallMeta<'a> {
     pub request_id: &'a str,
     /// The client's deadline, measured from now, when it set one.
     pub timeout: Option<Duration>,
+    /// The API key's caller, when keys are configured.
+    pub caller: Option<&'a Caller>,
 }
 
 /// Starts the bookkeeping of calls; one per server, shared by every service
@@ -140,17 +142,22 @@ impl Calls {
             "call",
             request_id = meta.request_id,
             method = method.as_str(),
+            key = Empty,
             model = Empty,
             chunks = Empty,
             outcome = Empty,
             code = Empty,
         );
+        if let Some(caller) = meta.caller {
+            span.record("key", caller.name());
+        }
         Call {
             span,
             method,
             model: None,
             started: Instant::now(),
             timeout: meta.timeout,
+            caller: meta.caller.cloned(),
             calls: self.clone(),
         }
     }
@@ -170,6 +177,7 @@ pub struct Call {
     model: Option<String>,
     started: Instant,
     timeout: Option<Duration>,
+    caller: Option<Caller>,
     calls: Calls,
 }
 
@@ -222,7 +230,8 @@ impl Call {
     }
 
     /// Answers with a stream of items; refuses when the server is draining
-    /// or already serves its maximum of streams.
+    /// or already serves its maximum of streams, or the caller's key its
+    /// share of them.
     pub fn stream<T: Send + 'static>(
         self,
         items: impl Stream<Item = Result<T>> + Send + 'static,
@@ -236,15 +245,30 @@ impl Call {
                 "the server is at its limit of {limit} concurrent streams; retry later"
             ))));
         };
+        let key_permit = match self.caller.as_ref().map(Caller::admit_stream) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(permit))) => Some(permit),
+            Some(Err(limit)) => {
+                return Err(self.fail(Error::ResourceExhausted(format!(
+                    "this API key is at its limit of {limit} concurrent streams; retry later"
+                ))));
+            }
+        };
         let metrics = &self.calls.metrics;
         Ok(CallStream {
             inner: Some(items.boxed()),
-            deadline: self.timeout.map(|t| sleep_until(self.started + t)),
+            // A deadline too far to represent (`grpc-timeout` allows up to
+            // 10^8 hours; clients send more) is no deadline at all.
+            deadline: self
+                .timeout
+                .and_then(|t| self.started.checked_add(t))
+                .map(sleep_until),
             timeout: self.timeout.unwrap_or_default(),
             aborted: self.calls.shutdown.streams_aborted(),
             shutdown: self.calls.shutdown.clone(),
             registered: None,
             _permit: permit,
+            _key_permit: key_permit,
             _live: metrics.stream(),
             series: self
                 .model
@@ -272,6 +296,8 @@ pin_project! {
         registered: Option<Waker>,
         // The stream's place under `--max-active-streams`.
         _permit: OwnedSemaphorePermit,
+        // Its place under `--max-streams-per-key`, when that applies.
+        _key_permit: Option<OwnedSemaphorePermit>,
         _live: LiveGuard,
         // Time to first chunk, gaps and duration, for streams of a model.
         series: Option<StreamMetrics>,

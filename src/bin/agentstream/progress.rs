@@ -63,7 +63,9 @@ impl Progress {
         let left =
             rate.and_then(|(units, took)| time_left(units, took, total.saturating_sub(done)));
         if let Ok(mut done_at) = self.done_at.lock() {
-            *done_at = left.map(|left| Instant::now() + left);
+            // `left` comes from the server's figures: an absurd one means no ETA,
+            // never an overflow.
+            *done_at = left.and_then(|left| Instant::now().checked_add(left));
         }
     }
 

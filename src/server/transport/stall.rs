@@ -68,6 +68,9 @@ pub(crate) async fn watched<F: Future>(future: F, send_timeout: Duration) -> Opt
     clock.run(future).await
 }
 
+/// The longest send timeout honoured (a year: in effect, none).
+const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The send timeout of one task: the progress record its bodies report to
 /// and the timer armed while one of them waits for the client.
 pub(crate) struct StallClock {
@@ -82,7 +85,9 @@ impl StallClock {
     pub(crate) fn new(send_timeout: Duration) -> Self {
         Self {
             progress: Arc::default(),
-            send_timeout,
+            // Bounded so `now + send_timeout` can never overflow when the
+            // timer is re-armed, whatever the flag says.
+            send_timeout: send_timeout.min(MAX_SEND_TIMEOUT),
             timer: None,
             pulls_when_armed: 0,
         }

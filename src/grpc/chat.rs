@@ -54,7 +54,7 @@ impl ChatService for ChatApi {
         &self,
         request: Request<pb::StreamChatRequest>,
     ) -> Result<Response<Self::StreamChatStream>, Status> {
-        let call = call::start(&self.calls, Method::StreamChat, &request);
+        let mut call = call::start(&self.calls, Method::StreamChat, &request);
         let request = request.into_inner();
         if request.resumable {
             return self.stream_resumable(call, request).await;
@@ -64,6 +64,7 @@ impl ChatService for ChatApi {
             Err(error) => return Err(call.fail(error).into()),
         };
         call.record_model(&completion.header().model);
+        call.record_usage(completion.usage());
         let (header, chunks) = call.in_span(|| completion.into_chunks());
         let mut sequence = 0u64;
         let chunks = chunks.map(move |chunk| {

@@ -47,7 +47,7 @@ pub(crate) async fn completions(
     headers: HeaderMap,
     Json(request): Json<ChatCompletionRequest>,
 ) -> Response {
-    let call = call::start(&edge.calls, Method::StreamChat, &headers);
+    let mut call = call::start(&edge.calls, Method::StreamChat, &headers);
     let streaming = request.stream();
     let request_resumable = request.resumable();
     // A whole completion always reports its usage, as OpenAI's does.
@@ -66,6 +66,7 @@ pub(crate) async fn completions(
         Err(error) => return ApiError::from(call.fail(error)).into_response(),
     };
     call.record_model(&completion.header().model);
+    call.record_usage(completion.usage());
     let (header, chunks) = call.in_span(|| completion.into_chunks());
     let chunks = match call.stream(chunks) {
         Ok(chunks) => chunks,

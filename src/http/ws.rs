@@ -222,7 +222,7 @@ fn start(
     id: &str,
     request: ChatCompletionRequest,
 ) -> Result<BoxStream<'static, Message>, ApiError> {
-    let call = call::start_with_id(
+    let mut call = call::start_with_id(
         &edge.calls,
         Method::StreamChat,
         &format!("{request_id}/{id}"),
@@ -234,6 +234,7 @@ fn start(
         Err(error) => return Err(ApiError::from(call.fail(error))),
     };
     call.record_model(&completion.header().model);
+    call.record_usage(completion.usage());
     let (header, chunks) = call.in_span(|| completion.into_chunks());
     let mut chunks = call.stream(chunks).map_err(ApiError::from)?;
     let id = id.to_owned();

@@ -59,7 +59,8 @@ impl MockBackend {
 
     fn run(&self, script: Script, request: GenerationRequest) -> GenerationStream {
         let prompt_tokens = self.tokenizer.prompt_tokens(&request.messages);
-        let completion = Arc::new(AtomicU32::new(0));
+        request.usage.set_prompt(prompt_tokens);
+        let completion = request.usage.completion_counter();
         let mut choices: Vec<ChoiceStream> = (0..request.n.max(1))
             .map(|choice| {
                 let spec = ChoiceSpec {

@@ -42,6 +42,7 @@ use tracing::{Span, field::Empty};
 use super::shutdown::Shutdown;
 use crate::{
     error::{Error, ErrorKind, Result},
+    llm::UsageMeter,
     metrics::{LiveGuard, Metrics},
 };
 
@@ -141,11 +142,14 @@ impl Calls {
             method = method.as_str(),
             model = Empty,
             chunks = Empty,
+            prompt_tokens = Empty,
+            completion_tokens = Empty,
             outcome = Empty,
             code = Empty,
         );
         Call {
             span,
+            usage: None,
             started: Instant::now(),
             timeout: meta.timeout,
             calls: self.clone(),
@@ -162,6 +166,8 @@ impl Calls {
 #[derive(Debug)]
 pub struct Call {
     span: Span,
+    /// The generation's token counts, for calls that generate.
+    usage: Option<UsageMeter>,
     started: Instant,
     timeout: Option<Duration>,
     calls: Calls,
@@ -171,6 +177,12 @@ impl Call {
     /// Records the model that serves the call.
     pub fn record_model(&self, model: &str) {
         self.span.record("model", model);
+    }
+
+    /// Records where the call's generation counts its tokens: the call's
+    /// closing line then reports them however it ends, cut short too.
+    pub fn record_usage(&mut self, meter: UsageMeter) {
+        self.usage = Some(meter);
     }
 
     /// The call's span, for work done on its behalf.
@@ -188,7 +200,7 @@ impl Call {
     pub fn unary<T>(self, result: Result<T>) -> Result<T> {
         match result {
             Ok(value) => {
-                finish(&self.span, self.started, 1, None);
+                finish(&self.span, self.started, 1, self.usage.as_ref(), None);
                 Ok(value)
             }
             Err(error) => Err(self.fail(error)),
@@ -197,7 +209,13 @@ impl Call {
 
     /// Ends the call before any response with `error`.
     pub fn fail(self, error: Error) -> Error {
-        finish(&self.span, self.started, 0, Some(&error));
+        finish(
+            &self.span,
+            self.started,
+            0,
+            self.usage.as_ref(),
+            Some(&error),
+        );
         error
     }
 
@@ -231,6 +249,7 @@ impl Call {
             _live: self.calls.metrics.stream(),
             items: 0,
             span: self.span,
+            usage: self.usage,
             started: self.started,
         })
     }
@@ -250,6 +269,7 @@ pub struct CallStream<T> {
     _live: LiveGuard,
     items: u64,
     span: Span,
+    usage: Option<UsageMeter>,
     started: Instant,
 }
 
@@ -257,7 +277,13 @@ impl<T> CallStream<T> {
     /// Ends the call: drops the work and records the outcome.
     fn end(&mut self, outcome: Result<(), Error>) -> Option<Result<T>> {
         self.inner = None;
-        finish(&self.span, self.started, self.items, outcome.as_ref().err());
+        finish(
+            &self.span,
+            self.started,
+            self.items,
+            self.usage.as_ref(),
+            outcome.as_ref().err(),
+        );
         outcome.err().map(Err)
     }
 }
@@ -321,6 +347,7 @@ impl<T> Drop for CallStream<T> {
             let _entered = self.span.enter();
             self.span.record("outcome", "cancelled");
             self.span.record("chunks", self.items);
+            record_usage(&self.span, self.usage.as_ref());
             tracing::info!(
                 duration_ms = self.started.elapsed().as_millis() as u64,
                 "call cancelled by the client"
@@ -329,10 +356,26 @@ impl<T> Drop for CallStream<T> {
     }
 }
 
+/// Records the tokens a call's generation used so far, for billing: on its
+/// closing line whether it finished, failed or was cut short.
+fn record_usage(span: &Span, usage: Option<&UsageMeter>) {
+    if let Some(usage) = usage.map(UsageMeter::get) {
+        span.record("prompt_tokens", usage.prompt_tokens);
+        span.record("completion_tokens", usage.completion_tokens);
+    }
+}
+
 /// Records how a call ended and logs its one closing line.
-fn finish(span: &Span, started: Instant, items: u64, error: Option<&Error>) {
+fn finish(
+    span: &Span,
+    started: Instant,
+    items: u64,
+    usage: Option<&UsageMeter>,
+    error: Option<&Error>,
+) {
     let _entered = span.enter();
     span.record("chunks", items);
+    record_usage(span, usage);
     let duration_ms = started.elapsed().as_millis() as u64;
     match error {
         None => {

@@ -34,7 +34,7 @@ use super::wire::{ChunkDelta, StreamChunk, UpstreamMessage, WireUsage, finish_re
 use crate::{
     error::{Error, Result},
     llm::{
-        FinishReason, GenerationEvent, GenerationRequest, ToolCallDelta, Usage,
+        FinishReason, GenerationEvent, GenerationRequest, ToolCallDelta, Usage, UsageMeter,
         stop::{Filtered, StopSequenceFilter},
     },
     tokenizer::{Tokenizer, saturate},
@@ -66,6 +66,9 @@ pub struct ChunkDecoder {
     counted_tokens: u32,
     tokenizer: Tokenizer,
     saw_done: bool,
+    /// The request's meter: the prompt from the start, completion tokens as
+    /// they are counted, the upstream's figures when it sends them.
+    meter: UsageMeter,
 }
 
 #[derive(Debug)]
@@ -86,6 +89,10 @@ struct ChoiceState {
 impl ChunkDecoder {
     /// A decoder for `request`, served by upstream `upstream`.
     pub fn new(upstream: &str, request: &GenerationRequest, tokenizer: Tokenizer) -> Self {
+        // Counted now, so that a stream cut short still reports its prompt.
+        request
+            .usage
+            .set_prompt(tokenizer.prompt_tokens(&request.messages));
         let choices = (0..request.n.max(1))
             .map(|_| ChoiceState {
                 stop: StopSequenceFilter::new(&request.stop),
@@ -104,6 +111,7 @@ impl ChunkDecoder {
             counted_tokens: 0,
             tokenizer,
             saw_done: false,
+            meter: request.usage.clone(),
         }
     }
 
@@ -157,11 +165,7 @@ impl ChunkDecoder {
 
     /// The upstream's stream is over (`[DONE]`, end of body, or [`Step::Done`]):
     /// finishes what can be finished and appends the usage.
-    pub fn finish(
-        &mut self,
-        request: &GenerationRequest,
-        out: &mut Vec<GenerationEvent>,
-    ) -> Result<()> {
+    pub fn finish(&mut self, out: &mut Vec<GenerationEvent>) -> Result<()> {
         // With one choice, `[DONE]` alone is merely an empty answer.
         let missing = self.choices.iter().filter(|c| !c.seen).count();
         if missing > 0 && self.saw_done && self.choices.len() > 1 {
@@ -189,7 +193,7 @@ impl ChunkDecoder {
             };
             self.end_choice(index, reason, out);
         }
-        out.push(GenerationEvent::Usage(self.usage(request)));
+        out.push(GenerationEvent::Usage(self.usage()));
         Ok(())
     }
 
@@ -222,6 +226,7 @@ impl ChunkDecoder {
     fn count(&mut self, i: usize, text: &str) -> bool {
         let tokens = saturate(self.tokenizer.count(text)).max(1);
         self.counted_tokens = self.counted_tokens.saturating_add(tokens);
+        self.meter.add_completion(tokens);
         let Some(state) = self.choices.get_mut(i) else {
             return false;
         };
@@ -387,17 +392,21 @@ impl ChunkDecoder {
         }
     }
 
-    fn usage(&self, request: &GenerationRequest) -> Usage {
-        match self.usage {
+    /// The upstream's usage when it sent one, else our own count; the
+    /// meter keeps it.
+    fn usage(&self) -> Usage {
+        let usage = match self.usage {
             Some(usage) => Usage {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
             },
             None => Usage {
-                prompt_tokens: self.tokenizer.prompt_tokens(&request.messages),
+                prompt_tokens: self.meter.get().prompt_tokens,
                 completion_tokens: self.counted_tokens,
             },
-        }
+        };
+        self.meter.set(usage);
+        usage
     }
 
     fn upstream_error(&self, message: &str) -> Error {
@@ -450,7 +459,7 @@ mod tests {
                 Err(e) => return (out, Err(e)),
             }
         }
-        let end = decoder.finish(request, &mut out).map(|()| Step::Done);
+        let end = decoder.finish(&mut out).map(|()| Step::Done);
         (out, end)
     }
 

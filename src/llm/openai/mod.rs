@@ -270,7 +270,7 @@ fn generation(
         }
         // Close the connection before the (cheap) end: nothing more is read.
         drop(events);
-        decoder.finish(&request, &mut out)?;
+        decoder.finish(&mut out)?;
         for event in out.drain(..) {
             yield event;
         }

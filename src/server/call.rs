@@ -342,8 +342,10 @@ impl<T> Stream for CallStream<T> {
 
 impl<T> Drop for CallStream<T> {
     fn drop(&mut self) {
-        if self.inner.is_some() {
-            // The client went away (cancel, disconnect) before the end.
+        if let Some(inner) = self.inner.take() {
+            // The client went away (cancel, disconnect) before the end: stop
+            // the work first, so that what it used is counted in full.
+            drop(inner);
             let _entered = self.span.enter();
             self.span.record("outcome", "cancelled");
             self.span.record("chunks", self.items);

@@ -66,8 +66,8 @@ pub struct ChunkDecoder {
     counted_tokens: u32,
     tokenizer: Tokenizer,
     saw_done: bool,
-    /// The request's meter: the prompt from the start, completion tokens as
-    /// they are counted, the upstream's figures when it sends them.
+    /// The request's meter: completion tokens as they are counted, the
+    /// final usage at the end.
     meter: UsageMeter,
 }
 
@@ -89,10 +89,6 @@ struct ChoiceState {
 impl ChunkDecoder {
     /// A decoder for `request`, served by upstream `upstream`.
     pub fn new(upstream: &str, request: &GenerationRequest, tokenizer: Tokenizer) -> Self {
-        // Counted now, so that a stream cut short still reports its prompt.
-        request
-            .usage
-            .set_prompt(tokenizer.prompt_tokens(&request.messages));
         let choices = (0..request.n.max(1))
             .map(|_| ChoiceState {
                 stop: StopSequenceFilter::new(&request.stop),
@@ -165,7 +161,11 @@ impl ChunkDecoder {
 
     /// The upstream's stream is over (`[DONE]`, end of body, or [`Step::Done`]):
     /// finishes what can be finished and appends the usage.
-    pub fn finish(&mut self, out: &mut Vec<GenerationEvent>) -> Result<()> {
+    pub fn finish(
+        &mut self,
+        request: &GenerationRequest,
+        out: &mut Vec<GenerationEvent>,
+    ) -> Result<()> {
         // With one choice, `[DONE]` alone is merely an empty answer.
         let missing = self.choices.iter().filter(|c| !c.seen).count();
         if missing > 0 && self.saw_done && self.choices.len() > 1 {
@@ -193,7 +193,7 @@ impl ChunkDecoder {
             };
             self.end_choice(index, reason, out);
         }
-        out.push(GenerationEvent::Usage(self.usage()));
+        out.push(GenerationEvent::Usage(self.usage(request)));
         Ok(())
     }
 
@@ -394,14 +394,14 @@ impl ChunkDecoder {
 
     /// The upstream's usage when it sent one, else our own count; the
     /// meter keeps it.
-    fn usage(&self) -> Usage {
+    fn usage(&self, request: &GenerationRequest) -> Usage {
         let usage = match self.usage {
             Some(usage) => Usage {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
             },
             None => Usage {
-                prompt_tokens: self.meter.get().prompt_tokens,
+                prompt_tokens: self.tokenizer.prompt_tokens(&request.messages),
                 completion_tokens: self.counted_tokens,
             },
         };
@@ -459,7 +459,7 @@ mod tests {
                 Err(e) => return (out, Err(e)),
             }
         }
-        let end = decoder.finish(&mut out).map(|()| Step::Done);
+        let end = decoder.finish(request, &mut out).map(|()| Step::Done);
         (out, end)
     }
 

@@ -245,6 +245,10 @@ fn generation(
 ) -> impl Stream<Item = Result<super::GenerationEvent>> + Send {
     async_stream::try_stream! {
         let _live: Vec<_> = (0..request.n.max(1)).map(|_| metrics.generation()).collect();
+        let _prompt = PromptIfCutShort {
+            request: &request,
+            tokenizer: &tokenizer,
+        };
         let (response, first_token_deadline) = upstream
             .open_stream(&ChatCompletionRequest::new(&request))
             .await?;
@@ -270,9 +274,27 @@ fn generation(
         }
         // Close the connection before the (cheap) end: nothing more is read.
         drop(events);
-        decoder.finish(&mut out)?;
+        decoder.finish(&request, &mut out)?;
         for event in out.drain(..) {
             yield event;
+        }
+    }
+}
+
+/// Counts the prompt into the request's meter when the generation ends
+/// without usage (cancelled, failed, past its deadline), so the call still
+/// reports it; a generation that ends normally has set its usage already,
+/// and pays nothing more here.
+struct PromptIfCutShort<'a> {
+    request: &'a GenerationRequest,
+    tokenizer: &'a Tokenizer,
+}
+
+impl Drop for PromptIfCutShort<'_> {
+    fn drop(&mut self) {
+        let meter = &self.request.usage;
+        if meter.get().prompt_tokens == 0 {
+            meter.set_prompt(self.tokenizer.prompt_tokens(&self.request.messages));
         }
     }
 }

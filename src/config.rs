@@ -50,6 +50,19 @@ pub struct ServeConfig {
     #[arg(long, env = "AGENTSTREAM_SSE_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
     pub sse_keep_alive: Duration,
 
+    /// Require an API key on every call: a file with one key a line,
+    /// optionally `name:key` (the name is what logs show); `#` starts a
+    /// comment line. Health, reflection, `/healthz`, `/readyz` and the demo
+    /// page stay open. Without it the server is open to every client.
+    #[arg(long, env = "AGENTSTREAM_API_KEYS_FILE", value_name = "FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// Most streaming calls one API key may have open at once (with
+    /// `--api-keys-file`); beyond it RESOURCE_EXHAUSTED. Unlimited when not
+    /// given (`--max-active-streams` still applies).
+    #[arg(long, env = "AGENTSTREAM_MAX_STREAMS_PER_KEY")]
+    pub max_streams_per_key: Option<usize>,
+
     /// Also serve Prometheus metrics (`GET /metrics`: active streams, live
     /// generations, tokens generated) on this address; off when not given.
     #[arg(long, env = "AGENTSTREAM_METRICS_LISTEN")]

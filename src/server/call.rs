@@ -39,7 +39,7 @@ use tokio::{
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{Span, field::Empty};
 
-use super::shutdown::Shutdown;
+use super::{auth::Caller, shutdown::Shutdown};
 use crate::{
     error::{Error, ErrorKind, Result},
     llm::UsageMeter,
@@ -109,6 +109,8 @@ pub struct CallMeta<'a> {
     pub request_id: &'a str,
     /// The client's deadline, measured from now, when it set one.
     pub timeout: Option<Duration>,
+    /// The API key's caller, when keys are configured.
+    pub caller: Option<&'a Caller>,
 }
 
 /// Starts the bookkeeping of calls; one per server, shared by every service
@@ -140,6 +142,7 @@ impl Calls {
             "call",
             request_id = meta.request_id,
             method = method.as_str(),
+            key = Empty,
             model = Empty,
             chunks = Empty,
             prompt_tokens = Empty,
@@ -147,11 +150,15 @@ impl Calls {
             outcome = Empty,
             code = Empty,
         );
+        if let Some(caller) = meta.caller {
+            span.record("key", caller.name());
+        }
         Call {
             span,
             usage: None,
             started: Instant::now(),
             timeout: meta.timeout,
+            caller: meta.caller.cloned(),
             calls: self.clone(),
         }
     }
@@ -170,6 +177,7 @@ pub struct Call {
     usage: Option<UsageMeter>,
     started: Instant,
     timeout: Option<Duration>,
+    caller: Option<Caller>,
     calls: Calls,
 }
 
@@ -220,7 +228,8 @@ impl Call {
     }
 
     /// Answers with a stream of items; refuses when the server is draining
-    /// or already serves its maximum of streams.
+    /// or already serves its maximum of streams, or the caller's key its
+    /// share of them.
     pub fn stream<T: Send + 'static>(
         self,
         items: impl Stream<Item = Result<T>> + Send + 'static,
@@ -234,6 +243,15 @@ impl Call {
                 "the server is at its limit of {limit} concurrent streams; retry later"
             ))));
         };
+        let key_permit = match self.caller.as_ref().map(Caller::admit_stream) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(permit))) => Some(permit),
+            Some(Err(limit)) => {
+                return Err(self.fail(Error::ResourceExhausted(format!(
+                    "this API key is at its limit of {limit} concurrent streams; retry later"
+                ))));
+            }
+        };
         Ok(CallStream {
             inner: Some(items.boxed()),
             // A deadline too far to represent (`grpc-timeout` allows up to
@@ -246,6 +264,7 @@ impl Call {
             shutdown: self.calls.shutdown.clone(),
             registered: None,
             _permit: permit,
+            _key_permit: key_permit,
             _live: self.calls.metrics.stream(),
             items: 0,
             span: self.span,
@@ -266,6 +285,8 @@ pub struct CallStream<T> {
     registered: Option<Waker>,
     /// The stream's place under `--max-active-streams`.
     _permit: OwnedSemaphorePermit,
+    /// Its place under `--max-streams-per-key`, when that applies.
+    _key_permit: Option<OwnedSemaphorePermit>,
     _live: LiveGuard,
     items: u64,
     span: Span,

@@ -110,6 +110,9 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Log line format. Default text.
     pub log_format: LogFormat,
+    /// Base URL of an OTLP/HTTP receiver to export traces to (spans go to
+    /// `<url>/v1/traces`). Default: none, no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -148,6 +151,7 @@ impl Default for ServeConfig {
             resumable_buffer_bytes: 1 << 20,
             data_dir: PathBuf::from("./agentstream-data"),
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
         }
     }
 }

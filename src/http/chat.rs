@@ -132,8 +132,9 @@ fn text_of_choice_0(chunk: crate::Result<ChatChunk>) -> Frame {
 /// error instead.
 async fn whole_completion(
     mut completion: CompletionBuilder,
-    mut chunks: CallStream<ChatChunk>,
+    chunks: CallStream<ChatChunk>,
 ) -> Response {
+    let mut chunks = std::pin::pin!(chunks);
     while let Some(chunk) = chunks.next().await {
         match chunk {
             Ok(chunk) => completion.push(chunk),

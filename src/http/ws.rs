@@ -251,9 +251,10 @@ fn start(
     call.record_model(&completion.header().model);
     call.record_usage(completion.usage());
     let (header, chunks) = call.in_span(|| completion.into_chunks());
-    let mut chunks = call.stream(chunks).map_err(ApiError::from)?;
+    let chunks = call.stream(chunks).map_err(ApiError::from)?;
     let id = id.to_owned();
     Ok(Box::pin(async_stream::stream! {
+        let mut chunks = std::pin::pin!(chunks);
         while let Some(chunk) = chunks.next().await {
             match chunk {
                 Ok(chunk) => yield chunk_message(&id, &header, &chunk),

@@ -231,6 +231,16 @@ impl TaskRegistry {
         Ok(follow(entry.journal.subscribe(), after).boxed())
     }
 
+    /// How many tasks the registry keeps, by kind and state (for metrics).
+    pub fn counts(&self) -> BTreeMap<(&'static str, TaskState), usize> {
+        let tasks = self.shared.lock();
+        let mut counts = BTreeMap::new();
+        for entry in tasks.by_order.values() {
+            *counts.entry((entry.kind, entry.state())).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Up to `page_size` tasks created before the task of order `before`
     /// (from the newest when `None`), newest first.
     pub fn list(&self, page_size: usize, before: Option<u64>) -> TaskPage {

@@ -16,7 +16,7 @@ use tracing::Span;
 use super::{ChatChunk, ChatDraft, ChatLimits, ChatRequest, chat_chunks};
 use crate::{
     error::Result,
-    llm::{Backend, Models},
+    llm::{Backend, Models, UsageMeter},
     streams::{Follow, Streams},
 };
 
@@ -85,6 +85,12 @@ impl Completion {
     /// What every chunk of the completion repeats (its id and model).
     pub fn header(&self) -> &CompletionHeader {
         &self.header
+    }
+
+    /// Where the generation counts its tokens as it goes (see
+    /// [`UsageMeter`]): what a call cut short reports.
+    pub fn usage(&self) -> UsageMeter {
+        self.request.generation.usage.clone()
     }
 
     /// Starts the generation: the chunks, pulled by the response stream.

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::{
     error::Result,
     llm::{
-        ChatMessage, GenerationRequest, Role, TokenBudget, Tool, ToolCall, ToolChoice,
+        ChatMessage, GenerationRequest, Role, TokenBudget, Tool, ToolCall, ToolChoice, UsageMeter,
         check_model_name,
     },
     validation::Violations,
@@ -202,6 +202,7 @@ impl ChatRequest {
                 tools,
                 tool_choice,
                 parallel_tool_calls: raw.parallel_tool_calls,
+                usage: UsageMeter::default(),
             },
             include_usage: raw.include_usage,
         })

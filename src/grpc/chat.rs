@@ -64,6 +64,7 @@ impl ChatService for ChatApi {
             Err(error) => return Err(call.fail(error).into()),
         };
         call.record_model(&completion.header().model);
+        call.record_usage(completion.usage());
         let (header, chunks) = call.in_span(|| completion.into_chunks());
         let mut sequence = 0u64;
         let chunks = chunks.map(move |chunk| {

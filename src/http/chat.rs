@@ -65,6 +65,7 @@ pub(crate) async fn completions(
         Err(error) => return ApiError::from(call.fail(error)).into_response(),
     };
     call.record_model(&completion.header().model);
+    call.record_usage(completion.usage());
     let (header, chunks) = call.in_span(|| completion.into_chunks());
     let chunks = match call.stream(chunks) {
         Ok(chunks) => chunks,

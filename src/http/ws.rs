@@ -249,6 +249,7 @@ fn start(
         Err(error) => return Err(ApiError::from(call.fail(error))),
     };
     call.record_model(&completion.header().model);
+    call.record_usage(completion.usage());
     let (header, chunks) = call.in_span(|| completion.into_chunks());
     let chunks = call.stream(chunks).map_err(ApiError::from)?;
     let id = id.to_owned();

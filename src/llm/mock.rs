@@ -67,7 +67,8 @@ impl MockBackend {
         let prompt_tokens = self.tokenizer.prompt_tokens(&request.messages);
         let tokens = self.metrics.tokens_of(&request.model);
         tokens.prompt(u64::from(prompt_tokens));
-        let completion = Arc::new(AtomicU32::new(0));
+        request.usage.set_prompt(prompt_tokens);
+        let completion = request.usage.completion_counter();
         // The generation's span, a child of the call's: open until the
         // stream ends or is dropped, never entered per token.
         let span = tracing::info_span!("generation", model = %request.model, n = request.n);

@@ -21,7 +21,13 @@ pub mod tools;
 
 pub use tools::{Tool, ToolCall, ToolCallDelta, ToolChoice};
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering::Relaxed},
+    },
+};
 
 use futures::stream::BoxStream;
 
@@ -159,6 +165,51 @@ impl Usage {
     }
 }
 
+/// The token counts of one generation while it runs, shared between the
+/// backend that counts and the call that reports them: a call cut short
+/// (cancelled, failed, past its deadline) never sees the final [`Usage`]
+/// event, yet billing needs what it used. Backends record the prompt when
+/// they start and add completion tokens as they produce them (one relaxed
+/// atomic add, on counters they keep anyway); an upstream's own usage, when
+/// it sends one, replaces the estimate.
+#[derive(Debug, Clone, Default)]
+pub struct UsageMeter {
+    prompt: Arc<AtomicU32>,
+    completion: Arc<AtomicU32>,
+}
+
+impl UsageMeter {
+    /// Records the prompt's tokens.
+    pub fn set_prompt(&self, tokens: u32) {
+        self.prompt.store(tokens, Relaxed);
+    }
+
+    /// The completion counter itself, for a backend that keeps its own
+    /// running count in it.
+    pub fn completion_counter(&self) -> Arc<AtomicU32> {
+        self.completion.clone()
+    }
+
+    /// Counts `tokens` more completion tokens.
+    pub fn add_completion(&self, tokens: u32) {
+        self.completion.fetch_add(tokens, Relaxed);
+    }
+
+    /// Replaces both counts with `usage` (an upstream's exact figures).
+    pub fn set(&self, usage: Usage) {
+        self.prompt.store(usage.prompt_tokens, Relaxed);
+        self.completion.store(usage.completion_tokens, Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn get(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt.load(Relaxed),
+            completion_tokens: self.completion.load(Relaxed),
+        }
+    }
+}
+
 /// A validated request for one generation.
 #[derive(Debug, Clone, Default)]
 pub struct GenerationRequest {
@@ -180,6 +231,8 @@ pub struct GenerationRequest {
     pub tool_choice: Option<ToolChoice>,
     /// Whether it may call several tools in one turn; `None`: its default.
     pub parallel_tool_calls: Option<bool>,
+    /// Where the backend counts the tokens as it goes.
+    pub usage: UsageMeter,
 }
 
 /// One event of a generation.

@@ -43,6 +43,7 @@ use tracing::{Span, field::Empty};
 use super::{auth::Caller, shutdown::Shutdown};
 use crate::{
     error::{Error, ErrorKind, Result},
+    llm::UsageMeter,
     metrics::{self, LiveGuard, Metrics, StreamMetrics},
 };
 
@@ -145,6 +146,8 @@ impl Calls {
             key = Empty,
             model = Empty,
             chunks = Empty,
+            prompt_tokens = Empty,
+            completion_tokens = Empty,
             outcome = Empty,
             code = Empty,
         );
@@ -153,6 +156,7 @@ impl Calls {
         }
         Call {
             span,
+            usage: None,
             method,
             model: None,
             started: Instant::now(),
@@ -172,6 +176,8 @@ impl Calls {
 #[derive(Debug)]
 pub struct Call {
     span: Span,
+    /// The generation's token counts, for calls that generate.
+    usage: Option<UsageMeter>,
     method: Method,
     /// The model serving the call, once known.
     model: Option<String>,
@@ -187,6 +193,12 @@ impl Call {
     pub fn record_model(&mut self, model: &str) {
         self.span.record("model", model);
         self.model = Some(model.to_owned());
+    }
+
+    /// Records where the call's generation counts its tokens: the call's
+    /// closing line then reports them however it ends, cut short too.
+    pub fn record_usage(&mut self, meter: UsageMeter) {
+        self.usage = Some(meter);
     }
 
     /// The call's span, for work done on its behalf.
@@ -219,6 +231,7 @@ impl Call {
     }
 
     fn finish(&self, items: u64, error: Option<&Error>) {
+        record_usage(&self.span, self.usage.as_ref());
         finish(
             &self.calls.metrics,
             self.method,
@@ -310,8 +323,10 @@ pin_project! {
     impl<T> PinnedDrop for CallStream<T> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if this.inner.is_some() {
-                // The client went away (cancel, disconnect) before the end.
+            if let Some(inner) = this.inner.take() {
+                // The client went away (cancel, disconnect) before the end:
+                // stop the work first, so that what it used counts in full.
+                drop(inner);
                 cancelled(this.call, *this.items, this.series.as_ref());
             }
         }
@@ -380,6 +395,15 @@ impl<T> Stream for CallStream<T> {
     }
 }
 
+/// Records the tokens a call's generation used so far, for billing: on its
+/// closing line whether it finished, failed or was cut short.
+fn record_usage(span: &Span, usage: Option<&UsageMeter>) {
+    if let Some(usage) = usage.map(UsageMeter::get) {
+        span.record("prompt_tokens", usage.prompt_tokens);
+        span.record("completion_tokens", usage.completion_tokens);
+    }
+}
+
 /// Records a call its client cancelled.
 fn cancelled(call: &Call, items: u64, series: Option<&StreamMetrics>) {
     let duration = call.started.elapsed();
@@ -392,6 +416,7 @@ fn cancelled(call: &Call, items: u64, series: Option<&StreamMetrics>) {
     let _entered = call.span.enter();
     call.span.record("outcome", "cancelled");
     call.span.record("chunks", items);
+    record_usage(&call.span, call.usage.as_ref());
     tracing::info!(
         duration_ms = duration.as_millis() as u64,
         "call cancelled by the client"

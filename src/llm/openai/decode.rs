@@ -34,7 +34,7 @@ use super::wire::{ChunkDelta, StreamChunk, UpstreamMessage, WireUsage, finish_re
 use crate::{
     error::{Error, Result},
     llm::{
-        FinishReason, GenerationEvent, GenerationRequest, ToolCallDelta, Usage,
+        FinishReason, GenerationEvent, GenerationRequest, ToolCallDelta, Usage, UsageMeter,
         stop::{Filtered, StopSequenceFilter},
     },
     tokenizer::{Tokenizer, saturate},
@@ -66,6 +66,9 @@ pub struct ChunkDecoder {
     counted_tokens: u32,
     tokenizer: Tokenizer,
     saw_done: bool,
+    /// The request's meter: completion tokens as they are counted, the
+    /// final usage at the end.
+    meter: UsageMeter,
 }
 
 #[derive(Debug)]
@@ -104,6 +107,7 @@ impl ChunkDecoder {
             counted_tokens: 0,
             tokenizer,
             saw_done: false,
+            meter: request.usage.clone(),
         }
     }
 
@@ -222,6 +226,7 @@ impl ChunkDecoder {
     fn count(&mut self, i: usize, text: &str) -> bool {
         let tokens = saturate(self.tokenizer.count(text)).max(1);
         self.counted_tokens = self.counted_tokens.saturating_add(tokens);
+        self.meter.add_completion(tokens);
         let Some(state) = self.choices.get_mut(i) else {
             return false;
         };
@@ -387,8 +392,10 @@ impl ChunkDecoder {
         }
     }
 
+    /// The upstream's usage when it sent one, else our own count; the
+    /// meter keeps it.
     fn usage(&self, request: &GenerationRequest) -> Usage {
-        match self.usage {
+        let usage = match self.usage {
             Some(usage) => Usage {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
@@ -397,7 +404,9 @@ impl ChunkDecoder {
                 prompt_tokens: self.tokenizer.prompt_tokens(&request.messages),
                 completion_tokens: self.counted_tokens,
             },
-        }
+        };
+        self.meter.set(usage);
+        usage
     }
 
     fn upstream_error(&self, message: &str) -> Error {

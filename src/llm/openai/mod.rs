@@ -55,7 +55,7 @@ use self::{
 use super::{Backend, GenerationRequest, GenerationStream};
 use crate::{
     error::{Error, Result},
-    metrics::Metrics,
+    metrics::{Metrics, TokenCounters},
     tokenizer::Tokenizer,
 };
 
@@ -260,6 +260,11 @@ fn generation(
     async_stream::try_stream! {
         let _live: Vec<_> = (0..request.n.max(1)).map(|_| metrics.generation_of(&request.model)).collect();
         let tokens = metrics.tokens_of(&request.model);
+        let _prompt = PromptIfCutShort {
+            request: &request,
+            tokenizer: &tokenizer,
+            tokens: &tokens,
+        };
         let (response, first_token_deadline) = upstream
             .open_stream(&ChatCompletionRequest::new(&request))
             .await?;
@@ -291,6 +296,28 @@ fn generation(
                 tokens.prompt(u64::from(usage.prompt_tokens));
             }
             yield event;
+        }
+    }
+}
+
+/// Counts the prompt into the request's meter and the model's prompt
+/// counter when the generation ends without usage (cancelled, failed, past
+/// its deadline), so the call still reports it; a generation that ends
+/// normally has set its usage already, and pays nothing more here.
+struct PromptIfCutShort<'a> {
+    request: &'a GenerationRequest,
+    tokenizer: &'a Tokenizer,
+    /// The model's token counters, which count the prompt too.
+    tokens: &'a TokenCounters,
+}
+
+impl Drop for PromptIfCutShort<'_> {
+    fn drop(&mut self) {
+        let meter = &self.request.usage;
+        if meter.get().prompt_tokens == 0 {
+            let prompt = self.tokenizer.prompt_tokens(&self.request.messages);
+            meter.set_prompt(prompt);
+            self.tokens.prompt(u64::from(prompt));
         }
     }
 }

@@ -137,6 +137,18 @@ pub struct ServeConfig {
     )]
     pub data_dir: PathBuf,
 
+    /// Keep tasks in Redis (`redis://host:port/db`) so that every replica on
+    /// the same Redis serves every task; unset: in this process's memory.
+    /// The server refuses to start when Redis cannot be reached.
+    #[arg(long, env = "AGENTSTREAM_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// With --redis-url: how long a replica's lease lasts without renewal;
+    /// the unfinished tasks of a replica that stopped renewing (killed) are
+    /// marked FAILED by the others within about this time. At least 300ms.
+    #[arg(long, env = "AGENTSTREAM_REDIS_LEASE", default_value = "10s", value_parser = parse_duration)]
+    pub redis_lease: Duration,
+
     /// Log line format.
     #[arg(long, env = "AGENTSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

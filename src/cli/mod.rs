@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default when no subcommand is given).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Stream a chat answer to standard output as it is generated.
     Chat(chat::ChatArgs),
     /// Start, watch, list, show and cancel long-running tasks.
@@ -97,7 +97,7 @@ enum CliError {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(config)) => serve(config).await,
+        Some(Command::Serve(config)) => serve(*config).await,
         Some(Command::Chat(args)) => chat::run(args).await,
         Some(Command::Task(args)) => task::run(args).await,
         Some(Command::Ingest(args)) => ingest::run(args).await,

@@ -33,7 +33,10 @@ use crate::{
     },
     metrics::Metrics,
     rag::{DocumentIndex, Rag},
-    tasks::{TaskLimits, TaskRegistry, Tasks},
+    tasks::{
+        TaskLimits, TaskRegistry, Tasks,
+        redis::{RedisOptions, RedisStore},
+    },
     tokenizer::Tokenizer,
 };
 
@@ -72,6 +75,13 @@ pub enum ServeError {
         model: String,
         /// The models served, comma-separated.
         available: String,
+    },
+    /// `--redis-url` is set but Redis cannot be reached (or the URL is bad).
+    #[error("cannot use Redis for tasks (--redis-url): {source}")]
+    Redis {
+        /// Why.
+        #[source]
+        source: redis::RedisError,
     },
     /// The document index could not be opened.
     #[error("cannot open the document index: {0}")]
@@ -128,7 +138,7 @@ impl Server {
         }
         let models = Arc::new(models);
         let chat = Chat::new(models.clone(), chat_limits(&config));
-        let registry = TaskRegistry::new(task_limits(&config));
+        let registry = task_registry(&config).await?;
         tokio::spawn(cancel_tasks_on_abort(registry.clone(), shutdown.clone()));
         let documents = DocumentIndex::open(&config.data_dir).await?;
         let rag = Rag::new(
@@ -255,6 +265,23 @@ fn task_limits(config: &ServeConfig) -> TaskLimits {
         max_events: config.max_task_events,
         max_finished_events: config.max_finished_task_events,
     }
+}
+
+/// The task registry over the store the configuration names.
+async fn task_registry(config: &ServeConfig) -> Result<TaskRegistry, ServeError> {
+    let limits = task_limits(config);
+    let Some(url) = &config.redis_url else {
+        return Ok(TaskRegistry::new(limits));
+    };
+    let options = RedisOptions {
+        url: url.clone(),
+        lease: config.redis_lease,
+    };
+    let store = RedisStore::connect(&options, limits)
+        .await
+        .map_err(|source| ServeError::Redis { source })?;
+    tracing::info!("tasks are kept in Redis");
+    Ok(TaskRegistry::with_store(limits, Arc::new(store)))
 }
 
 /// Tasks outlive calls, so the end of the drain period cancels them

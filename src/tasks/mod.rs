@@ -29,6 +29,7 @@
 pub mod demo;
 pub mod log;
 pub mod memory;
+pub mod redis;
 pub mod request;
 pub mod service;
 pub mod state;

@@ -56,7 +56,8 @@ pub enum Ending {
 impl Journal {
     /// A PENDING task whose log holds its first event.
     pub fn new(order: u64, kind: &'static str, max_events: usize) -> Self {
-        let created = SystemTime::now();
+        // Whole microseconds, as every store keeps it.
+        let created = whole_micros(SystemTime::now());
         let status = TaskStatus::pending(created);
         let mut log = EventLog::new(max_events);
         log.record(Change::State, &status);
@@ -193,4 +194,15 @@ fn follow(
             }
         }
     })
+}
+
+/// `time` without its sub-microsecond part.
+fn whole_micros(time: SystemTime) -> SystemTime {
+    match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => {
+            let micros = u64::try_from(since.as_micros()).unwrap_or(u64::MAX);
+            std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros)
+        }
+        Err(_) => time,
+    }
 }

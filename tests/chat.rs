@@ -8,27 +8,9 @@ use agentstream::{
     pb::{self, StreamChatRequest, StreamChatResponse},
     tokenizer::Tokenizer,
 };
-use common::{TestServer, text_of, user};
+use common::{TestServer, ask, bad_request_fields, drain, drain_ok, endless, text_of, user};
 use futures::StreamExt;
 use tonic::{Code, Status, Streaming};
-use tonic_types::StatusExt;
-
-fn ask(question: &str) -> StreamChatRequest {
-    StreamChatRequest {
-        messages: vec![user(question)],
-        ..Default::default()
-    }
-}
-
-/// A stream that would run for a long time: synthetic tokens, large budget.
-fn endless(n: u32) -> StreamChatRequest {
-    StreamChatRequest {
-        model: "synthetic".into(),
-        max_tokens: 200_000,
-        n,
-        ..ask("go")
-    }
-}
 
 async fn call(server: &TestServer, request: StreamChatRequest) -> Streaming<StreamChatResponse> {
     server
@@ -41,12 +23,7 @@ async fn call(server: &TestServer, request: StreamChatRequest) -> Streaming<Stre
 
 /// Every chunk of a call that ends OK.
 async fn collect(server: &TestServer, request: StreamChatRequest) -> Vec<StreamChatResponse> {
-    let mut stream = call(server, request).await;
-    let mut chunks = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        chunks.push(chunk.expect("chunk"));
-    }
-    chunks
+    drain_ok(&mut call(server, request).await).await
 }
 
 fn finish_reasons(chunks: &[StreamChatResponse], index: u32) -> Vec<i32> {
@@ -61,30 +38,17 @@ fn finish_reasons(chunks: &[StreamChatResponse], index: u32) -> Vec<i32> {
 async fn expect_status(server: &TestServer, request: StreamChatRequest) -> Status {
     match server.chat().stream_chat(request).await {
         Err(status) => status,
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            loop {
-                match stream.next().await {
-                    Some(Ok(_)) => continue,
-                    Some(Err(status)) => return status,
-                    None => panic!("call succeeded"),
-                }
-            }
-        }
+        Ok(response) => match drain(&mut response.into_inner()).await {
+            (_, Err(status)) => status,
+            (_, Ok(())) => panic!("call succeeded"),
+        },
     }
 }
 
 /// Asserts INVALID_ARGUMENT whose BadRequest names `field`.
 async fn expect_violation(server: &TestServer, request: StreamChatRequest, field: &str) {
     let status = expect_status(server, request).await;
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let bad_request = status.get_details_bad_request().expect("BadRequest detail");
-    let fields: Vec<_> = bad_request
-        .field_violations
-        .iter()
-        .map(|v| v.field.as_str())
-        .collect();
-    assert_eq!(fields, [field], "{status:?}");
+    assert_eq!(bad_request_fields(&status), [field], "{status:?}");
 }
 
 #[tokio::test]

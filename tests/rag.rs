@@ -12,12 +12,10 @@ use agentstream::{
     config::ServeConfig,
     pb::{self, stream_answer_response::Event},
     rag::{IngestError, IngestProgress, NewDocument, Unwatched},
-    server::Server,
 };
-use common::TestServer;
+use common::{TestServer, bad_request_fields, drain_ok};
 use futures::StreamExt;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 fn doc(id: &str, title: &str, text: &str) -> NewDocument {
     NewDocument {
@@ -104,11 +102,7 @@ async fn answer(
         .await
         .expect("call accepted")
         .into_inner();
-    let mut events = Vec::new();
-    while let Some(event) = stream.next().await {
-        events.push(event.expect("event"));
-    }
-    events
+    drain_ok(&mut stream).await
 }
 
 fn passages(events: &[pb::StreamAnswerResponse]) -> Vec<pb::Passage> {
@@ -157,37 +151,6 @@ async fn list_ids(server: &TestServer) -> Vec<String> {
         .expect("list")
         .into_inner();
     page.documents.into_iter().map(|d| d.id).collect()
-}
-
-/// Stops `old` and starts a new server on the same data directory.
-async fn restart(old: TestServer) -> TestServer {
-    let TestServer {
-        server,
-        channel,
-        shutdown,
-        data_dir,
-        ..
-    } = old;
-    drop(channel);
-    shutdown.request();
-    server.wait().await.expect("server stops");
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        mock_token_delay: Duration::from_millis(1),
-        shutdown_grace: Duration::from_millis(100),
-        data_dir: data_dir.path().to_path_buf(),
-        ..ServeConfig::default()
-    };
-    let server = Server::start(config).await.expect("server restarts");
-    let channel = common::connect(server.local_addr()).await;
-    TestServer {
-        metrics: server.metrics(),
-        shutdown: server.shutdown(),
-        server,
-        channel,
-        data_dir,
-    }
 }
 
 fn quick_shutdown(config: &mut ServeConfig) {
@@ -424,7 +387,7 @@ async fn documents_survive_a_restart() {
     assert_eq!(before.len(), 6);
     assert!(before.contains(&report.document_ids[0]));
 
-    let server = restart(server).await;
+    let server = server.restart().await;
     assert_eq!(list_ids(&server).await, before);
     let events = answer(&server, question("索引保存在哪里？")).await;
     assert_eq!(passages(&events)[0].document_id, "storage-zh");
@@ -624,20 +587,9 @@ async fn deleting_removes_a_document_durably() {
         .expect_err("already gone");
     assert_eq!(status.code(), Code::NotFound);
 
-    let server = restart(server).await;
+    let server = server.restart().await;
     assert_eq!(list_ids(&server).await.len(), 4);
     assert!(passages(&answer(&server, question("北京天气")).await).is_empty());
-}
-
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    status
-        .get_details_bad_request()
-        .expect("BadRequest detail")
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect()
 }
 
 #[tokio::test]
@@ -654,7 +606,7 @@ async fn every_ingest_limit_is_enforced() {
         .ingest_documents(pb::IngestDocumentsRequest::default())
         .await
         .expect_err("no documents");
-    assert_eq!(violated_fields(&empty), ["documents"]);
+    assert_eq!(bad_request_fields(&empty), ["documents"]);
 
     let too_many = pb::IngestDocumentsRequest {
         documents: (0..1001).map(|_| valid("")).collect(),
@@ -663,7 +615,7 @@ async fn every_ingest_limit_is_enforced() {
         .ingest_documents(too_many)
         .await
         .expect_err("1001 documents");
-    assert_eq!(violated_fields(&status), ["documents"]);
+    assert_eq!(bad_request_fields(&status), ["documents"]);
 
     let mut bad = valid(&"i".repeat(257));
     bad.title = "t".repeat(1025);
@@ -677,7 +629,7 @@ async fn every_ingest_limit_is_enforced() {
     };
     let status = rag.ingest_documents(request).await.expect_err("invalid");
     assert_eq!(
-        violated_fields(&status),
+        bad_request_fields(&status),
         [
             "documents[0].id",
             "documents[0].title",
@@ -701,7 +653,7 @@ async fn every_ingest_limit_is_enforced() {
             .collect(),
     };
     let status = rag.ingest_documents(heavy).await.expect_err("too heavy");
-    assert_eq!(violated_fields(&status), ["documents"]);
+    assert_eq!(bad_request_fields(&status), ["documents"]);
 
     // A valid request passes validation and starts an ingestion task.
     let task = rag
@@ -789,11 +741,11 @@ async fn every_answer_list_and_delete_limit_is_enforced() {
     };
     let status = rag.stream_answer(bad).await.expect_err("invalid");
     assert_eq!(
-        violated_fields(&status),
+        bad_request_fields(&status),
         ["question", "top_k", "model", "max_tokens"]
     );
     let status = rag.stream_answer(question(" \n")).await.expect_err("blank");
-    assert_eq!(violated_fields(&status), ["question"]);
+    assert_eq!(bad_request_fields(&status), ["question"]);
 
     let mut unknown = question("anything");
     unknown.model = "gpt-17".into();
@@ -807,13 +759,13 @@ async fn every_answer_list_and_delete_limit_is_enforced() {
         })
         .await
         .expect_err("invalid");
-    assert_eq!(violated_fields(&status), ["page_size", "page_token"]);
+    assert_eq!(bad_request_fields(&status), ["page_size", "page_token"]);
 
     let status = rag
         .delete_document(pb::DeleteDocumentRequest::default())
         .await
         .expect_err("no id");
-    assert_eq!(violated_fields(&status), ["document_id"]);
+    assert_eq!(bad_request_fields(&status), ["document_id"]);
 }
 
 /// A corpus whose extractive answer is long enough to cancel midway.

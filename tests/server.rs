@@ -9,29 +9,14 @@ use std::{
     time::Duration,
 };
 
-use agentstream::pb::{self, StreamChatRequest};
-use common::{TestServer, connect, user};
+use agentstream::pb;
+use common::{TestServer, ask, connect, endless};
 use futures::StreamExt;
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use tonic_reflection::pb::{v1, v1alpha};
-
-fn ask(question: &str) -> StreamChatRequest {
-    StreamChatRequest {
-        messages: vec![user(question)],
-        ..Default::default()
-    }
-}
-
-fn endless() -> StreamChatRequest {
-    StreamChatRequest {
-        model: "synthetic".into(),
-        max_tokens: 200_000,
-        ..ask("go")
-    }
-}
 
 #[tokio::test]
 async fn reflection_v1_lists_every_service_and_describes_their_files() {
@@ -219,7 +204,7 @@ async fn shutdown_drains_then_ends_in_flight_streams_with_unavailable() {
 
     let mut stream = server
         .chat()
-        .stream_chat(endless())
+        .stream_chat(endless(1))
         .await
         .expect("call")
         .into_inner();
@@ -400,7 +385,7 @@ async fn metrics_endpoint_shows_streams_open_and_closed() {
 
     let mut stream = server
         .chat()
-        .stream_chat(endless())
+        .stream_chat(endless(1))
         .await
         .expect("call")
         .into_inner();

@@ -3,10 +3,9 @@
 mod common;
 
 use agentstream::pb::{self, TaskState, task_service_client::TaskServiceClient};
-use common::{PATIENCE, TestServer, eventually};
+use common::{PATIENCE, TestServer, bad_request_fields, eventually};
 use futures::StreamExt;
 use tonic::{Code, Status, transport::Channel};
-use tonic_types::StatusExt;
 
 type Client = TaskServiceClient<Channel>;
 
@@ -104,17 +103,6 @@ fn states(events: &[pb::TaskEvent]) -> Vec<TaskState> {
 
 fn sequences(events: &[pb::TaskEvent]) -> Vec<u64> {
     events.iter().map(|e| e.sequence).collect()
-}
-
-/// The fields named by the BadRequest detail of an INVALID_ARGUMENT status.
-fn bad_fields(status: &Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let bad_request = status.get_details_bad_request().expect("BadRequest detail");
-    bad_request
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect()
 }
 
 #[tokio::test]
@@ -348,7 +336,7 @@ async fn watching_a_finished_task_replays_and_ends() {
     let beyond = watch(&mut client, &task.task_id, last + 1)
         .await
         .expect_err("refused");
-    assert_eq!(bad_fields(&beyond), ["after_sequence"]);
+    assert_eq!(bad_request_fields(&beyond), ["after_sequence"]);
 }
 
 #[tokio::test]
@@ -385,7 +373,7 @@ async fn every_limit_is_checked_and_named() {
     ];
     for (request, fields) in start_cases {
         let status = client.start_task(request).await.expect_err("refused");
-        assert_eq!(bad_fields(&status), fields);
+        assert_eq!(bad_request_fields(&status), fields);
     }
     // The limits themselves are accepted.
     let edge = start(&mut client, demo(10_000, 60_000, 10_000)).await;
@@ -393,12 +381,12 @@ async fn every_limit_is_checked_and_named() {
 
     for task_id in [String::new(), "x".repeat(129)] {
         let status = get(&mut client, &task_id).await.expect_err("refused");
-        assert_eq!(bad_fields(&status), ["task_id"]);
+        assert_eq!(bad_request_fields(&status), ["task_id"]);
         let status = watch(&mut client, &task_id, 0).await.expect_err("refused");
-        assert_eq!(bad_fields(&status), ["task_id"]);
+        assert_eq!(bad_request_fields(&status), ["task_id"]);
         let request = pb::CancelTaskRequest { task_id };
         let status = client.cancel_task(request).await.expect_err("refused");
-        assert_eq!(bad_fields(&status), ["task_id"]);
+        assert_eq!(bad_request_fields(&status), ["task_id"]);
     }
 
     let list_cases = [(1001, ""), (10, "garbage"), (10, "before-x")];
@@ -413,7 +401,7 @@ async fn every_limit_is_checked_and_named() {
         } else {
             "page_token"
         };
-        assert_eq!(bad_fields(&status), [expected]);
+        assert_eq!(bad_request_fields(&status), [expected]);
     }
 }
 

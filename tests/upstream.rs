@@ -18,7 +18,7 @@ use agentstream::{
     server::Server,
     tokenizer::Tokenizer,
 };
-use common::{TestServer, text_of, user};
+use common::{TestServer, drain, text_of, user};
 use fake_openai::{After, FakeOpenAi, Reply, completion, content, data, error, stream};
 use futures::StreamExt;
 use tonic::{Code, Status, Streaming};
@@ -58,20 +58,6 @@ async fn open(server: &TestServer, request: StreamChatRequest) -> Streaming<Stre
         .into_inner()
 }
 
-/// Every chunk until the end, and the status the stream ended with.
-async fn drain(
-    mut stream: Streaming<StreamChatResponse>,
-) -> (Vec<StreamChatResponse>, Result<(), Status>) {
-    let mut chunks = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(chunk) => chunks.push(chunk),
-            Err(status) => return (chunks, Err(status)),
-        }
-    }
-    (chunks, Ok(()))
-}
-
 fn finish_of(chunks: &[StreamChatResponse], index: u32) -> Vec<i32> {
     chunks
         .iter()
@@ -89,7 +75,7 @@ async fn failure(
     match server.chat().stream_chat(request).await {
         Err(status) => (Vec::new(), status),
         Ok(response) => {
-            let (chunks, end) = drain(response.into_inner()).await;
+            let (chunks, end) = drain(&mut response.into_inner()).await;
             (chunks, end.expect_err("the call should fail"))
         }
     }
@@ -124,7 +110,7 @@ async fn streams_the_upstream_answer_with_its_usage_and_maps_the_request() {
     request.temperature = Some(0.25);
     request.stop = vec!["END".into()];
     request.include_usage = true;
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("ends OK");
 
     assert_eq!(text_of(&chunks, 0), "Hello 世界");
@@ -174,13 +160,13 @@ async fn models_route_to_their_backend_and_unknown_ones_are_not_found() {
     let fake = FakeOpenAi::start(vec![stream(completion(&["up"], "stop", None))], &[]).await;
     let server = server_for(&fake.url(), "").await;
 
-    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
     end.expect("upstream model");
     assert_eq!(text_of(&chunks, 0), "up");
 
     let mut echo = ask("hi");
     echo.model = "echo".into();
-    let (chunks, end) = drain(open(&server, echo).await).await;
+    let (chunks, end) = drain(&mut open(&server, echo).await).await;
     end.expect("built-in model");
     assert!(text_of(&chunks, 0).contains("hi"));
     assert_eq!(fake.requests(), 1, "echo must not reach the upstream");
@@ -203,7 +189,7 @@ async fn the_default_model_can_be_an_upstream_one_and_must_exist() {
     .await;
     let mut request = ask("hi");
     request.model = String::new();
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("default model");
     assert_eq!(text_of(&chunks, 0), "dflt");
 
@@ -230,7 +216,7 @@ async fn models_are_discovered_and_failed_discovery_stops_start_up() {
     let server = TestServer::start_with(|c| c.upstreams = vec![spec]).await;
     let mut request = ask("hi");
     request.model = "disc-b".into();
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("discovered model");
     assert_eq!(text_of(&chunks, 0), "found");
     assert_eq!(fake.bodies()[0]["model"], "disc-b");
@@ -260,7 +246,7 @@ async fn usage_is_counted_with_the_tokenizer_when_the_upstream_sends_none() {
     let server = server_for(&fake.url(), "").await;
     let mut request = ask("Count me");
     request.include_usage = true;
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("ok");
     assert_eq!(finish_of(&chunks, 0), [pb::FinishReason::Length as i32]);
     let usage = chunks.last().and_then(|c| c.usage).expect("usage");
@@ -288,7 +274,7 @@ async fn n_choices_interleave_and_each_finishes_once() {
     let mut request = ask("two please");
     request.n = 2;
     request.include_usage = true;
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("ok");
     assert_eq!(fake.bodies()[0]["n"], 2);
     assert_eq!(text_of(&chunks, 0), "A1A2");
@@ -328,7 +314,7 @@ async fn a_stop_sequence_is_never_sent_and_the_upstream_is_closed() {
     let server = server_for(&fake.url(), "").await;
     let mut request = ask("hi");
     request.stop = vec!["END".into()];
-    let (chunks, end) = drain(open(&server, request).await).await;
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
     end.expect("ok");
     assert_eq!(text_of(&chunks, 0), "Hello ");
     assert_eq!(finish_of(&chunks, 0), [pb::FinishReason::Stop as i32]);
@@ -359,7 +345,7 @@ async fn a_deadline_ends_the_call_and_closes_the_upstream_stream() {
     let mut request = tonic::Request::new(ask("go on forever"));
     request.set_timeout(Duration::from_millis(300));
     let response = server.chat().stream_chat(request).await.expect("accepted");
-    let (chunks, end) = drain(response.into_inner()).await;
+    let (chunks, end) = drain(&mut response.into_inner()).await;
     assert!(!chunks.is_empty());
     assert_eq!(end.expect_err("deadline").code(), Code::DeadlineExceeded);
     fake.stream_dropped(SOON).await;
@@ -410,7 +396,7 @@ async fn a_failure_before_the_first_token_is_retried() {
     )
     .await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
     end.expect("ok after retries");
     assert_eq!(text_of(&chunks, 0), "third time lucky");
     assert_eq!(fake.requests(), 3);
@@ -511,7 +497,7 @@ async fn an_error_event_mid_stream_ends_with_unavailable_after_the_chunks() {
     ];
     let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
     assert_eq!(text_of(&chunks, 0), "partial ");
     let status = end.expect_err("fails");
     assert_eq!(status.code(), Code::Unavailable);
@@ -531,7 +517,7 @@ async fn malformed_data_mid_stream_ends_with_internal_after_the_chunks() {
     ];
     let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
     assert_eq!(text_of(&chunks, 0), "fine so far");
     let status = end.expect_err("fails");
     assert_eq!(status.code(), Code::Internal);
@@ -547,7 +533,7 @@ async fn a_stream_cut_short_is_unavailable() {
     let frames = vec![data(&content(0, "half an ans", None))];
     let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
     assert_eq!(text_of(&chunks, 0), "half an ans");
     assert_eq!(end.expect_err("fails").code(), Code::Unavailable);
 }
@@ -564,7 +550,7 @@ async fn a_stalled_upstream_hits_the_idle_timeout_and_is_closed() {
     )
     .await;
     let server = server_for(&fake.url(), ",idle-timeout=300ms").await;
-    let (chunks, end) = drain(open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
     assert_eq!(text_of(&chunks, 0), "one");
     let status = end.expect_err("times out");
     assert_eq!(status.code(), Code::Unavailable);

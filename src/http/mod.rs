@@ -13,12 +13,14 @@
 //!   error to an HTTP status (the twin of the gRPC mapping);
 //! - [`health`]: `/healthz`, `/readyz` (503 while draining), `/metrics`;
 //! - [`cors`]: cross-origin access, off by default;
+//! - [`demo`]: the browser demo page at `/`, embedded in the binary;
 //! - [`grpc_web`]: the gRPC services for browser gRPC clients.
 //!
 //! Unknown paths get 404 and known paths asked with another method 405,
 //! both in the same error JSON as every other failure.
 
 mod cors;
+mod demo;
 mod error;
 mod grpc_web;
 mod health;
@@ -105,6 +107,7 @@ fn router(edge: Edge, grpc: GrpcServices, cors_origins: &[String]) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .merge(demo::routes())
         .with_state(edge);
     let app = grpc_web::routes(api, grpc)
         .fallback(|method: Method, uri: Uri| async move {

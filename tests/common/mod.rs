@@ -37,7 +37,29 @@ impl TestServer {
 
     /// A server whose configuration `tweak` adjusts.
     pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> Self {
-        let data_dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), tweak).await
+    }
+
+    /// Stops this server and starts a new one on the same data directory
+    /// (on the test defaults and a short shutdown grace).
+    pub async fn restart(self) -> Self {
+        let Self {
+            server,
+            channel,
+            shutdown,
+            data_dir,
+            ..
+        } = self;
+        drop(channel);
+        shutdown.request();
+        server.wait().await.expect("server stops");
+        Self::start_in(data_dir, |config| {
+            config.shutdown_grace = Duration::from_millis(100);
+        })
+        .await
+    }
+
+    async fn start_in(data_dir: tempfile::TempDir, tweak: impl FnOnce(&mut ServeConfig)) -> Self {
         let mut config = ServeConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             http_listen: "127.0.0.1:0".parse().expect("addr"),
@@ -175,6 +197,61 @@ impl TestServer {
         })
         .await
     }
+}
+
+/// A chat request asking `question` of the default model.
+pub fn ask(question: &str) -> agentstream::pb::StreamChatRequest {
+    agentstream::pb::StreamChatRequest {
+        messages: vec![user(question)],
+        ..Default::default()
+    }
+}
+
+/// A chat request that would run for a long time: `n` choices of synthetic
+/// tokens with a large budget.
+pub fn endless(n: u32) -> agentstream::pb::StreamChatRequest {
+    agentstream::pb::StreamChatRequest {
+        model: "synthetic".into(),
+        max_tokens: 200_000,
+        n,
+        ..ask("go")
+    }
+}
+
+/// Every message of `stream` until it ends, and how it ended.
+pub async fn drain<T>(stream: &mut tonic::Streaming<T>) -> (Vec<T>, Result<(), tonic::Status>) {
+    use futures::StreamExt;
+    let mut items = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(item) => items.push(item),
+            Err(status) => return (items, Err(status)),
+        }
+    }
+    (items, Ok(()))
+}
+
+/// Every message of a stream that must end with OK.
+pub async fn drain_ok<T>(stream: &mut tonic::Streaming<T>) -> Vec<T> {
+    let (items, end) = drain(stream).await;
+    if let Err(status) = end {
+        panic!("the stream ended with {status:?}");
+    }
+    items
+}
+
+/// The fields named by the BadRequest detail of an INVALID_ARGUMENT
+/// status, in order.
+pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("BadRequest detail")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
 }
 
 /// A user message.

@@ -17,8 +17,14 @@ function serverBinary() {
   return path.join(target, 'debug', 'agentstream');
 }
 
-/** Resolves to { addr, metricsAddr, metrics(), waitForMetrics(), stop() }. */
-async function startServer() {
+// The log message that carries the HTTP port's bound address.
+const HTTP_LISTENING = 'http listening';
+
+/**
+ * Resolves to { addr, httpAddr, metricsAddr, metrics(), waitForMetrics(), stop() }.
+ * `tokenDelay` paces the built-in models (default 5ms).
+ */
+async function startServer({ tokenDelay = '5ms' } = {}) {
   const binary = serverBinary();
   if (!fs.existsSync(binary)) {
     throw new Error(`no server binary at ${binary}: run \`cargo build\` or set AGENTSTREAM_BIN`);
@@ -28,9 +34,8 @@ async function startServer() {
   env.RUST_LOG = 'info';
   const child = spawn(
     binary,
-    ['serve', '--listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0',
-      '--log-format', 'json',
-      '--mock-token-delay', '5ms', '--shutdown-grace', '2s', '--data-dir', dataDir],
+    ['serve', '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0',
+      '--log-format', 'json', '--mock-token-delay', tokenDelay, '--shutdown-grace', '2s', '--data-dir', dataDir],
     { env, stdio: ['ignore', 'ignore', 'pipe'] },
   );
   const log = [];
@@ -54,7 +59,8 @@ async function startServer() {
       }
       if (fields.message === 'agentstream listening') found.addr = fields.addr;
       if (fields.message === 'metrics listening') found.metricsAddr = fields.addr;
-      if (found.addr && found.metricsAddr) {
+      if (fields.message === HTTP_LISTENING) found.httpAddr = fields.addr;
+      if (found.addr && found.metricsAddr && found.httpAddr) {
         clearTimeout(timer);
         resolve(found);
       }

@@ -242,3 +242,107 @@ async fn a_watcher_moving_from_one_replica_to_another_misses_nothing() {
     let mut replay = watch(&mut on_a, &task.task_id, 0).await;
     assert_eq!(rest(&mut replay).await, seen);
 }
+
+/// A replica started from the binary (so the test can kill it), and the
+/// address it listens on.
+struct Process {
+    child: Child,
+    addr: std::net::SocketAddr,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn replica_process(redis: &Redis, lease: &str) -> Process {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentstream"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "off"])
+        .args(["--log-format", "json", "--redis-url", &redis.url])
+        .args(["--redis-lease", lease])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let listening = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|line| line.contains("agentstream listening"));
+        std::thread::spawn(move || lines.for_each(drop));
+        line
+    });
+    let line = tokio::time::timeout(PATIENCE, listening)
+        .await
+        .expect("listening in time")
+        .expect("reader")
+        .expect("the binary logs its address");
+    let addr = line
+        .split("\"addr\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no addr in {line}"));
+    Process {
+        child,
+        addr,
+        _data_dir: data_dir,
+    }
+}
+
+#[tokio::test]
+async fn the_tasks_of_a_killed_replica_become_failed_on_the_others() {
+    let Some(redis) = redis().await else { return };
+    let mut a = replica_process(&redis, "1s").await;
+    let url = redis.url.clone();
+    let b = TestServer::start_with(move |config| {
+        config.redis_url = Some(url);
+        config.redis_lease = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut on_a = Client::new(common::connect(a.addr).await);
+    let mut on_b = b.tasks();
+    let task = start(&mut on_a, demo(10_000, 10)).await;
+    let mut events = watch(&mut on_b, &task.task_id, 0).await;
+    while next(&mut events).await.expect("event").step < 2 {}
+
+    a.child.kill().expect("kill -9");
+    a.child.wait().expect("reaped");
+
+    let tail = rest(&mut events).await;
+    let end = tail.last().expect("terminal event");
+    assert_eq!(state(end), TaskState::Failed);
+    assert_eq!(end.error, "the replica running this task stopped");
+    let fetched = get(&mut on_b, &task.task_id).await;
+    assert_eq!(TaskState::try_from(fetched.state), Ok(TaskState::Failed));
+}
+
+#[tokio::test]
+async fn a_server_whose_redis_cannot_be_reached_does_not_start() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
+        listener.local_addr().expect("addr").port()
+    };
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = agentstream::config::ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data_dir.path().to_path_buf(),
+        redis_url: Some(format!("redis://127.0.0.1:{port}/")),
+        ..agentstream::config::ServeConfig::default()
+    };
+    let error = agentstream::server::Server::start(config)
+        .await
+        .err()
+        .expect("refuses to start");
+    assert!(error.to_string().contains("cannot use Redis"), "{error}");
+}

@@ -103,7 +103,7 @@ async fn streams_the_upstream_answer_with_its_usage_and_maps_the_request() {
         pb::ChatMessage {
             role: pb::Role::System as i32,
             content: "Be brief.".into(),
-            name: String::new(),
+            ..Default::default()
         },
     );
     request.max_tokens = 50;
@@ -606,6 +606,7 @@ async fn the_backend_serves_a_system_and_user_prompt_directly() {
             temperature: None,
             stop: Vec::new(),
             n: 1,
+            ..GenerationRequest::default()
         })
         .map(|e| e.expect("event"))
         .collect()
@@ -760,4 +761,245 @@ async fn rag_client_that_goes_away_closes_the_upstream_stream() {
             m.live_generations == 0 && m.active_streams == 0
         })
         .await;
+}
+
+/// Each call's (id, type, name) from its first delta and its joined
+/// arguments, by call index, for choice 0; panics when a later delta
+/// repeats the id or name.
+fn tool_calls_of(chunks: &[StreamChatResponse]) -> Vec<(String, String, String, String)> {
+    let mut calls: Vec<(String, String, String, String)> = Vec::new();
+    for delta in chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .filter_map(|c| c.delta.as_ref())
+        .flat_map(|d| &d.tool_calls)
+    {
+        let index = delta.index as usize;
+        let function = delta.function.clone().unwrap_or_default();
+        if index == calls.len() {
+            calls.push((
+                delta.id.clone(),
+                delta.r#type.clone(),
+                function.name,
+                String::new(),
+            ));
+        } else {
+            assert!(delta.id.is_empty() && function.name.is_empty(), "{delta:?}");
+        }
+        calls[index].3.push_str(&function.arguments);
+    }
+    calls
+}
+
+fn weather_tool() -> pb::Tool {
+    let schema: serde_json::Value = serde_json::json!({
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"]
+    });
+    let fields = schema
+        .as_object()
+        .expect("object")
+        .iter()
+        .map(|(k, v)| (k.clone(), common::to_struct_value(v)))
+        .collect();
+    pb::Tool {
+        r#type: "function".into(),
+        function: Some(pb::FunctionDefinition {
+            name: "get_weather".into(),
+            description: "Weather of a city".into(),
+            parameters: Some(prost_types::Struct { fields }),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn parallel_tool_calls_and_reasoning_pass_through_split_anywhere() {
+    use serde_json::json;
+    let args_a = r#"{"city": "Zürich 🌍", "unit": "c"}"#;
+    let args_b = r#"{"city": "東京"}"#;
+    let frames = vec![
+        data(&fake_openai::delta(
+            json!({"role": "assistant", "content": null}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"reasoning_content": "Two cities: "}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"reasoning_content": "call twice 🤔"}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+                "function": {"name": "get_weather", "arguments": ""}}]}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": &args_a[..4]}}]}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"tool_calls": [{"index": 1, "id": "call_b", "type": "function",
+                "function": {"name": "get_weather", "arguments": &args_b[..7]}}]}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": &args_a[4..13]}}]}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"tool_calls": [
+                {"index": 0, "function": {"arguments": &args_a[13..]}},
+                {"index": 1, "id": "", "function": {"arguments": &args_b[7..]}}
+            ]}),
+            None,
+        )),
+        data(&fake_openai::delta(json!({}), Some("tool_calls"))),
+        data(&fake_openai::usage(20, 30)),
+        data("[DONE]"),
+    ];
+    // Cut every 5 bytes: inside events, JSON tokens and UTF-8 characters.
+    let fake = FakeOpenAi::start(vec![fake_openai::split_every(&frames, 5)], &[]).await;
+    let server = server_for(&fake.url(), "").await;
+
+    let mut request = ask("Weather in Zürich and Tokyo?");
+    request.tools = vec![weather_tool()];
+    request.tool_choice = Some(pb::ToolChoice {
+        choice: Some(pb::tool_choice::Choice::Mode(
+            pb::ToolChoiceMode::Required as i32,
+        )),
+    });
+    request.parallel_tool_calls = Some(true);
+    request.messages.push(pb::ChatMessage {
+        role: pb::Role::Assistant as i32,
+        tool_calls: vec![pb::ToolCall {
+            id: "call_0".into(),
+            r#type: "function".into(),
+            function: Some(pb::FunctionCall {
+                name: "get_weather".into(),
+                arguments: r#"{"city":"Bern"}"#.into(),
+            }),
+        }],
+        ..Default::default()
+    });
+    request.messages.push(pb::ChatMessage {
+        role: pb::Role::Tool as i32,
+        content: "12 °C".into(),
+        tool_call_id: "call_0".into(),
+        ..Default::default()
+    });
+    let (chunks, end) = drain(&mut open(&server, request).await).await;
+    end.expect("ok");
+
+    assert_eq!(
+        tool_calls_of(&chunks),
+        [
+            (
+                "call_a".into(),
+                "function".into(),
+                "get_weather".into(),
+                args_a.into()
+            ),
+            (
+                "call_b".into(),
+                "function".into(),
+                "get_weather".into(),
+                args_b.into()
+            ),
+        ]
+    );
+    let reasoning: String = chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .filter_map(|c| c.delta.as_ref())
+        .map(|d| d.reasoning.as_str())
+        .collect();
+    assert_eq!(reasoning, "Two cities: call twice 🤔");
+    assert_eq!(text_of(&chunks, 0), "");
+    assert_eq!(finish_of(&chunks, 0), [pb::FinishReason::ToolCalls as i32]);
+    let sequences: Vec<u64> = chunks.iter().map(|c| c.sequence).collect();
+    assert_eq!(sequences, (1..=chunks.len() as u64).collect::<Vec<_>>());
+
+    let body = &fake.bodies()[0];
+    assert_eq!(
+        body["tools"],
+        serde_json::json!([{"type": "function", "function": {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        }}])
+    );
+    assert_eq!(body["tool_choice"], "required");
+    assert_eq!(body["parallel_tool_calls"], true);
+    assert_eq!(
+        body["messages"][1],
+        serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Bern\"}"}}
+        ]})
+    );
+    assert_eq!(
+        body["messages"][2],
+        serde_json::json!({"role": "tool", "content": "12 °C", "tool_call_id": "call_0"})
+    );
+}
+
+#[tokio::test]
+async fn refusal_and_content_filter_are_passed_on_never_turned_into_stop() {
+    use serde_json::json;
+    let frames = vec![
+        data(&fake_openai::delta(
+            json!({"role": "assistant", "refusal": "I can"}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"refusal": "not help with that."}),
+            None,
+        )),
+        data(&fake_openai::delta(
+            json!({"content": "Partial"}),
+            Some("content_filter"),
+        )),
+        data("[DONE]"),
+    ];
+    let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
+    let server = server_for(&fake.url(), "").await;
+    let (chunks, end) = drain(&mut open(&server, ask("something bad")).await).await;
+    end.expect("ok");
+    let refusal: String = chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .filter_map(|c| c.delta.as_ref())
+        .map(|d| d.refusal.as_str())
+        .collect();
+    assert_eq!(refusal, "I cannot help with that.");
+    assert_eq!(text_of(&chunks, 0), "Partial");
+    assert_eq!(
+        finish_of(&chunks, 0),
+        [pb::FinishReason::ContentFilter as i32]
+    );
+}
+
+#[tokio::test]
+async fn list_models_names_the_upstream_as_owner() {
+    let fake = FakeOpenAi::start(vec![stream(completion(&["x"], "stop", None))], &[]).await;
+    let server = server_for(&fake.url(), "").await;
+    let models = server
+        .chat()
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .models;
+    let owner = |id: &str| {
+        models
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.owned_by.clone())
+    };
+    assert_eq!(owner(MODEL).as_deref(), Some("fake"));
+    assert_eq!(owner("echo").as_deref(), Some("agentstream"));
+    assert_eq!(owner("tools").as_deref(), Some("agentstream"));
+    assert!(models.iter().all(|m| m.created > 0));
 }

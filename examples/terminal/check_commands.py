@@ -138,6 +138,9 @@ def expect(condition: bool, what: str) -> None:
 def check_stream_chat(request, messages, state):
     expect(len(messages) >= 2, "several chunks")
     expect(len({m["id"] for m in messages}) == 1 and messages[0]["id"].startswith("chatcmpl-"), "one chatcmpl- id")
+    if request.get("tools"):
+        check_tool_calls(request, messages)
+        return
     chunks = [m for m in messages if m.get("choices")]
     n = request.get("n") or 1
     for index in range(n):
@@ -151,6 +154,23 @@ def check_stream_chat(request, messages, state):
         usage = messages[-1].get("usage")
         expect(usage is not None and "choices" not in messages[-1], "a final usage chunk")
         expect(usage["totalTokens"] == usage["promptTokens"] + usage["completionTokens"], "usage adds up")
+
+
+def check_tool_calls(request, messages):
+    pieces = [p for m in messages for c in m.get("choices", []) for p in c.get("delta", {}).get("toolCalls", [])]
+    expect(len(pieces) > 2, f"tool-call arguments in fragments: {pieces}")
+    first = pieces[0]
+    expect(first.get("id", "").startswith("call_") and first.get("function", {}).get("name") == "get_weather", f"the first piece names the call: {first}")
+    arguments = json.loads("".join(p.get("function", {}).get("arguments", "") for p in pieces))
+    expect(set(arguments) == {"city"}, f"the arguments follow the schema: {arguments}")
+    finish = [c.get("finishReason") for m in messages for c in m.get("choices", []) if c.get("finishReason")]
+    expect(finish == ["FINISH_REASON_TOOL_CALLS"], f"finish TOOL_CALLS: {finish}")
+
+
+def check_list_models(request, messages, state):
+    models = {m["id"]: m for m in messages[0]["models"]}
+    expect({"echo", "synthetic", "tools"} <= set(models), f"the built-in models: {list(models)}")
+    expect(all(m["ownedBy"] == "agentstream" for m in models.values()), "owned by agentstream")
 
 
 def check_start_task(request, messages, state):
@@ -216,6 +236,7 @@ def check_health_watch(request, messages, state):
 
 CHECKS = {
     "agentstream.v1.ChatService/StreamChat": check_stream_chat,
+    "agentstream.v1.ChatService/ListModels": check_list_models,
     "agentstream.v1.TaskService/StartTask": check_start_task,
     "agentstream.v1.TaskService/GetTask": check_get_task,
     "agentstream.v1.TaskService/WatchTask": check_watch_task,

@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 
 use crate::{
     error::Result,
-    llm::{FinishReason, GenerationEvent, GenerationStream, Usage},
+    llm::{FinishReason, GenerationEvent, GenerationStream, ToolCallDelta, Usage},
 };
 
 /// One chunk of a chat completion, before it meets the wire.
@@ -23,6 +23,12 @@ pub enum ChatChunk {
         first: bool,
         /// The text (may be empty on the last chunk).
         content: String,
+        /// Reasoning text, kept apart from `content` (usually empty).
+        reasoning: String,
+        /// Refusal text (usually empty).
+        refusal: String,
+        /// Pieces of tool calls (usually none).
+        tool_calls: Vec<ToolCallDelta>,
         /// Set on the last chunk of the choice.
         finish_reason: Option<FinishReason>,
     },
@@ -67,14 +73,30 @@ impl Stream for ChatChunks {
                     Ok(ChatChunk::Usage(usage))
                 }
                 Some(Ok(GenerationEvent::Usage(_))) => continue,
-                Some(Ok(GenerationEvent::Delta { choice, text })) => {
-                    Ok(choice_chunk(&mut this.started, choice, text, None))
-                }
+                Some(Ok(GenerationEvent::Delta { choice, text })) => Ok(choice_chunk(
+                    &mut this.started,
+                    choice,
+                    Delta::Content(text),
+                )),
+                Some(Ok(GenerationEvent::Reasoning { choice, text })) => Ok(choice_chunk(
+                    &mut this.started,
+                    choice,
+                    Delta::Reasoning(text),
+                )),
+                Some(Ok(GenerationEvent::Refusal { choice, text })) => Ok(choice_chunk(
+                    &mut this.started,
+                    choice,
+                    Delta::Refusal(text),
+                )),
+                Some(Ok(GenerationEvent::ToolCall { choice, call })) => Ok(choice_chunk(
+                    &mut this.started,
+                    choice,
+                    Delta::ToolCall(call),
+                )),
                 Some(Ok(GenerationEvent::Finished { choice, reason })) => Ok(choice_chunk(
                     &mut this.started,
                     choice,
-                    String::new(),
-                    Some(reason),
+                    Delta::Finished(reason),
                 )),
             };
             return Poll::Ready(Some(chunk));
@@ -82,19 +104,36 @@ impl Stream for ChatChunks {
     }
 }
 
-fn choice_chunk(
-    started: &mut u64,
-    index: u32,
-    content: String,
-    finish_reason: Option<FinishReason>,
-) -> ChatChunk {
+/// What one generation event adds to a choice.
+enum Delta {
+    Content(String),
+    Reasoning(String),
+    Refusal(String),
+    ToolCall(ToolCallDelta),
+    Finished(FinishReason),
+}
+
+fn choice_chunk(started: &mut u64, index: u32, delta: Delta) -> ChatChunk {
     let bit = 1u64 << (index % 64);
     let first = *started & bit == 0;
     *started |= bit;
+    let (mut content, mut reasoning, mut refusal) = (String::new(), String::new(), String::new());
+    let mut tool_calls = Vec::new();
+    let mut finish_reason = None;
+    match delta {
+        Delta::Content(text) => content = text,
+        Delta::Reasoning(text) => reasoning = text,
+        Delta::Refusal(text) => refusal = text,
+        Delta::ToolCall(call) => tool_calls.push(call),
+        Delta::Finished(reason) => finish_reason = Some(reason),
+    }
     ChatChunk::Choice {
         index,
         first,
         content,
+        reasoning,
+        refusal,
+        tool_calls,
         finish_reason,
     }
 }

@@ -16,4 +16,7 @@ pub mod request;
 
 pub use chunks::{ChatChunk, chat_chunks};
 pub use completion::{Chat, Completion, CompletionHeader};
-pub use request::{ChatDraft, ChatLimits, ChatRequest, MessageDraft, RoleDraft};
+pub use request::{
+    ChatDraft, ChatLimits, ChatRequest, MessageDraft, RoleDraft, ToolCallDraft, ToolChoiceDraft,
+    ToolDraft,
+};

@@ -59,6 +59,7 @@ pub(super) async fn run(args: ChatArgs) -> Result<(), CliError> {
         stop: args.stop.clone(),
         n: args.n,
         include_usage: args.usage,
+        ..Default::default()
     });
     if let Some(timeout) = args.timeout {
         request.set_timeout(timeout);
@@ -73,7 +74,7 @@ fn message(role: pb::Role, content: &str) -> pb::ChatMessage {
     pb::ChatMessage {
         role: role as i32,
         content: content.to_owned(),
-        name: String::new(),
+        ..Default::default()
     }
 }
 

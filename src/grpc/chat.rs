@@ -1,16 +1,30 @@
 //! `agentstream.v1.ChatService`: the wire request becomes a [`ChatDraft`],
 //! the core's chunks become wire chunks.
+//!
+//! Tool schemas arrive as `google.protobuf.Struct` and become JSON here,
+//! at the edge, so the core and the backends only ever see JSON.
+//! Resumable streams are in the API but not kept by this server yet: asking
+//! for one, resuming or cancelling one is UNIMPLEMENTED.
 
 use futures::StreamExt;
+use prost_types::value::Kind;
+use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::call::{self, GrpcStream};
 use crate::{
-    chat::{Chat, ChatChunk, ChatDraft, CompletionHeader, MessageDraft, RoleDraft},
-    llm::{FinishReason, Role, Usage},
+    chat::{
+        Chat, ChatChunk, ChatDraft, CompletionHeader, MessageDraft, RoleDraft, ToolCallDraft,
+        ToolChoiceDraft, ToolDraft,
+    },
+    error::Error,
+    llm::{FinishReason, ModelInfo, Role, ToolCallDelta, ToolChoice, Usage},
     pb::{self, chat_service_server::ChatService},
     server::{Calls, Method},
 };
+
+/// Why resumable streams are refused, for now.
+const NOT_RESUMABLE: &str = "resumable streaming";
 
 /// Implements `agentstream.v1.ChatService` over the core's [`Chat`].
 #[derive(Clone)]
@@ -29,20 +43,69 @@ impl ChatApi {
 #[tonic::async_trait]
 impl ChatService for ChatApi {
     type StreamChatStream = GrpcStream<pb::StreamChatResponse>;
+    type ResumeStreamStream = GrpcStream<pb::StreamChatResponse>;
 
     async fn stream_chat(
         &self,
         request: Request<pb::StreamChatRequest>,
     ) -> Result<Response<Self::StreamChatStream>, Status> {
         let call = call::start(&self.calls, Method::StreamChat, &request);
-        let completion = match self.chat.start(draft(request.into_inner())) {
+        let request = request.into_inner();
+        if request.resumable {
+            return Err(call.fail(Error::Unimplemented(NOT_RESUMABLE)).into());
+        }
+        let completion = match self.chat.start(draft(request)) {
             Ok(completion) => completion,
             Err(error) => return Err(call.fail(error).into()),
         };
         call.record_model(&completion.header().model);
         let (header, chunks) = call.in_span(|| completion.into_chunks());
-        let chunks = chunks.map(move |chunk| chunk.map(|chunk| to_wire(&header, chunk)));
+        let mut sequence = 0u64;
+        let chunks = chunks.map(move |chunk| {
+            sequence = sequence.saturating_add(1);
+            chunk.map(|chunk| to_wire(&header, sequence, chunk))
+        });
         call::stream(call.stream(chunks))
+    }
+
+    async fn list_models(
+        &self,
+        request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let call = call::start(&self.calls, Method::ListModels, &request);
+        let models = self.chat.models().list();
+        call::unary(
+            call,
+            Ok(pb::ListModelsResponse {
+                models: models.into_iter().map(Into::into).collect(),
+            }),
+        )
+    }
+
+    async fn resume_stream(
+        &self,
+        request: Request<pb::ResumeStreamRequest>,
+    ) -> Result<Response<Self::ResumeStreamStream>, Status> {
+        let call = call::start(&self.calls, Method::ResumeStream, &request);
+        Err(call.fail(Error::Unimplemented(NOT_RESUMABLE)).into())
+    }
+
+    async fn cancel_stream(
+        &self,
+        request: Request<pb::CancelStreamRequest>,
+    ) -> Result<Response<pb::CancelStreamResponse>, Status> {
+        let call = call::start(&self.calls, Method::CancelStream, &request);
+        call::unary(call, Err(Error::Unimplemented(NOT_RESUMABLE)))
+    }
+}
+
+impl From<ModelInfo> for pb::Model {
+    fn from(model: ModelInfo) -> Self {
+        pb::Model {
+            id: model.id,
+            owned_by: model.owned_by,
+            created: model.created,
+        }
     }
 }
 
@@ -56,7 +119,70 @@ fn draft(raw: pb::StreamChatRequest) -> ChatDraft {
         stop: raw.stop,
         n: raw.n,
         include_usage: raw.include_usage,
+        tools: raw.tools.into_iter().map(tool).collect(),
+        tool_choice: raw.tool_choice.and_then(tool_choice),
+        parallel_tool_calls: raw.parallel_tool_calls,
     }
+}
+
+fn tool(t: pb::Tool) -> ToolDraft {
+    let function = t.function.unwrap_or_default();
+    ToolDraft {
+        kind: t.r#type,
+        name: function.name,
+        description: function.description,
+        parameters: function.parameters.map(struct_to_json),
+    }
+}
+
+/// The tool choice; `None` when the oneof is unset or the mode unspecified.
+fn tool_choice(choice: pb::ToolChoice) -> Option<ToolChoiceDraft> {
+    use pb::tool_choice::Choice;
+    Some(match choice.choice? {
+        Choice::FunctionName(name) => ToolChoiceDraft::Known(ToolChoice::Function(name)),
+        Choice::Mode(mode) => match pb::ToolChoiceMode::try_from(mode) {
+            Ok(pb::ToolChoiceMode::Unspecified) => return None,
+            Ok(pb::ToolChoiceMode::Auto) => ToolChoiceDraft::Known(ToolChoice::Auto),
+            Ok(pb::ToolChoiceMode::None) => ToolChoiceDraft::Known(ToolChoice::None),
+            Ok(pb::ToolChoiceMode::Required) => ToolChoiceDraft::Known(ToolChoice::Required),
+            Err(_) => ToolChoiceDraft::Unknown(mode.to_string()),
+        },
+    })
+}
+
+/// A `google.protobuf.Struct` as the JSON object it stands for. Its depth
+/// is bounded by prost's decoding recursion limit.
+fn struct_to_json(s: prost_types::Struct) -> Value {
+    Value::Object(
+        s.fields
+            .into_iter()
+            .map(|(k, v)| (k, value_to_json(v)))
+            .collect(),
+    )
+}
+
+fn value_to_json(v: prost_types::Value) -> Value {
+    match v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::NumberValue(n)) => number_to_json(n),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),
+    }
+}
+
+/// A Struct number (always a double) as JSON: whole numbers as integers,
+/// so a schema's `"minimum": 1` stays `1`; NaN and infinities (which JSON
+/// cannot hold) as null.
+fn number_to_json(n: f64) -> Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if n.fract() == 0.0 && n.abs() < EXACT {
+        // Exact: a whole number below 2^53 in magnitude.
+        #[allow(clippy::cast_possible_truncation)]
+        return Value::from(n as i64);
+    }
+    serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
 }
 
 fn message(m: pb::ChatMessage) -> MessageDraft {
@@ -71,16 +197,31 @@ fn message(m: pb::ChatMessage) -> MessageDraft {
         role,
         content: m.content,
         name: m.name,
+        tool_calls: m.tool_calls.into_iter().map(tool_call).collect(),
+        tool_call_id: m.tool_call_id,
+    }
+}
+
+fn tool_call(c: pb::ToolCall) -> ToolCallDraft {
+    let function = c.function.unwrap_or_default();
+    ToolCallDraft {
+        id: c.id,
+        kind: c.r#type,
+        name: function.name,
+        arguments: function.arguments,
     }
 }
 
 /// The wire form of one chunk.
-fn to_wire(header: &CompletionHeader, chunk: ChatChunk) -> pb::StreamChatResponse {
+fn to_wire(header: &CompletionHeader, sequence: u64, chunk: ChatChunk) -> pb::StreamChatResponse {
     let (choices, usage) = match chunk {
         ChatChunk::Choice {
             index,
             first,
             content,
+            reasoning,
+            refusal,
+            tool_calls,
             finish_reason,
         } => {
             let role = if first {
@@ -93,6 +234,9 @@ fn to_wire(header: &CompletionHeader, chunk: ChatChunk) -> pb::StreamChatRespons
                 delta: Some(pb::ChatDelta {
                     role: role as i32,
                     content,
+                    tool_calls: tool_calls.into_iter().map(Into::into).collect(),
+                    reasoning,
+                    refusal,
                 }),
                 finish_reason: finish_reason.map_or(pb::FinishReason::Unspecified, Into::into)
                     as i32,
@@ -107,6 +251,23 @@ fn to_wire(header: &CompletionHeader, chunk: ChatChunk) -> pb::StreamChatRespons
         model: header.model.clone(),
         choices,
         usage,
+        sequence,
+        stream_id: String::new(),
+    }
+}
+
+impl From<ToolCallDelta> for pb::ToolCallDelta {
+    fn from(call: ToolCallDelta) -> Self {
+        let kind = if call.is_first() { "function" } else { "" };
+        pb::ToolCallDelta {
+            index: call.index,
+            id: call.id,
+            r#type: kind.to_owned(),
+            function: Some(pb::FunctionCallDelta {
+                name: call.name,
+                arguments: call.arguments,
+            }),
+        }
     }
 }
 
@@ -115,6 +276,8 @@ impl From<FinishReason> for pb::FinishReason {
         match reason {
             FinishReason::Stop => pb::FinishReason::Stop,
             FinishReason::Length => pb::FinishReason::Length,
+            FinishReason::ToolCalls => pb::FinishReason::ToolCalls,
+            FinishReason::ContentFilter => pb::FinishReason::ContentFilter,
         }
     }
 }

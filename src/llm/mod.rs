@@ -15,6 +15,10 @@
 pub mod mock;
 pub mod openai;
 pub mod stop;
+pub mod tool_model;
+pub mod tools;
+
+pub use tools::{Tool, ToolCall, ToolCallDelta, ToolChoice};
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -65,11 +69,12 @@ impl TokenBudget {
 }
 
 /// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Role {
     /// Instructions to the model.
     System,
     /// The end user.
+    #[default]
     User,
     /// The model.
     Assistant,
@@ -90,7 +95,7 @@ impl Role {
 }
 
 /// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChatMessage {
     /// Author.
     pub role: Role,
@@ -98,6 +103,10 @@ pub struct ChatMessage {
     pub content: String,
     /// Optional author name; empty when unset.
     pub name: String,
+    /// The tool calls of an assistant turn; empty otherwise.
+    pub tool_calls: Vec<ToolCall>,
+    /// On a tool message: the id of the call it answers; empty otherwise.
+    pub tool_call_id: String,
 }
 
 impl ChatMessage {
@@ -106,7 +115,7 @@ impl ChatMessage {
         Self {
             role: Role::User,
             content: content.into(),
-            name: String::new(),
+            ..Self::default()
         }
     }
 
@@ -115,7 +124,7 @@ impl ChatMessage {
         Self {
             role: Role::System,
             content: content.into(),
-            name: String::new(),
+            ..Self::default()
         }
     }
 }
@@ -127,6 +136,10 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` reached.
     Length,
+    /// The model called tools; the conversation continues with their results.
+    ToolCalls,
+    /// A content filter withheld (the rest of) the answer.
+    ContentFilter,
 }
 
 /// Token accounting of one generation.
@@ -146,7 +159,7 @@ impl Usage {
 }
 
 /// A validated request for one generation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GenerationRequest {
     /// The resolved model name.
     pub model: String,
@@ -160,6 +173,12 @@ pub struct GenerationRequest {
     pub stop: Vec<String>,
     /// Number of choices, 1 to 8.
     pub n: u32,
+    /// Functions the model may call (at most 128, names unique).
+    pub tools: Vec<Tool>,
+    /// Whether and which tools it may call; `None`: the model's default.
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether it may call several tools in one turn; `None`: its default.
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// One event of a generation.
@@ -170,6 +189,27 @@ pub enum GenerationEvent {
         /// Choice index.
         choice: u32,
         /// The text.
+        text: String,
+    },
+    /// A piece of a tool call of a choice.
+    ToolCall {
+        /// Choice index.
+        choice: u32,
+        /// The piece.
+        call: ToolCallDelta,
+    },
+    /// More of a choice's reasoning, kept apart from its text.
+    Reasoning {
+        /// Choice index.
+        choice: u32,
+        /// The text (never splits a character).
+        text: String,
+    },
+    /// More of a choice's refusal message.
+    Refusal {
+        /// Choice index.
+        choice: u32,
+        /// The text (never splits a character).
         text: String,
     },
     /// A choice has ended.
@@ -186,10 +226,19 @@ pub enum GenerationEvent {
 /// The events of one generation, pulled by the response stream.
 pub type GenerationStream = BoxStream<'static, Result<GenerationEvent>>;
 
+/// Who serves the built-in models, in model listings.
+pub const BUILTIN_OWNER: &str = "agentstream";
+
 /// A source of generated text.
 pub trait Backend: Send + Sync + 'static {
     /// The model names this backend serves.
     fn models(&self) -> Vec<String>;
+
+    /// Who serves them, for model listings: [`BUILTIN_OWNER`] for the
+    /// built-in models, an upstream's name otherwise.
+    fn owner(&self) -> String {
+        BUILTIN_OWNER.to_owned()
+    }
 
     /// Starts a generation. Nothing happens until the stream is polled.
     fn generate(&self, request: GenerationRequest) -> GenerationStream;
@@ -200,14 +249,32 @@ pub trait Backend: Send + Sync + 'static {
 pub struct Models {
     backends: BTreeMap<String, Arc<dyn Backend>>,
     default_model: String,
+    /// When the registry was built (the server started serving), Unix
+    /// seconds: every model's `created` in listings.
+    created: i64,
+}
+
+/// One model as listings show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The model's name.
+    pub id: String,
+    /// Who serves it ([`Backend::owner`]).
+    pub owned_by: String,
+    /// When the server started serving it, Unix seconds.
+    pub created: i64,
 }
 
 impl Models {
     /// An empty registry whose default model is `default_model`.
     pub fn new(default_model: impl Into<String>) -> Self {
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         Self {
             backends: BTreeMap::new(),
             default_model: default_model.into(),
+            created,
         }
     }
 
@@ -238,6 +305,18 @@ impl Models {
     /// Every model served, sorted.
     pub fn names(&self) -> Vec<String> {
         self.backends.keys().cloned().collect()
+    }
+
+    /// Every model served with its owner, sorted by name.
+    pub fn list(&self) -> Vec<ModelInfo> {
+        self.backends
+            .iter()
+            .map(|(id, backend)| ModelInfo {
+                id: id.clone(),
+                owned_by: backend.owner(),
+                created: self.created,
+            })
+            .collect()
     }
 
     /// The model used when a request names none.

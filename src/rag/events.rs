@@ -81,6 +81,7 @@ impl Writer {
             temperature: None,
             stop: Vec::new(),
             n: 1,
+            ..GenerationRequest::default()
         };
         match self {
             Writer::Extractive(mock) => {
@@ -120,6 +121,10 @@ pub fn answer_events(
                 GenerationEvent::Delta { .. } => {}
                 GenerationEvent::Finished { reason, .. } => finish_reason = reason,
                 GenerationEvent::Usage(u) => usage = u,
+                // The extractive answerer streams text only.
+                GenerationEvent::ToolCall { .. }
+                | GenerationEvent::Reasoning { .. }
+                | GenerationEvent::Refusal { .. } => {}
             }
         }
         yield AnswerEvent::Done {

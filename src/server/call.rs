@@ -54,6 +54,12 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub enum Method {
     /// ChatService.StreamChat (and the HTTP chat completions).
     StreamChat,
+    /// ChatService.ListModels (and the HTTP model list).
+    ListModels,
+    /// ChatService.ResumeStream.
+    ResumeStream,
+    /// ChatService.CancelStream.
+    CancelStream,
     /// RagService.IngestDocuments.
     IngestDocuments,
     /// RagService.StreamAnswer.
@@ -79,6 +85,9 @@ impl Method {
     pub const fn as_str(self) -> &'static str {
         match self {
             Method::StreamChat => "agentstream.v1.ChatService/StreamChat",
+            Method::ListModels => "agentstream.v1.ChatService/ListModels",
+            Method::ResumeStream => "agentstream.v1.ChatService/ResumeStream",
+            Method::CancelStream => "agentstream.v1.ChatService/CancelStream",
             Method::IngestDocuments => "agentstream.v1.RagService/IngestDocuments",
             Method::StreamAnswer => "agentstream.v1.RagService/StreamAnswer",
             Method::ListDocuments => "agentstream.v1.RagService/ListDocuments",

@@ -30,6 +30,7 @@ use crate::{
         Models, TokenBudget,
         mock::MockBackend,
         openai::{OpenAiBackend, UpstreamSetupError},
+        tool_model::ToolModel,
     },
     metrics::Metrics,
     rag::{DocumentIndex, Rag},
@@ -127,6 +128,11 @@ impl Server {
             metrics.clone(),
         ));
         models.register(builtin.clone());
+        models.register(Arc::new(ToolModel::new(
+            config.mock_token_delay,
+            tokenizer,
+            metrics.clone(),
+        )));
         for upstream in OpenAiBackend::connect_all(&config.upstreams, tokenizer, &metrics).await? {
             models.register(Arc::new(upstream));
         }

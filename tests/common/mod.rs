@@ -259,7 +259,7 @@ pub fn user(content: &str) -> agentstream::pb::ChatMessage {
     agentstream::pb::ChatMessage {
         role: agentstream::pb::Role::User as i32,
         content: content.into(),
-        name: String::new(),
+        ..Default::default()
     }
 }
 
@@ -300,4 +300,25 @@ where
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// A JSON value as a `google.protobuf.Value` (for tool schemas).
+pub fn to_struct_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(to_struct_value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o
+                .iter()
+                .map(|(k, v)| (k.clone(), to_struct_value(v)))
+                .collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
 }

@@ -37,6 +37,12 @@ pub enum Reply {
         delay: Duration,
         after: After,
     },
+    /// An event stream sent as these raw body chunks, `delay` apart (to
+    /// split events anywhere, even inside a UTF-8 character).
+    Bytes {
+        chunks: Vec<Vec<u8>>,
+        delay: Duration,
+    },
 }
 
 impl Reply {
@@ -205,6 +211,15 @@ async fn chat(
             .header(header::CONTENT_TYPE, "text/event-stream")
             .body(Body::from_stream(sse(frames, delay, after, state.dropped)))
             .expect("response"),
+        Reply::Bytes { chunks, delay } => Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(Body::from_stream(async_stream::stream! {
+                for chunk in chunks {
+                    tokio::time::sleep(delay).await;
+                    yield Ok::<_, Infallible>(chunk);
+                }
+            }))
+            .expect("response"),
     }
 }
 
@@ -314,4 +329,24 @@ pub fn error(status: u16, message: &str, param: Option<&str>) -> Reply {
         body: json!({"error": {"message": message, "type": "error", "param": param, "code": null}})
             .to_string(),
     }
+}
+
+/// `frames` joined and cut every `size` bytes: events, JSON tokens and
+/// UTF-8 characters all split across body chunks.
+pub fn split_every(frames: &[String], size: usize) -> Reply {
+    let body = frames.concat().into_bytes();
+    Reply::Bytes {
+        chunks: body.chunks(size).map(<[u8]>::to_vec).collect(),
+        delay: Duration::from_millis(1),
+    }
+}
+
+/// A chunk whose only choice has `delta` and `finish_reason`.
+pub fn delta(delta: Value, finish_reason: Option<&str>) -> String {
+    json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+    })
+    .to_string()
 }

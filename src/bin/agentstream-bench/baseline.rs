@@ -75,6 +75,30 @@ impl ChatService for Baseline {
             sleep: None,
         }))
     }
+
+    // The baseline measures StreamChat only.
+    type ResumeStreamStream = Chunks;
+
+    async fn list_models(
+        &self,
+        _: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        Err(Status::unimplemented("the baseline serves StreamChat only"))
+    }
+
+    async fn resume_stream(
+        &self,
+        _: Request<pb::ResumeStreamRequest>,
+    ) -> Result<Response<Chunks>, Status> {
+        Err(Status::unimplemented("the baseline serves StreamChat only"))
+    }
+
+    async fn cancel_stream(
+        &self,
+        _: Request<pb::CancelStreamRequest>,
+    ) -> Result<Response<pb::CancelStreamResponse>, Status> {
+        Err(Status::unimplemented("the baseline serves StreamChat only"))
+    }
 }
 
 /// The response stream: one message per poll.
@@ -129,10 +153,13 @@ impl Stream for Chunks {
                 delta: Some(pb::ChatDelta {
                     role: role as i32,
                     content,
+                    ..Default::default()
                 }),
                 finish_reason: finish as i32,
             }],
             usage: None,
+            sequence: u64::from(this.sent),
+            stream_id: String::new(),
         })))
     }
 }

@@ -66,7 +66,7 @@ fn request(max_tokens: u32) -> pb::StreamChatRequest {
         messages: vec![pb::ChatMessage {
             role: pb::Role::User as i32,
             content: "benchmark".into(),
-            name: String::new(),
+            ..Default::default()
         }],
         model: "synthetic".into(),
         max_tokens,

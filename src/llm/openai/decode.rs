@@ -16,16 +16,33 @@
 //! Text is passed on as the upstream chunked it: strings decoded from JSON
 //! are whole characters, and nothing here cuts them except at a stop
 //! sequence, which the filter always cuts on a character boundary.
+//!
+//! Beside `content`, a delta may carry `reasoning_content`/`reasoning`
+//! (passed on as reasoning, apart from the text), `refusal`, and
+//! `tool_calls` pieces. Tool calls are passed on as they come, with one
+//! normalisation: the first piece of each call carries its id and name and
+//! later pieces only argument fragments, whatever the server repeats (a
+//! call whose first piece has no id gets one). Argument fragments are never
+//! joined or parsed here, so a fragment that ends mid-JSON-token reaches the
+//! client unchanged. `finish_reason` is mapped faithfully
+//! ([`finish_reason`]); an unknown value finishes the choice with STOP (or
+//! TOOL_CALLS when it called tools) and is logged as a warning.
 
-use super::wire::{StreamChunk, UpstreamMessage, WireUsage, finish_reason};
+use std::collections::HashSet;
+
+use super::wire::{ChunkDelta, StreamChunk, UpstreamMessage, WireUsage, finish_reason};
 use crate::{
     error::{Error, Result},
     llm::{
-        FinishReason, GenerationEvent, GenerationRequest, Usage,
+        FinishReason, GenerationEvent, GenerationRequest, ToolCallDelta, Usage,
         stop::{Filtered, StopSequenceFilter},
     },
     tokenizer::{Tokenizer, saturate},
 };
+
+/// Most tool calls one choice may make (as many as a request may define
+/// tools); an upstream that sends more ends the generation with an error.
+const MAX_CALLS_PER_CHOICE: usize = 128;
 
 /// The payload that ends an OpenAI stream.
 const DONE: &str = "[DONE]";
@@ -62,6 +79,8 @@ struct ChoiceState {
     upstream_finished: bool,
     /// Any event at all was received for it.
     seen: bool,
+    /// The upstream indexes of the tool calls it has begun.
+    calls: HashSet<u32>,
 }
 
 impl ChunkDecoder {
@@ -74,6 +93,7 @@ impl ChunkDecoder {
                 finished: false,
                 upstream_finished: false,
                 seen: false,
+                calls: HashSet::new(),
             })
             .collect();
         Self {
@@ -122,9 +142,12 @@ impl ChunkDecoder {
             return Err(self.upstream_error(&UpstreamMessage::from_json(error).message));
         }
         for choice in chunk.choices {
-            let content = choice.delta.and_then(|d| d.content).unwrap_or_default();
-            let reason = choice.finish_reason.as_deref().map(finish_reason);
-            self.on_choice(choice.index, &content, reason, out)?;
+            let reason = choice
+                .finish_reason
+                .as_deref()
+                .map(|r| self.finish_reason(choice.index, r));
+            let delta = choice.delta.unwrap_or_default();
+            self.on_choice(choice.index, delta, reason, out)?;
         }
         if chunk.usage.is_some() {
             self.usage = chunk.usage;
@@ -158,16 +181,135 @@ impl ChunkDecoder {
         }
         // `[DONE]` without a finish_reason: tolerated (some servers omit it).
         for index in 0..self.choices.len() {
-            self.end_choice(index, FinishReason::Stop, out);
+            let called = self.choices[index].calls.is_empty();
+            let reason = if called {
+                FinishReason::Stop
+            } else {
+                FinishReason::ToolCalls
+            };
+            self.end_choice(index, reason, out);
         }
         out.push(GenerationEvent::Usage(self.usage(request)));
         Ok(())
     }
 
+    /// The finish reason of an upstream value; an unknown one is logged
+    /// and read as the end it most likely is.
+    fn finish_reason(&self, index: u32, raw: &str) -> FinishReason {
+        if let Some(reason) = finish_reason(raw) {
+            return reason;
+        }
+        let called = self
+            .choices
+            .get(index as usize)
+            .is_some_and(|c| !c.calls.is_empty());
+        let reason = if called {
+            FinishReason::ToolCalls
+        } else {
+            FinishReason::Stop
+        };
+        tracing::warn!(
+            upstream = %self.upstream,
+            finish_reason = %raw.escape_debug(),
+            mapped = ?reason,
+            "upstream sent an unknown finish_reason"
+        );
+        reason
+    }
+
+    /// Counts `text` as generated tokens; false when the choice has gone
+    /// past `max_tokens` (every non-empty piece holds at least one token).
+    fn count(&mut self, i: usize, text: &str) -> bool {
+        let tokens = saturate(self.tokenizer.count(text)).max(1);
+        self.counted_tokens = self.counted_tokens.saturating_add(tokens);
+        let Some(state) = self.choices.get_mut(i) else {
+            return false;
+        };
+        state.chunks += 1;
+        state.chunks <= self.max_tokens
+    }
+
+    /// Passes on what a delta carries beside its content: reasoning,
+    /// refusal and tool-call pieces. False when `max_tokens` cut the choice.
+    fn on_extras(
+        &mut self,
+        index: u32,
+        delta: &mut ChunkDelta,
+        out: &mut Vec<GenerationEvent>,
+    ) -> Result<bool> {
+        let i = index as usize;
+        let reasoning = delta
+            .reasoning_content
+            .take()
+            .into_iter()
+            .chain(delta.reasoning.take())
+            .filter(|t| !t.is_empty());
+        for text in reasoning {
+            if !self.count(i, &text) {
+                return Ok(false);
+            }
+            out.push(GenerationEvent::Reasoning {
+                choice: index,
+                text,
+            });
+        }
+        if let Some(text) = delta.refusal.take().filter(|t| !t.is_empty()) {
+            if !self.count(i, &text) {
+                return Ok(false);
+            }
+            out.push(GenerationEvent::Refusal {
+                choice: index,
+                text,
+            });
+        }
+        for piece in std::mem::take(&mut delta.tool_calls) {
+            let function = piece.function.unwrap_or_default();
+            let arguments = function.arguments.unwrap_or_default();
+            let Some(state) = self.choices.get_mut(i) else {
+                break;
+            };
+            let first = !state.calls.contains(&piece.index);
+            if first && state.calls.len() >= MAX_CALLS_PER_CHOICE {
+                return Err(Error::Internal(format!(
+                    "upstream `{}` made more than {MAX_CALLS_PER_CHOICE} tool calls in one choice",
+                    self.upstream
+                )));
+            }
+            state.calls.insert(piece.index);
+            let call = if first {
+                ToolCallDelta {
+                    index: piece.index,
+                    id: piece
+                        .id
+                        .filter(|id| !id.is_empty())
+                        .unwrap_or_else(|| format!("call_{}", uuid::Uuid::new_v4().simple())),
+                    name: function.name.unwrap_or_default(),
+                    arguments,
+                }
+            } else if arguments.is_empty() {
+                continue;
+            } else {
+                ToolCallDelta {
+                    index: piece.index,
+                    arguments,
+                    ..ToolCallDelta::default()
+                }
+            };
+            if !call.arguments.is_empty() && !self.count(i, &call.arguments) {
+                return Ok(false);
+            }
+            out.push(GenerationEvent::ToolCall {
+                choice: index,
+                call,
+            });
+        }
+        Ok(true)
+    }
+
     fn on_choice(
         &mut self,
         index: u32,
-        content: &str,
+        mut delta: ChunkDelta,
         reason: Option<FinishReason>,
         out: &mut Vec<GenerationEvent>,
     ) -> Result<()> {
@@ -184,15 +326,20 @@ impl ChunkDecoder {
         if state.finished {
             return Ok(());
         }
+        if !self.on_extras(index, &mut delta, out)? {
+            self.end_choice(i, FinishReason::Length, out);
+            return Ok(());
+        }
+        let content = delta.content.unwrap_or_default();
         if !content.is_empty() {
-            let tokens = saturate(self.tokenizer.count(content)).max(1);
-            self.counted_tokens = self.counted_tokens.saturating_add(tokens);
-            state.chunks += 1;
-            if state.chunks > self.max_tokens {
+            if !self.count(i, &content) {
                 self.end_choice(i, FinishReason::Length, out);
                 return Ok(());
             }
-            match state.stop.push(content) {
+            let Some(state) = self.choices.get_mut(i) else {
+                return Ok(());
+            };
+            match state.stop.push(&content) {
                 Filtered::Pass(text) => push_delta(out, index, text),
                 Filtered::Stopped(text) => {
                     push_delta(out, index, text);
@@ -281,6 +428,7 @@ mod tests {
             temperature: None,
             stop: stop.iter().map(|s| s.to_string()).collect(),
             n,
+            ..GenerationRequest::default()
         }
     }
 

@@ -192,6 +192,10 @@ impl Backend for OpenAiBackend {
         self.models.clone()
     }
 
+    fn owner(&self) -> String {
+        self.upstream.name().to_owned()
+    }
+
     fn generate(&self, request: GenerationRequest) -> GenerationStream {
         let generation = generation(
             self.upstream.clone(),

@@ -6,7 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::llm::{ChatMessage, FinishReason, GenerationRequest};
+use serde_json::{Value, json};
+
+use crate::llm::{ChatMessage, FinishReason, GenerationRequest, Role, Tool, ToolChoice};
 
 /// Body of `POST {base}/chat/completions`.
 #[derive(Debug, Serialize)]
@@ -23,6 +25,71 @@ pub struct ChatCompletionRequest<'a> {
     /// Omitted for one choice: some servers reject `n` altogether.
     #[serde(skip_serializing_if = "is_one")]
     pub n: u32,
+    /// Omitted when empty, like the two below: servers without tool support
+    /// then see the request they always saw.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+}
+
+/// A tool as OpenAI writes it: `{"type":"function","function":{...}}`.
+#[derive(Debug, Serialize)]
+pub struct WireTool<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: WireFunction<'a>,
+}
+
+/// A function definition.
+#[derive(Debug, Serialize)]
+pub struct WireFunction<'a> {
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<&'a Value>,
+}
+
+impl<'a> From<&'a Tool> for WireTool<'a> {
+    fn from(tool: &'a Tool) -> Self {
+        Self {
+            kind: "function",
+            function: WireFunction {
+                name: &tool.name,
+                description: &tool.description,
+                parameters: tool.parameters.as_ref(),
+            },
+        }
+    }
+}
+
+/// OpenAI's `tool_choice`: a mode string or the named function.
+fn wire_tool_choice(choice: &ToolChoice) -> Value {
+    match choice {
+        ToolChoice::Auto => json!("auto"),
+        ToolChoice::None => json!("none"),
+        ToolChoice::Required => json!("required"),
+        ToolChoice::Function(name) => json!({"type": "function", "function": {"name": name}}),
+    }
+}
+
+/// One tool call of an assistant message.
+#[derive(Debug, Serialize)]
+pub struct WireToolCall<'a> {
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: WireFunctionCall<'a>,
+}
+
+/// The function of a tool call.
+#[derive(Debug, Serialize)]
+pub struct WireFunctionCall<'a> {
+    pub name: &'a str,
+    pub arguments: &'a str,
 }
 
 fn is_one(n: &u32) -> bool {
@@ -39,9 +106,15 @@ pub struct StreamOptions {
 #[derive(Debug, Serialize)]
 pub struct WireMessage<'a> {
     pub role: &'static str,
-    pub content: &'a str,
+    /// `null` on an assistant turn that only called tools, as OpenAI writes
+    /// it (some servers reject an empty string there).
+    pub content: Option<&'a str>,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub name: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<WireToolCall<'a>>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub tool_call_id: &'a str,
 }
 
 impl<'a> ChatCompletionRequest<'a> {
@@ -58,16 +131,35 @@ impl<'a> ChatCompletionRequest<'a> {
             temperature: request.temperature,
             stop: &request.stop,
             n: request.n.max(1),
+            tools: request.tools.iter().map(WireTool::from).collect(),
+            tool_choice: request.tool_choice.as_ref().map(wire_tool_choice),
+            parallel_tool_calls: request.parallel_tool_calls,
         }
     }
 }
 
 impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
     fn from(message: &'a ChatMessage) -> Self {
+        let only_calls = message.role == Role::Assistant
+            && message.content.is_empty()
+            && !message.tool_calls.is_empty();
         Self {
             role: message.role.as_str(),
-            content: &message.content,
+            content: (!only_calls).then_some(message.content.as_str()),
             name: &message.name,
+            tool_calls: message
+                .tool_calls
+                .iter()
+                .map(|call| WireToolCall {
+                    id: &call.id,
+                    kind: "function",
+                    function: WireFunctionCall {
+                        name: &call.name,
+                        arguments: &call.arguments,
+                    },
+                })
+                .collect(),
+            tool_call_id: &message.tool_call_id,
         }
     }
 }
@@ -100,11 +192,38 @@ pub struct ChunkChoice {
     pub finish_reason: Option<String>,
 }
 
-/// The new text of a choice.
+/// What a chunk adds to a choice.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct ChunkDelta {
     pub content: Option<String>,
+    /// DeepSeek's and vLLM's name for the reasoning text.
+    pub reasoning_content: Option<String>,
+    /// OpenRouter's and newer vLLM's name for it.
+    pub reasoning: Option<String>,
+    pub refusal: Option<String>,
+    #[serde(deserialize_with = "null_as_empty")]
+    pub tool_calls: Vec<ToolCallChunk>,
+}
+
+/// A piece of a streamed tool call. Servers differ in what they repeat:
+/// OpenAI sends `id`, `type` and the name only on a call's first piece,
+/// some send empty strings or nulls after, a few repeat them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ToolCallChunk {
+    /// Missing on servers that stream one call at a time (then 0).
+    pub index: u32,
+    pub id: Option<String>,
+    pub function: Option<FunctionChunk>,
+}
+
+/// The function part of a tool-call piece.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct FunctionChunk {
+    pub name: Option<String>,
+    pub arguments: Option<String>,
 }
 
 /// Token accounting as the upstream counted it.
@@ -129,15 +248,18 @@ pub struct ModelEntry {
     pub id: String,
 }
 
-/// Maps an upstream `finish_reason`: `length` means `max_tokens` was reached;
-/// everything else (`stop`, `content_filter`, `tool_calls`, ...) ended the
-/// choice for good.
-pub fn finish_reason(reason: &str) -> FinishReason {
-    if reason == "length" {
-        FinishReason::Length
-    } else {
-        FinishReason::Stop
-    }
+/// Maps an upstream `finish_reason` faithfully; `None` for a value no
+/// known server sends (the caller decides and says so in the log).
+/// Beside OpenAI's own values: `function_call` (OpenAI's legacy name),
+/// TGI's `eos_token` and `stop_sequence`, and `max_tokens`.
+pub fn finish_reason(reason: &str) -> Option<FinishReason> {
+    Some(match reason {
+        "stop" | "eos_token" | "eos" | "stop_sequence" | "end_turn" => FinishReason::Stop,
+        "length" | "max_tokens" => FinishReason::Length,
+        "tool_calls" | "function_call" | "tool_use" => FinishReason::ToolCalls,
+        "content_filter" => FinishReason::ContentFilter,
+        _ => return None,
+    })
 }
 
 /// What an upstream said in an error body or `error` event.
@@ -217,6 +339,7 @@ mod tests {
             temperature: Some(0.5),
             stop: vec!["END".into()],
             n: 2,
+            ..GenerationRequest::default()
         };
         let json = serde_json::to_value(ChatCompletionRequest::new(&request)).expect("json");
         assert_eq!(
@@ -246,6 +369,7 @@ mod tests {
             temperature: None,
             stop: Vec::new(),
             n: 1,
+            ..GenerationRequest::default()
         };
         let json = serde_json::to_value(ChatCompletionRequest::new(&request)).expect("json");
         for absent in ["temperature", "stop", "n"] {

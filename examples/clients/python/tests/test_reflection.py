@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from stubs import chat_pb2, task_pb2
 
 SERVICES = {
-    "agentstream.v1.ChatService": {"StreamChat"},
+    "agentstream.v1.ChatService": {"StreamChat", "ListModels", "ResumeStream", "CancelStream"},
     "agentstream.v1.RagService": {"IngestDocuments", "StreamAnswer", "ListDocuments", "DeleteDocument"},
     "agentstream.v1.TaskService": {"StartTask", "GetTask", "WatchTask", "CancelTask", "ListTasks"},
     "grpc.health.v1.Health": {"Check", "Watch"},
@@ -46,6 +46,7 @@ def test_every_rpc_and_every_message_it_uses_resolves_through_reflection(channel
             reachable_messages(method.output_type, messages)
 
     assert "google.protobuf.Timestamp" in messages
+    assert "google.protobuf.Struct" in messages  # tool schemas
     assert "agentstream.v1.StreamAnswerResponse" in messages
     # Every message can be built and round-trips through the wire format.
     for name, descriptor in messages.items():

@@ -281,7 +281,9 @@ async fn replica_process(redis: &Redis, lease: &str) -> Process {
         std::thread::spawn(move || lines.for_each(drop));
         line
     });
-    let line = tokio::time::timeout(PATIENCE, listening)
+    // A debug binary on a loaded machine takes a while to load its
+    // tokenizer; this bounds a hang, it is not a timing goal.
+    let line = tokio::time::timeout(4 * PATIENCE, listening)
         .await
         .expect("listening in time")
         .expect("reader")

@@ -61,6 +61,15 @@ impl Violations {
     }
 }
 
+/// A page request of a list (ListDocuments, ListTasks) as a client sent it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageDraft {
+    /// Items per page; 0 for the list's default.
+    pub page_size: u32,
+    /// Empty for the first page, else the `next_page_token` of the last.
+    pub page_token: String,
+}
+
 /// The single violation of `field`, as an error.
 pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Error {
     Error::InvalidArgument(vec![FieldViolation::new(field, description)])

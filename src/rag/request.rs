@@ -11,7 +11,7 @@ use super::document::{MAX_ID_BYTES, NewDocument, check_document};
 use crate::{
     error::Result,
     llm::{TokenBudget, check_model_name},
-    validation::{Violations, invalid},
+    validation::{PageDraft, Violations, invalid},
 };
 
 /// Most documents in one IngestDocuments request.
@@ -77,13 +77,7 @@ pub struct AnswerDraft {
 }
 
 /// A ListDocuments request as a client sent it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListDraft {
-    /// Documents per page; 0 for the default.
-    pub page_size: u32,
-    /// Empty for the first page, else a `next_page_token`.
-    pub page_token: String,
-}
+pub type ListDraft = PageDraft;
 
 /// A checked StreamAnswer request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 use super::DemoSpec;
 use crate::{
     error::Result,
-    validation::{Violations, invalid},
+    validation::{PageDraft, Violations, invalid},
 };
 
 /// Tasks per ListTasks page when the request sets none.
@@ -87,13 +87,7 @@ pub fn check_after_sequence(after_sequence: u64, last: u64) -> Result<()> {
 }
 
 /// A ListTasks request as a client sent it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListDraft {
-    /// Tasks per page; 0 for the default.
-    pub page_size: u32,
-    /// Empty for the first page, else a `next_page_token`.
-    pub page_token: String,
-}
+pub type ListDraft = PageDraft;
 
 /// A checked ListTasks request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,8 @@
 //! Compiles `proto/` with protox (no system `protoc`), generates the tonic
 //! services and writes the file descriptor set that server reflection serves.
+//! pbjson generates the proto3 JSON mapping of every message (serde), which
+//! the HTTP edge speaks; the well-known types come from pbjson-types, which
+//! carry that mapping too (a Timestamp is an RFC 3339 string).
 
 use std::{env, fs, path::PathBuf};
 
@@ -17,12 +20,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Imports are included, so reflection can describe google.protobuf types too.
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(
-        out_dir.join("agentstream_descriptor.bin"),
-        fds.encode_to_vec(),
-    )?;
+    let descriptors = fds.encode_to_vec();
+    fs::write(out_dir.join("agentstream_descriptor.bin"), &descriptors)?;
+    // Smaller response batches than tonic's default: they bound what a
+    // stream whose client stops reading holds (src/server/transport/codec.rs).
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
+        .codec_path("crate::server::transport::codec::BoundedCodec")
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(fds)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .build(&[".agentstream"])?;
     Ok(())
 }

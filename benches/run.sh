@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The side-by-side run of BENCHMARKS.md: every scenario against the minimal
-# tonic baseline, agentstream and the two Python peers, interleaved round by
+# tonic baseline, agentstream (over gRPC, and over SSE on its HTTP port) and
+# the two Python peers, interleaved round by
 # round (the machine is shared and noisy), server pinned to CPU 0 and the
 # load generator to CPU 1. Results go to $OUT (JSON lines), then the report.
 #
 #   cargo build --release --bins && benches/peers/setup.sh
 #   benches/run.sh                      # everything, 3 rounds
 #   SCENARIOS="single ttft" ROUNDS=5 SERVERS="baseline agentstream" benches/run.sh
+#   SERVERS="agentstream agentstream-sse fastapi-sse" benches/run.sh   # the SSE comparison
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${CARGO_TARGET_DIR:-target}/release
@@ -14,7 +16,7 @@ PEERS=benches/peers
 PY=$PEERS/.venv/bin/python
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-single ttft fanout cancel}
-SERVERS=${SERVERS:-baseline agentstream grpc-aio fastapi-sse}
+SERVERS=${SERVERS:-baseline agentstream agentstream-sse grpc-aio fastapi-sse}
 STREAMS=${STREAMS:-10000}
 RATE=${RATE:-10}
 DURATION=${DURATION:-10s}
@@ -27,7 +29,9 @@ server() {
   local delay=$2
   case $1 in
     baseline) echo "50061 grpc $T/agentstream-bench baseline --listen 127.0.0.1:50061 --token-delay ${delay}ms" ;;
-    agentstream) echo "50071 grpc $T/agentstream serve --listen 127.0.0.1:50071 --metrics-listen 127.0.0.1:50079 --mock-token-delay ${delay}ms --data-dir $DATA" ;;
+    # The HTTP port is on (as by default) but idle in the gRPC runs.
+    agentstream) echo "50071 grpc $T/agentstream serve --listen 127.0.0.1:50071 --http-listen 127.0.0.1:50072 --metrics-listen 127.0.0.1:50079 --mock-token-delay ${delay}ms --data-dir $DATA" ;;
+    agentstream-sse) echo "50072 sse $T/agentstream serve --listen 127.0.0.1:50071 --http-listen 127.0.0.1:50072 --metrics-listen 127.0.0.1:50079 --mock-token-delay ${delay}ms --data-dir $DATA" ;;
     grpc-aio) echo "50091 grpc $PY $PEERS/grpc_aio_server.py --port 50091 --token-delay-ms $delay" ;;
     fastapi-sse) echo "50092 sse $PY $PEERS/sse_server.py --port 50092 --token-delay-ms $delay" ;;
   esac
@@ -45,6 +49,9 @@ run() { # SCENARIO SERVER DELAY_MS ARGS...
 }
 
 python_peer() { [[ $1 == grpc-aio || $1 == fastapi-sse ]]; }
+
+# 10,000 SSE streams are 10,000 connections (plus the server's side).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 for round in $(seq 1 "$ROUNDS"); do
   for scenario in $SCENARIOS; do
@@ -64,7 +71,7 @@ for round in $(seq 1 "$ROUNDS"); do
             --duration "$DURATION" --ramp 2s --connections 8 ;;
         cancel)
           # Needs the live-generation gauge: agentstream only.
-          [[ $name == agentstream ]] && run cancel "$name" "$DELAY_MS" \
+          [[ $name == agentstream* ]] && run cancel "$name" "$DELAY_MS" \
             --streams "$STREAMS" --connections 8 --metrics 127.0.0.1:50079 ;;
       esac
     done
@@ -73,3 +80,11 @@ done
 rm -rf "$DATA"
 echo "results: $OUT" >&2
 "$T/agentstream-bench" report "$OUT"
+# The SSE goals compare agentstream's SSE with FastAPI's and with its own gRPC.
+if [[ " $SERVERS " == *" agentstream-sse "* ]]; then
+  for base in fastapi-sse agentstream; do
+    if [[ " $SERVERS " == *" $base "* ]]; then
+      "$T/agentstream-bench" report --baseline "$base" "$OUT"
+    fi
+  done
+fi

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, ValueEnum};
 
-use crate::llm::openai::UpstreamSpec;
+use crate::{llm::openai::UpstreamSpec, server::transport::TransportLimits};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,6 +93,44 @@ pub struct ServeConfig {
     #[arg(long, env = "AGENTSTREAM_MAX_ACTIVE_STREAMS", default_value_t = 50_000)]
     pub max_active_streams: usize,
 
+    /// Most client connections open at once; beyond it new connections are
+    /// closed as soon as they are accepted.
+    #[arg(long, env = "AGENTSTREAM_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most concurrent streams on one HTTP/2 connection (advertised to
+    /// clients as SETTINGS_MAX_CONCURRENT_STREAMS; they queue beyond it).
+    #[arg(
+        long,
+        env = "AGENTSTREAM_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 2_000
+    )]
+    pub max_streams_per_connection: u32,
+
+    /// Time a new connection has to send its HTTP/2 preface (or its first
+    /// HTTP/1 request) before it is closed.
+    #[arg(long, env = "AGENTSTREAM_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub handshake_timeout: Duration,
+
+    /// A connection with no call in flight for this long is closed
+    /// (gracefully: GOAWAY).
+    #[arg(long, env = "AGENTSTREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+
+    /// Interval of HTTP/2 keepalive pings; a peer that does not answer one
+    /// within `--keepalive-timeout` is disconnected.
+    #[arg(long, env = "AGENTSTREAM_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
+    pub keepalive_interval: Duration,
+
+    /// Time a keepalive ping has to be answered.
+    #[arg(long, env = "AGENTSTREAM_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_positive_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// A response stream whose client has read nothing for this long is
+    /// ended (reset), freeing its buffers and the work behind it.
+    #[arg(long, env = "AGENTSTREAM_SEND_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub send_timeout: Duration,
+
     /// On SIGTERM or Ctrl-C, how long in-flight streams may run on before
     /// they are ended with UNAVAILABLE (e.g. `10s`).
     #[arg(long, env = "AGENTSTREAM_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
@@ -128,6 +166,33 @@ pub struct ServeConfig {
         default_value_t = 100
     )]
     pub max_finished_task_events: usize,
+
+    /// How long a resumable chat stream is kept after its last reader left
+    /// (it keeps generating meanwhile); after it, the stream is stopped and
+    /// forgotten, and resuming it gets NOT_FOUND.
+    #[arg(long, env = "AGENTSTREAM_RESUMABLE_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub resumable_ttl: Duration,
+
+    /// Most resumable chat streams kept at once (generating or finished);
+    /// at the limit the finished, unread stream that ended first is
+    /// forgotten, and if none is, a new resumable request gets
+    /// RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_MAX_RESUMABLE_STREAMS",
+        default_value_t = 1_000
+    )]
+    pub max_resumable_streams: usize,
+
+    /// Bytes of chunks kept per resumable stream for replay (text plus 128
+    /// per chunk); past it the oldest chunks are dropped and resuming
+    /// before them gets OUT_OF_RANGE.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_RESUMABLE_BUFFER_BYTES",
+        default_value_t = 1 << 20
+    )]
+    pub resumable_buffer_bytes: usize,
 
     /// Directory for the server's on-disk state (search index, ...).
     #[arg(
@@ -166,6 +231,21 @@ impl Default for ServeConfig {
     }
 }
 
+impl ServeConfig {
+    /// The limits of the connection layer.
+    pub fn transport_limits(&self) -> TransportLimits {
+        TransportLimits {
+            max_connections: self.max_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            send_timeout: self.send_timeout,
+        }
+    }
+}
+
 /// Where the HTTP edge listens: an address, or nowhere (`off`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpListen {
@@ -182,6 +262,14 @@ impl HttpListen {
             HttpListen::Off => None,
             HttpListen::On(addr) => Some(addr),
         }
+    }
+}
+
+/// Parses a duration that must not be zero (`10s`, `5m`).
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be more than 0".into()),
+        duration => Ok(duration),
     }
 }
 

@@ -64,6 +64,13 @@ pub enum Error {
     /// The server's own configuration prevents the call.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A position asked for is outside what exists or is kept (a resume
+    /// point past a stream's end, or before its replay buffer).
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The work was cancelled by a request (CancelStream) before it ended.
+    #[error("{0}")]
+    Cancelled(String),
     /// A bug: something that should not happen did.
     #[error("internal error: {0}")]
     Internal(String),
@@ -106,6 +113,10 @@ pub enum ErrorKind {
     ResourceExhausted,
     /// The server's configuration prevents the call.
     FailedPrecondition,
+    /// A position outside what exists or is kept.
+    OutOfRange,
+    /// Cancelled by a request.
+    Cancelled,
     /// A bug.
     Internal,
 }
@@ -121,6 +132,8 @@ impl ErrorKind {
             ErrorKind::Unavailable => "Unavailable",
             ErrorKind::ResourceExhausted => "ResourceExhausted",
             ErrorKind::FailedPrecondition => "FailedPrecondition",
+            ErrorKind::OutOfRange => "OutOfRange",
+            ErrorKind::Cancelled => "Cancelled",
             ErrorKind::Internal => "Internal",
         }
     }
@@ -139,12 +152,15 @@ impl Error {
             Error::ShuttingDown | Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::ResourceExhausted(_) | Error::RateLimited { .. } => ErrorKind::ResourceExhausted,
             Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Error::OutOfRange(_) => ErrorKind::OutOfRange,
+            Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
 }
 
-/// Formats violations as `field: description; field: description`.
+/// Formats violations as `field: description; field: description` (at
+/// most a few KiB: `validation` bounds what is listed).
 struct ViolationList<'a>(&'a [FieldViolation]);
 
 impl fmt::Display for ViolationList<'_> {

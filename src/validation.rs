@@ -6,13 +6,34 @@
 //! reported at once, with the field's path (`messages[3].content`,
 //! `documents[0].metadata["k"]`), so a client fixes its request in one round
 //! trip whichever protocol it speaks.
+//!
+//! What is reported is bounded, whatever the request: at most
+//! [`MAX_LISTED`] violations and [`MAX_LISTED_BYTES`] of text (each field
+//! path and description cut to a few hundred bytes), then one more entry,
+//! on the field `request`, counting the violations not listed. A request
+//! with thousands of bad fields thus gets an error of a few KiB, well under
+//! the 8 KiB of metadata gRPC clients accept by default.
 
 use crate::error::{Error, FieldViolation, Result};
+
+/// Most violations listed in one error.
+pub const MAX_LISTED: usize = 20;
+/// Most bytes of field paths and descriptions listed in one error.
+pub const MAX_LISTED_BYTES: usize = 2048;
+/// Longest field path listed (longer ones are cut).
+pub const MAX_FIELD_BYTES: usize = 128;
+/// Longest description listed (longer ones are cut).
+pub const MAX_DESCRIPTION_BYTES: usize = 256;
 
 /// The violations found so far in one request.
 #[derive(Debug, Default)]
 #[must_use = "call `finish` to turn the violations into an error"]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    listed: Vec<FieldViolation>,
+    listed_bytes: usize,
+    /// Violations found beyond what is listed.
+    omitted: usize,
+}
 
 impl Violations {
     /// No violation yet.
@@ -22,7 +43,21 @@ impl Violations {
 
     /// Records that `field` is wrong, and why.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation::new(field, description));
+        if self.listed.len() >= MAX_LISTED {
+            self.omitted += 1;
+            return;
+        }
+        let violation = FieldViolation::new(
+            cut(field.into(), MAX_FIELD_BYTES),
+            cut(description.into(), MAX_DESCRIPTION_BYTES),
+        );
+        let bytes = violation.field.len() + violation.description.len();
+        if self.listed_bytes + bytes > MAX_LISTED_BYTES {
+            self.omitted += 1;
+            return;
+        }
+        self.listed_bytes += bytes;
+        self.listed.push(violation);
     }
 
     /// Records a violation of `field` unless `ok`; `description` is only
@@ -47,18 +82,42 @@ impl Violations {
 
     /// Whether nothing was found.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.listed.is_empty() && self.omitted == 0
     }
 
     /// `Ok` when nothing was found, else [`Error::InvalidArgument`] with
-    /// every violation in the order found.
-    pub fn finish(self) -> Result<()> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(self.0))
+    /// the violations in the order found (the first [`MAX_LISTED`], then a
+    /// count of the others).
+    pub fn finish(mut self) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
         }
+        if self.omitted > 0 {
+            self.listed.push(FieldViolation::new(
+                "request",
+                format!(
+                    "{} more violations not listed; fix the ones above and retry",
+                    self.omitted
+                ),
+            ));
+        }
+        Err(Error::InvalidArgument(self.listed))
     }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary, with `…`
+/// marking the cut.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
 }
 
 /// A page request of a list (ListDocuments, ListTasks) as a client sent it.

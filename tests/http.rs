@@ -8,21 +8,10 @@ use std::time::Duration;
 
 use agentstream::pb;
 use base64::Engine as _;
-use common::{TestServer, user};
+use common::{TestServer, http_client as client, http_url as url, user};
 use futures::StreamExt;
 use prost::Message;
 use reqwest::{StatusCode, header};
-
-fn url(server: &TestServer, path: &str) -> String {
-    let addr = server.server.http_addr().expect("HTTP edge on");
-    format!("http://{addr}{path}")
-}
-
-/// An HTTP/1.1 client (reqwest is built with rustls but no provider).
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
 
 async fn json_of(response: reqwest::Response) -> serde_json::Value {
     response.json().await.expect("JSON body")

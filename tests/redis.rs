@@ -26,6 +26,8 @@ type Client = TaskServiceClient<Channel>;
 struct Redis {
     child: Child,
     url: String,
+    port: u16,
+    binary: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -62,11 +64,36 @@ async fn redis() -> Option<Redis> {
         let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
         listener.local_addr().expect("addr").port()
     };
+    let child = spawn_redis(&binary, port, dir.path()).await;
+    Some(Redis {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+        port,
+        binary,
+        _dir: dir,
+    })
+}
+
+impl Redis {
+    /// Kills this Redis (`kill -9`): every key is lost with it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a fresh Redis on the same port after [`Redis::kill`].
+    async fn start_again(&mut self) {
+        self.child = spawn_redis(&self.binary, self.port, self._dir.path()).await;
+    }
+}
+
+/// Starts `redis-server` on `port`, returning once it accepts connections.
+async fn spawn_redis(binary: &std::path::Path, port: u16, dir: &std::path::Path) -> Child {
     let mut child = Command::new(binary)
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .arg("--dir")
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -88,17 +115,25 @@ async fn redis() -> Option<Redis> {
         .expect("redis-server ready in time")
         .expect("reader");
     assert!(ready, "redis-server exited before it was ready");
-    Some(Redis {
-        child,
-        url: format!("redis://127.0.0.1:{port}/"),
-        _dir: dir,
-    })
+    child
 }
 
 /// A replica on `redis`.
 async fn replica(redis: &Redis) -> TestServer {
+    replica_with(redis, |_| {}).await
+}
+
+/// A replica on `redis`, configured further by `tweak`.
+async fn replica_with(
+    redis: &Redis,
+    tweak: impl FnOnce(&mut agentstream::config::ServeConfig),
+) -> TestServer {
     let url = redis.url.clone();
-    TestServer::start_with(move |config| config.redis_url = Some(url)).await
+    TestServer::start_with(move |config| {
+        config.redis_url = Some(url);
+        tweak(config);
+    })
+    .await
 }
 
 fn demo(steps: u32, step_delay_ms: u32) -> pb::StartTaskRequest {
@@ -347,4 +382,275 @@ async fn a_server_whose_redis_cannot_be_reached_does_not_start() {
         .err()
         .expect("refuses to start");
     assert!(error.to_string().contains("cannot use Redis"), "{error}");
+}
+
+#[tokio::test]
+async fn the_http_task_routes_of_one_replica_serve_the_tasks_of_another() {
+    let Some(redis) = redis().await else { return };
+    let (a, b) = (replica(&redis).await, replica(&redis).await);
+    let http = common::http_client();
+    let started: serde_json::Value = http
+        .post(common::http_url(&a, "/v1/tasks"))
+        .json(&serde_json::json!({"demo": {"steps": 5, "stepDelayMs": 1}}))
+        .send()
+        .await
+        .expect("POST /v1/tasks")
+        .json()
+        .await
+        .expect("JSON");
+    let id = started["task"]["taskId"]
+        .as_str()
+        .expect("taskId")
+        .to_owned();
+
+    // B streams the whole history as SSE, `id:` the sequence, to the end.
+    let events = http
+        .get(common::http_url(&b, &format!("/v1/tasks/{id}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET events");
+    assert_eq!(events.status(), 200);
+    let body = events.text().await.expect("events to the end");
+    let ids: Vec<u64> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("id:"))
+        .filter_map(|id| id.trim().parse().ok())
+        .collect();
+    let expected: Vec<u64> = (1..=ids.len() as u64).collect();
+    assert!(ids.len() >= 3, "start, progress and end: {body}");
+    assert_eq!(ids, expected, "every event once, in order");
+    assert!(body.contains("event: succeeded"), "{body}");
+
+    // B fetches it; A lists it.
+    let fetched: serde_json::Value = http
+        .get(common::http_url(&b, &format!("/v1/tasks/{id}")))
+        .send()
+        .await
+        .expect("GET task")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(fetched["task"]["state"], "TASK_STATE_SUCCEEDED");
+    let listed: serde_json::Value = http
+        .get(common::http_url(&a, "/v1/tasks"))
+        .send()
+        .await
+        .expect("GET tasks")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["tasks"][0]["taskId"], id.as_str());
+
+    // A long task started on A is cancelled through B.
+    let started: serde_json::Value = http
+        .post(common::http_url(&a, "/v1/tasks"))
+        .json(&serde_json::json!({"demo": {"steps": 10000, "stepDelayMs": 5}}))
+        .send()
+        .await
+        .expect("POST /v1/tasks")
+        .json()
+        .await
+        .expect("JSON");
+    let id = started["task"]["taskId"]
+        .as_str()
+        .expect("taskId")
+        .to_owned();
+    let cancelled = http
+        .post(common::http_url(&b, &format!("/v1/tasks/{id}/cancel")))
+        .send()
+        .await
+        .expect("POST cancel");
+    assert_eq!(cancelled.status(), 200);
+    let cancelled: serde_json::Value = cancelled.json().await.expect("JSON");
+    assert_eq!(cancelled["task"]["state"], "TASK_STATE_CANCELLED");
+}
+
+/// `tokens` synthetic tokens, asked as a resumable stream.
+fn resumable(tokens: u32) -> pb::StreamChatRequest {
+    pb::StreamChatRequest {
+        model: "synthetic".into(),
+        max_tokens: tokens,
+        messages: vec![common::user("go")],
+        resumable: true,
+        ..Default::default()
+    }
+}
+
+type Chunks = tonic::Streaming<pb::StreamChatResponse>;
+
+async fn chat(server: &TestServer, request: pb::StreamChatRequest) -> Chunks {
+    server
+        .chat()
+        .stream_chat(request)
+        .await
+        .expect("StreamChat")
+        .into_inner()
+}
+
+async fn resume(server: &TestServer, stream_id: &str, after: u64) -> Result<Chunks, tonic::Status> {
+    let request = pb::ResumeStreamRequest {
+        stream_id: stream_id.into(),
+        after_sequence: after,
+    };
+    let response = server.chat().resume_stream(request).await;
+    response.map(tonic::Response::into_inner)
+}
+
+async fn cancel_stream(server: &TestServer, stream_id: &str) -> Result<(), tonic::Status> {
+    let request = pb::CancelStreamRequest {
+        stream_id: stream_id.into(),
+    };
+    server.chat().cancel_stream(request).await.map(|_| ())
+}
+
+async fn take(stream: &mut Chunks, n: usize) -> Vec<pb::StreamChatResponse> {
+    let mut chunks = Vec::new();
+    for _ in 0..n {
+        chunks.push(stream.next().await.expect("a chunk").expect("ok"));
+    }
+    chunks
+}
+
+fn sequences(chunks: &[pb::StreamChatResponse]) -> Vec<u64> {
+    chunks.iter().map(|c| c.sequence).collect()
+}
+
+fn slow(config: &mut agentstream::config::ServeConfig) {
+    config.mock_token_delay = std::time::Duration::from_millis(10);
+}
+
+#[tokio::test]
+async fn a_stream_started_on_one_replica_resumes_on_another_without_a_gap_or_repeat() {
+    let Some(redis) = redis().await else { return };
+    let (a, b) = (replica_with(&redis, slow).await, replica(&redis).await);
+    let request = resumable(120);
+    let mut first = chat(&a, request.clone()).await;
+    let seen = take(&mut first, 5).await;
+    let stream_id = seen[0].stream_id.clone();
+    assert!(stream_id.starts_with("stream-"), "{stream_id}");
+    assert_eq!(sequences(&seen), [1, 2, 3, 4, 5]);
+    drop(first);
+
+    // B replays what A made since, then follows A's generation live.
+    let mut resumed = resume(&b, &stream_id, 5).await.expect("resumes on B");
+    let rest = common::drain_ok(&mut resumed).await;
+    assert_eq!(
+        sequences(&rest),
+        (6..6 + rest.len() as u64).collect::<Vec<_>>(),
+        "every chunk once, in order"
+    );
+    assert!(
+        rest.iter()
+            .all(|c| c.stream_id == stream_id && c.id == seen[0].id)
+    );
+    let whole: Vec<_> = seen.into_iter().chain(rest).collect();
+    let mut straight = request;
+    straight.resumable = false;
+    straight.include_usage = true;
+    let straight = common::drain_ok(&mut chat(&b, straight).await).await;
+    assert_eq!(whole.len(), straight.len());
+    assert_eq!(common::text_of(&whole, 0), common::text_of(&straight, 0));
+    let usage = whole.last().and_then(|c| c.usage).expect("ends with usage");
+    assert_eq!(usage.completion_tokens, 120);
+
+    // A full replay through A is the same stream.
+    let replay = common::drain_ok(&mut resume(&a, &stream_id, 0).await.expect("kept")).await;
+    assert_eq!(replay, whole);
+}
+
+#[tokio::test]
+async fn cancel_stream_on_one_replica_stops_the_generation_on_another() {
+    let Some(redis) = redis().await else { return };
+    let (a, b) = (replica_with(&redis, slow).await, replica(&redis).await);
+    let request = pb::StreamChatRequest {
+        resumable: true,
+        ..common::endless(2)
+    };
+    let mut on_a = chat(&a, request).await;
+    let head = take(&mut on_a, 3).await;
+    let stream_id = head[0].stream_id.clone();
+    let mut on_b = resume(&b, &stream_id, 3).await.expect("resumes on B");
+    take(&mut on_b, 2).await;
+    assert_eq!(a.metrics().live_generations, 2);
+
+    cancel_stream(&b, &stream_id)
+        .await
+        .expect("cancelled through B");
+    // CancelStream answers once the generation on A has stopped.
+    assert_eq!(a.metrics().live_generations, 0);
+    let (rest, end) = common::drain(&mut on_a).await;
+    assert_eq!(
+        end.expect_err("A's reader is told").code(),
+        tonic::Code::Cancelled
+    );
+    let (_, end) = common::drain(&mut on_b).await;
+    assert_eq!(
+        end.expect_err("B's reader is told").code(),
+        tonic::Code::Cancelled
+    );
+    a.assert_no_token_produced_meanwhile().await;
+
+    cancel_stream(&b, &stream_id)
+        .await
+        .expect("again: idempotent");
+    let (replayed, end) = common::drain(&mut resume(&b, &stream_id, 0).await.expect("kept")).await;
+    assert_eq!(end.expect_err("cancelled").code(), tonic::Code::Cancelled);
+    assert_eq!(replayed.len(), head.len() + rest.len());
+    assert_eq!(replayed[..3], head[..]);
+
+    let unknown = resume(&b, "stream-0123", 0).await.expect_err("unknown");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_reader_whose_redis_dies_ends_unavailable_and_service_returns_with_redis() {
+    let Some(mut redis) = redis().await else {
+        return;
+    };
+    let (a, b) = (replica_with(&redis, slow).await, replica(&redis).await);
+    let request = pb::StreamChatRequest {
+        resumable: true,
+        ..common::endless(1)
+    };
+    let mut on_a = chat(&a, request.clone()).await;
+    let head = take(&mut on_a, 2).await;
+    let mut on_b = resume(&b, &head[0].stream_id, 2)
+        .await
+        .expect("resumes on B");
+    take(&mut on_b, 2).await;
+
+    redis.kill();
+    // The reader on B ends (it does not hang) with UNAVAILABLE.
+    let (_, end) = common::drain(&mut on_b).await;
+    assert_eq!(end.expect_err("told").code(), tonic::Code::Unavailable);
+    // New calls fail with a clear error rather than wait.
+    let refused = b.chat().stream_chat(request.clone()).await;
+    let refused = match refused {
+        Ok(response) => common::drain(&mut response.into_inner())
+            .await
+            .1
+            .expect_err("refused"),
+        Err(status) => status,
+    };
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("Redis"), "{refused:?}");
+    drop(on_a);
+
+    // Redis is back (empty): both replicas serve again.
+    redis.start_again().await;
+    let mut fresh = common::eventually("a resumable stream starts again", || {
+        let a = &a;
+        let request = pb::StreamChatRequest {
+            max_tokens: 20,
+            ..request.clone()
+        };
+        async move { a.chat().stream_chat(request).await.ok() }
+    })
+    .await
+    .into_inner();
+    let chunks = common::drain_ok(&mut fresh).await;
+    let stream_id = chunks[0].stream_id.clone();
+    let replay = common::drain_ok(&mut resume(&b, &stream_id, 0).await.expect("on B")).await;
+    assert_eq!(replay, chunks);
 }

@@ -808,7 +808,7 @@ fn weather_tool() -> pb::Tool {
         function: Some(pb::FunctionDefinition {
             name: "get_weather".into(),
             description: "Weather of a city".into(),
-            parameters: Some(prost_types::Struct { fields }),
+            parameters: Some(pbjson_types::Struct { fields }),
         }),
     }
 }

@@ -8,8 +8,9 @@ markers. This script (standard library only):
 1. starts `agentstream serve` on a free loopback port (the binary from
    AGENTSTREAM_BIN, or $CARGO_TARGET_DIR/debug/agentstream, or target/debug);
 2. runs every `buf curl` command there in order, with the documented
-   address replaced by the server's and `TASK_ID` by the last task id a
-   StartTask or IngestDocuments printed, and checks each output: the
+   address replaced by the server's, `TASK_ID` by the last task id a
+   StartTask or IngestDocuments printed and `STREAM_ID` by the last stream
+   id a resumable StreamChat printed, and checks each output: the
    response messages of that RPC, or the error status named by the comment
    just above the command (e.g. "INVALID_ARGUMENT");
 3. checks that every RPC the server lists is documented, and that each
@@ -127,6 +128,8 @@ def parse_messages(text: str) -> list[dict]:
 class State:
     task_id: str | None = None
     task_ids: list[str] = field(default_factory=list)
+    stream_id: str | None = None
+    stream_chunks: int = 0
     methods: set[str] = field(default_factory=set)
 
 
@@ -138,6 +141,14 @@ def expect(condition: bool, what: str) -> None:
 def check_stream_chat(request, messages, state):
     expect(len(messages) >= 2, "several chunks")
     expect(len({m["id"] for m in messages}) == 1 and messages[0]["id"].startswith("chatcmpl-"), "one chatcmpl- id")
+    expect([int(m["sequence"]) for m in messages] == list(range(1, len(messages) + 1)), "sequences 1, 2, ...")
+    stream_ids = {m.get("streamId", "") for m in messages}
+    if request.get("resumable"):
+        expect(len(stream_ids) == 1 and messages[0]["streamId"].startswith("stream-"), f"one stream id: {stream_ids}")
+        expect("usage" in messages[-1], "a resumable stream ends with its usage")
+        state.stream_id, state.stream_chunks = messages[0]["streamId"], len(messages)
+    else:
+        expect(stream_ids == {""}, "no stream id unless resumable")
     if request.get("tools"):
         check_tool_calls(request, messages)
         return
@@ -165,6 +176,19 @@ def check_tool_calls(request, messages):
     expect(set(arguments) == {"city"}, f"the arguments follow the schema: {arguments}")
     finish = [c.get("finishReason") for m in messages for c in m.get("choices", []) if c.get("finishReason")]
     expect(finish == ["FINISH_REASON_TOOL_CALLS"], f"finish TOOL_CALLS: {finish}")
+
+
+def check_resume_stream(request, messages, state):
+    after = int(request.get("after_sequence", 0))
+    sequences = [int(m["sequence"]) for m in messages]
+    expect(sequences == list(range(after + 1, state.stream_chunks + 1)), f"the chunks after {after}, once: {sequences}")
+    expect(all(m["streamId"] == state.stream_id for m in messages), "chunks of the stream")
+    usage = messages[-1].get("usage")
+    expect(usage is not None and usage["totalTokens"] == usage["promptTokens"] + usage["completionTokens"], "the final usage last")
+
+
+def check_cancel_stream(request, messages, state):
+    expect(messages == [{}], "an empty response")
 
 
 def check_list_models(request, messages, state):
@@ -237,6 +261,8 @@ def check_health_watch(request, messages, state):
 CHECKS = {
     "agentstream.v1.ChatService/StreamChat": check_stream_chat,
     "agentstream.v1.ChatService/ListModels": check_list_models,
+    "agentstream.v1.ChatService/ResumeStream": check_resume_stream,
+    "agentstream.v1.ChatService/CancelStream": check_cancel_stream,
     "agentstream.v1.TaskService/StartTask": check_start_task,
     "agentstream.v1.TaskService/GetTask": check_get_task,
     "agentstream.v1.TaskService/WatchTask": check_watch_task,
@@ -257,6 +283,8 @@ def run_buf_curl(command: Command, addr: str, state: State) -> None:
     argv = [a.replace(DOCUMENTED_ADDR, addr) for a in command.argv]
     if state.task_id:
         argv = [a.replace("TASK_ID", state.task_id) for a in argv]
+    if state.stream_id:
+        argv = [a.replace("STREAM_ID", state.stream_id) for a in argv]
     done = subprocess.run(argv, capture_output=True, text=True, encoding="utf-8", timeout=COMMAND_TIMEOUT)
     method = command.method()
     if method is None:  # --list-methods

@@ -11,11 +11,13 @@ use std::{
 };
 
 use futures::Stream;
+use tracing::Span;
 
 use super::{ChatChunk, ChatDraft, ChatLimits, ChatRequest, chat_chunks};
 use crate::{
     error::Result,
     llm::{Backend, Models},
+    streams::{Follow, Streams},
 };
 
 /// Runs chat completions over the server's models within its limits.
@@ -23,17 +25,40 @@ use crate::{
 pub struct Chat {
     models: Arc<Models>,
     limits: ChatLimits,
+    streams: Streams,
 }
 
 impl Chat {
-    /// Completions answered by `models` within `limits`.
+    /// Completions answered by `models` within `limits`, resumable ones
+    /// kept in memory on the default limits.
     pub fn new(models: Arc<Models>, limits: ChatLimits) -> Self {
-        Self { models, limits }
+        Self {
+            models,
+            limits,
+            streams: Streams::default(),
+        }
+    }
+
+    /// The same completions, resumable ones kept by `streams`.
+    pub fn with_streams(self, streams: Streams) -> Self {
+        Self { streams, ..self }
     }
 
     /// The models served.
     pub fn models(&self) -> &Arc<Models> {
         &self.models
+    }
+
+    /// The resumable streams (resume, cancel).
+    pub fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    /// Checks `draft` and starts it as a resumable stream: it generates to
+    /// its end whether or not the returned reader (the starting call's) is
+    /// read; see [`crate::streams`].
+    pub async fn start_resumable(&self, draft: ChatDraft, span: &Span) -> Result<Follow> {
+        self.streams.start(self, draft, span).await
     }
 
     /// Checks `draft` and resolves its model.

@@ -102,7 +102,10 @@ fn print_timings(done: &pb::AnswerDone) {
         pb::FinishReason::try_from(done.finish_reason).map_or("unknown", |r| r.as_str_name());
     let usage = done.usage.unwrap_or_default();
     eprintln!(
-        "retrieval {} ms, generation {} ms, {} prompt + {} completion tokens, {reason}",
-        done.retrieval_ms, done.generation_ms, usage.prompt_tokens, usage.completion_tokens
+        "retrieval {:.1} ms, generation {:.1} ms, {} prompt + {} completion tokens, {reason}",
+        done.retrieval_us as f64 / 1000.0,
+        done.generation_us as f64 / 1000.0,
+        usage.prompt_tokens,
+        usage.completion_tokens
     );
 }

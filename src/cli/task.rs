@@ -272,7 +272,7 @@ impl ProgressDisplay {
             .with_style(style("{spinner:.green} [{elapsed_precise}] {msg}"));
         let created = task
             .and_then(|t| t.create_time)
-            .and_then(|t| SystemTime::try_from(t).ok());
+            .and_then(|t| pb::system_time(&t));
         if let Some(created) = created {
             bar.set_elapsed(created.elapsed().unwrap_or_default());
         }
@@ -322,7 +322,7 @@ impl ProgressDisplay {
     fn finish(&self, terminal: pb::TaskEvent) -> Result<(), CliError> {
         let state = terminal.state();
         // The task's own duration, from its creation to its last event.
-        let ended = terminal.time.and_then(|t| SystemTime::try_from(t).ok());
+        let ended = terminal.time.and_then(|t| pb::system_time(&t));
         let took = match (self.created, ended) {
             (Some(created), Some(ended)) => ended.duration_since(created).unwrap_or_default(),
             _ => self.bar.elapsed(),
@@ -358,11 +358,11 @@ fn print_task(task: Option<pb::Task>) {
         return;
     };
     println!("{}", summary(&task));
-    if let Some(created) = task.create_time {
-        println!("  created: {created}");
+    if let Some(created) = task.create_time.as_ref().and_then(pb::system_time) {
+        println!("  created: {}", humantime::format_rfc3339(created));
     }
-    if let Some(updated) = task.update_time {
-        println!("  updated: {updated}");
+    if let Some(updated) = task.update_time.as_ref().and_then(pb::system_time) {
+        println!("  updated: {}", humantime::format_rfc3339(updated));
     }
 }
 

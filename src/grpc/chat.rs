@@ -3,11 +3,15 @@
 //!
 //! Tool schemas arrive as `google.protobuf.Struct` and become JSON here,
 //! at the edge, so the core and the backends only ever see JSON.
-//! Resumable streams are in the API but not kept by this server yet: asking
-//! for one, resuming or cancelling one is UNIMPLEMENTED.
+//!
+//! A request with `resumable` goes to the core's resumable streams
+//! ([`crate::streams`]): its chunks carry the stream's id, ResumeStream
+//! reads the same stream from a sequence on, CancelStream stops it. Any
+//! other request keeps the direct path: chunks pulled from the backend by
+//! the response, nothing kept, nothing spawned.
 
-use futures::StreamExt;
-use prost_types::value::Kind;
+use futures::{Stream, StreamExt};
+use pbjson_types::value::Kind;
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
@@ -17,14 +21,15 @@ use crate::{
         Chat, ChatChunk, ChatDraft, CompletionHeader, MessageDraft, RoleDraft, ToolCallDraft,
         ToolChoiceDraft, ToolDraft,
     },
-    error::Error,
+    error::Result,
     llm::{FinishReason, ModelInfo, Role, ToolCallDelta, ToolChoice, Usage},
     pb::{self, chat_service_server::ChatService},
-    server::{Calls, Method},
+    server::{Call, Calls, Method},
+    streams::Follow,
 };
 
-/// Why resumable streams are refused, for now.
-const NOT_RESUMABLE: &str = "resumable streaming";
+/// The response header naming a resumable stream (gRPC metadata and HTTP).
+pub const STREAM_ID_HEADER: &str = "x-agentstream-stream-id";
 
 /// Implements `agentstream.v1.ChatService` over the core's [`Chat`].
 #[derive(Clone)]
@@ -52,7 +57,7 @@ impl ChatService for ChatApi {
         let call = call::start(&self.calls, Method::StreamChat, &request);
         let request = request.into_inner();
         if request.resumable {
-            return Err(call.fail(Error::Unimplemented(NOT_RESUMABLE)).into());
+            return self.stream_resumable(call, request).await;
         }
         let completion = match self.chat.start(draft(request)) {
             Ok(completion) => completion,
@@ -87,7 +92,18 @@ impl ChatService for ChatApi {
         request: Request<pb::ResumeStreamRequest>,
     ) -> Result<Response<Self::ResumeStreamStream>, Status> {
         let call = call::start(&self.calls, Method::ResumeStream, &request);
-        Err(call.fail(Error::Unimplemented(NOT_RESUMABLE)).into())
+        let request = request.into_inner();
+        let resumed = self
+            .chat
+            .streams()
+            .resume(&request.stream_id, request.after_sequence)
+            .await;
+        let follow = match resumed {
+            Ok(follow) => follow,
+            Err(error) => return Err(call.fail(error).into()),
+        };
+        call.record_model(&follow.header.model);
+        call::stream(call.stream(follow_to_wire(follow)))
     }
 
     async fn cancel_stream(
@@ -95,8 +111,62 @@ impl ChatService for ChatApi {
         request: Request<pb::CancelStreamRequest>,
     ) -> Result<Response<pb::CancelStreamResponse>, Status> {
         let call = call::start(&self.calls, Method::CancelStream, &request);
-        call::unary(call, Err(Error::Unimplemented(NOT_RESUMABLE)))
+        let cancelled = self
+            .chat
+            .streams()
+            .cancel(&request.into_inner().stream_id)
+            .await;
+        call::unary(call, cancelled.map(|()| pb::CancelStreamResponse {}))
     }
+}
+
+impl ChatApi {
+    /// StreamChat with `resumable`: the stream is started in the core and
+    /// this call is its first reader; leaving it leaves the stream running.
+    async fn stream_resumable(
+        &self,
+        call: Call,
+        request: pb::StreamChatRequest,
+    ) -> Result<Response<GrpcStream<pb::StreamChatResponse>>, Status> {
+        let follow = match self.chat.start_resumable(draft(request), call.span()).await {
+            Ok(follow) => follow,
+            Err(error) => return Err(call.fail(error).into()),
+        };
+        call.record_model(&follow.header.model);
+        let stream_id = follow.stream_id.clone();
+        call.in_span(|| tracing::info!(%stream_id, "resumable stream started"));
+        let answered = call.stream(follow_to_wire(follow));
+        if answered.is_err() {
+            // Refused (drain, capacity) before anyone could read it: stop it.
+            let _ = self.chat.streams().cancel(&stream_id).await;
+        }
+        let mut response = call::stream(answered)?;
+        // Also in the response headers, so a client has the id before the
+        // first chunk (and even if it never reads one).
+        if let Ok(value) = stream_id.parse() {
+            response.metadata_mut().insert(STREAM_ID_HEADER, value);
+        }
+        Ok(response)
+    }
+}
+
+/// The wire chunks of a resumable stream's reader: each with its sequence
+/// and the stream's id.
+fn follow_to_wire(
+    follow: Follow,
+) -> impl Stream<Item = Result<pb::StreamChatResponse>> + Send + 'static {
+    let Follow {
+        stream_id,
+        header,
+        chunks,
+    } = follow;
+    chunks.map(move |kept| {
+        kept.map(|kept| {
+            let mut chunk = to_wire(&header, kept.sequence, kept.chunk);
+            chunk.stream_id.clone_from(&stream_id);
+            chunk
+        })
+    })
 }
 
 impl From<ModelInfo> for pb::Model {
@@ -152,7 +222,7 @@ fn tool_choice(choice: pb::ToolChoice) -> Option<ToolChoiceDraft> {
 
 /// A `google.protobuf.Struct` as the JSON object it stands for. Its depth
 /// is bounded by prost's decoding recursion limit.
-fn struct_to_json(s: prost_types::Struct) -> Value {
+fn struct_to_json(s: pbjson_types::Struct) -> Value {
     Value::Object(
         s.fields
             .into_iter()
@@ -161,7 +231,7 @@ fn struct_to_json(s: prost_types::Struct) -> Value {
     )
 }
 
-fn value_to_json(v: prost_types::Value) -> Value {
+fn value_to_json(v: pbjson_types::Value) -> Value {
     match v.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),

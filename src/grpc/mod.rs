@@ -14,8 +14,6 @@ pub mod rag;
 pub mod status;
 pub mod tasks;
 
-use std::time::Duration;
-
 use tonic::{server::NamedService, service::Routes};
 use tonic_health::pb::health_server::{Health, HealthServer};
 
@@ -90,12 +88,4 @@ pub fn routes(
         .add_service(services.chat)
         .add_service(services.rag)
         .add_service(services.tasks))
-}
-
-/// A `google.protobuf.Timestamp` `since_epoch` after the Unix epoch.
-fn timestamp(since_epoch: Duration) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
-    }
 }

@@ -1,7 +1,7 @@
 //! `agentstream.v1.RagService`: wire requests become the core's drafts,
 //! answer events and documents become wire messages.
 
-use std::time::UNIX_EPOCH;
+use std::time::Duration;
 
 use futures::StreamExt;
 use tonic::{Request, Response, Status};
@@ -55,13 +55,7 @@ impl RagService for RagApi {
         request: Request<pb::StreamAnswerRequest>,
     ) -> Result<Response<Self::StreamAnswerStream>, Status> {
         let call = call::start(&self.calls, Method::StreamAnswer, &request);
-        let raw = request.into_inner();
-        let draft = AnswerDraft {
-            question: raw.question,
-            top_k: raw.top_k,
-            model: raw.model,
-            max_tokens: raw.max_tokens,
-        };
+        let draft = answer_draft(request.into_inner());
         let (model, events) = match call.in_span(|| self.rag.answer(draft)) {
             Ok(answer) => answer,
             Err(error) => return Err(call.fail(error).into()),
@@ -100,8 +94,19 @@ impl RagService for RagApi {
     }
 }
 
+/// The draft of a wire StreamAnswer request (the HTTP edge reads the same
+/// message from JSON).
+pub(crate) fn answer_draft(raw: pb::StreamAnswerRequest) -> AnswerDraft {
+    AnswerDraft {
+        question: raw.question,
+        top_k: raw.top_k,
+        model: raw.model,
+        max_tokens: raw.max_tokens,
+    }
+}
+
 /// The draft of a wire document.
-fn document(d: pb::Document) -> NewDocument {
+pub(crate) fn document(d: pb::Document) -> NewDocument {
     NewDocument {
         id: d.id,
         title: d.title,
@@ -112,7 +117,7 @@ fn document(d: pb::Document) -> NewDocument {
 }
 
 /// The wire form of the `sequence`-th event.
-fn to_wire(sequence: u64, event: AnswerEvent) -> pb::StreamAnswerResponse {
+pub(crate) fn to_wire(sequence: u64, event: AnswerEvent) -> pb::StreamAnswerResponse {
     use pb::stream_answer_response::Event;
     let event = match event {
         AnswerEvent::RetrievalStarted { top_k } => {
@@ -120,10 +125,11 @@ fn to_wire(sequence: u64, event: AnswerEvent) -> pb::StreamAnswerResponse {
         }
         AnswerEvent::PassagesRetrieved {
             passages,
-            retrieval_ms,
+            retrieval,
         } => Event::PassagesRetrieved(pb::PassagesRetrieved {
             passages: passages.into_iter().map(Into::into).collect(),
-            retrieval_ms,
+            retrieval_ms: millis(retrieval),
+            retrieval_us: micros(retrieval),
         }),
         AnswerEvent::GenerationStarted { model } => {
             Event::GenerationStarted(pb::GenerationStarted { model })
@@ -132,19 +138,31 @@ fn to_wire(sequence: u64, event: AnswerEvent) -> pb::StreamAnswerResponse {
         AnswerEvent::Done {
             finish_reason,
             usage,
-            retrieval_ms,
-            generation_ms,
+            retrieval,
+            generation,
         } => Event::Done(pb::AnswerDone {
             finish_reason: pb::FinishReason::from(finish_reason) as i32,
             usage: Some(usage.into()),
-            retrieval_ms,
-            generation_ms,
+            retrieval_ms: millis(retrieval),
+            generation_ms: millis(generation),
+            retrieval_us: micros(retrieval),
+            generation_us: micros(generation),
         }),
     };
     pb::StreamAnswerResponse {
         sequence,
         event: Some(event),
     }
+}
+
+/// Whole milliseconds, rounded down.
+fn millis(time: Duration) -> u32 {
+    u32::try_from(time.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Whole microseconds, rounded down.
+fn micros(time: Duration) -> u64 {
+    u64::try_from(time.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl From<RetrievedPassage> for pb::Passage {
@@ -161,14 +179,13 @@ impl From<RetrievedPassage> for pb::Passage {
 
 impl From<DocumentInfo> for pb::DocumentInfo {
     fn from(d: DocumentInfo) -> Self {
-        let since_epoch = d.ingest_time.duration_since(UNIX_EPOCH).unwrap_or_default();
         pb::DocumentInfo {
             id: d.id,
             title: d.title,
             source: d.source,
             metadata: d.metadata.into_iter().collect(),
             size_bytes: d.size_bytes,
-            ingest_time: Some(super::timestamp(since_epoch)),
+            ingest_time: Some(pb::timestamp(d.ingest_time)),
         }
     }
 }

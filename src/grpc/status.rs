@@ -19,6 +19,8 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::OutOfRange => Code::OutOfRange,
+        ErrorKind::Cancelled => Code::Cancelled,
         ErrorKind::Internal => Code::Internal,
     }
 }
@@ -28,6 +30,10 @@ impl From<Error> for Status {
         let message = error.to_string();
         match error {
             Error::InvalidArgument(violations) => {
+                // The violations travel once, in the BadRequest detail; the
+                // message names the first and counts the rest, so the
+                // trailers stay small.
+                let message = summary(&violations);
                 let mut details = ErrorDetails::new();
                 for v in violations {
                     details.add_bad_request_violation(v.field, v.description);
@@ -55,6 +61,20 @@ impl From<Error> for Status {
     }
 }
 
+/// `invalid request: field: description`, and how many more there are.
+fn summary(violations: &[crate::error::FieldViolation]) -> String {
+    match violations {
+        [] => "invalid request".into(),
+        [only] => format!("invalid request: {}: {}", only.field, only.description),
+        [first, rest @ ..] => format!(
+            "invalid request: {}: {} (and {} more in the BadRequest detail)",
+            first.field,
+            first.description,
+            rest.len()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -72,7 +92,7 @@ mod tests {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(
             status.message(),
-            "invalid request: n: at most 8; stop[0]: must not be empty"
+            "invalid request: n: at most 8 (and 1 more in the BadRequest detail)"
         );
         let bad_request = status.get_details_bad_request().expect("BadRequest detail");
         let fields: Vec<_> = bad_request

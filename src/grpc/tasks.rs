@@ -37,17 +37,9 @@ impl TaskService for TaskApi {
         request: Request<pb::StartTaskRequest>,
     ) -> Result<Response<pb::StartTaskResponse>, Status> {
         let call = call::start(&self.calls, Method::StartTask, &request);
-        let draft = match request.into_inner().spec {
-            Some(pb::start_task_request::Spec::Demo(demo)) => StartDraft::Demo {
-                steps: demo.steps,
-                step_delay_ms: demo.step_delay_ms,
-                fail_at_step: demo.fail_at_step,
-            },
-            None => StartDraft::Missing,
-        };
         let result = self
             .tasks
-            .start(draft)
+            .start(start_draft(request.into_inner()))
             .await
             .map(|task| pb::StartTaskResponse {
                 task: Some(task.into()),
@@ -127,6 +119,19 @@ impl TaskService for TaskApi {
     }
 }
 
+/// The draft of a wire StartTask request (the HTTP edge reads the same
+/// message from JSON).
+pub(crate) fn start_draft(request: pb::StartTaskRequest) -> StartDraft {
+    match request.spec {
+        Some(pb::start_task_request::Spec::Demo(demo)) => StartDraft::Demo {
+            steps: demo.steps,
+            step_delay_ms: demo.step_delay_ms,
+            fail_at_step: demo.fail_at_step,
+        },
+        None => StartDraft::Missing,
+    }
+}
+
 impl From<TaskState> for pb::TaskState {
     fn from(state: TaskState) -> Self {
         match state {
@@ -159,14 +164,14 @@ impl From<TaskSnapshot> for pb::Task {
             percent,
             message,
             error,
-            create_time: Some(task.created.into()),
-            update_time: Some(time.into()),
+            create_time: Some(pb::timestamp(task.created)),
+            update_time: Some(pb::timestamp(time)),
         }
     }
 }
 
 /// The wire form of an event of task `task_id`.
-fn event_to_wire(task_id: &str, event: TaskEvent) -> pb::TaskEvent {
+pub(crate) fn event_to_wire(task_id: &str, event: TaskEvent) -> pb::TaskEvent {
     let TaskStatus {
         state,
         step,
@@ -179,7 +184,7 @@ fn event_to_wire(task_id: &str, event: TaskEvent) -> pb::TaskEvent {
     pb::TaskEvent {
         task_id: task_id.to_owned(),
         sequence: event.sequence,
-        time: Some(time.into()),
+        time: Some(pb::timestamp(time)),
         state: pb::TaskState::from(state) as i32,
         step,
         total_steps,

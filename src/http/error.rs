@@ -47,9 +47,16 @@ pub(crate) struct ErrorObject {
 
 /// The JSON document of an error: `{"error": {...}}`.
 #[derive(Debug, Serialize)]
-pub(crate) struct ErrorBody<'a> {
-    /// The error object.
-    pub error: &'a ErrorObject,
+struct ErrorBody<'a> {
+    error: &'a ErrorObject,
+}
+
+/// An error serializes as its JSON document, `{"error": {...}}`: the body
+/// of an error response, and the last event of a stream that failed.
+impl Serialize for ApiError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ErrorBody { error: &self.body }.serialize(serializer)
+    }
 }
 
 impl ApiError {
@@ -81,6 +88,36 @@ impl ApiError {
         self
     }
 
+    /// A request whose JSON could not be read: 400 naming the field at
+    /// fault when there is one.
+    pub(crate) fn invalid_json(message: impl Into<String>, param: Option<String>) -> Self {
+        let error = Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message);
+        match param {
+            Some(param) => error.param(param),
+            None => error,
+        }
+    }
+
+    /// A body larger than `--max-http-body`: 413.
+    pub(crate) fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("the request body is larger than the server's limit of {limit} bytes"),
+        )
+        .code("request_too_large")
+    }
+
+    /// A body that is not JSON where JSON is expected: 415.
+    pub(crate) fn not_json() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "the request body must be JSON: send `Content-Type: application/json`",
+        )
+        .code("unsupported_media_type")
+    }
+
     /// A path that no route serves: 404.
     pub(crate) fn unknown_route(method: &str, path: &str) -> Self {
         Self::new(
@@ -101,9 +138,14 @@ impl ApiError {
         .code("method_not_allowed")
     }
 
+    /// OpenAI's error object.
+    pub(crate) fn object(&self) -> &ErrorObject {
+        &self.body
+    }
+
     /// The error as its JSON document, `{"error":{...}}`.
     pub(crate) fn to_json(&self) -> String {
-        serde_json::to_string(&ErrorBody { error: &self.body }).unwrap_or_else(|_| {
+        serde_json::to_string(self).unwrap_or_else(|_| {
             // Serializing strings and options cannot fail; stay valid JSON anyway.
             r#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#
                 .to_owned()
@@ -166,6 +208,16 @@ impl From<Error> for ApiError {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
                     .code("rate_limit_exceeded")
                     .retry_after(retry_after.unwrap_or(DEFAULT_RETRY_AFTER))
+            }
+            // A resume point outside what a stream has or keeps.
+            Error::OutOfRange(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+                    .param("after_sequence")
+                    .code("out_of_range")
+            }
+            // Only ever the last event of a stream someone cancelled.
+            Error::Cancelled(_) => {
+                Self::new(StatusCode::CONFLICT, "invalid_request_error", message).code("cancelled")
             }
             Error::Internal(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)

@@ -14,14 +14,14 @@ use tonic::server::NamedService;
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
 
-use crate::grpc::Services as GrpcServices;
+use crate::grpc::Services;
 
 /// Adds a gRPC-Web route for each service of `services` to `router`.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
-    services: GrpcServices,
+    services: Services,
 ) -> Router<S> {
-    let GrpcServices { chat, rag, tasks } = services;
+    let Services { chat, rag, tasks } = services;
     router
         .route_service(&path_of(&chat), GrpcWebLayer::new().layer(chat))
         .route_service(&path_of(&rag), GrpcWebLayer::new().layer(rag))

@@ -9,8 +9,18 @@
 //! The gRPC port never goes through axum, so it keeps its speed.
 //!
 //! One module per concern:
+//! - [`chat`]: `POST /v1/chat/completions` (SSE, NDJSON, text or one JSON)
+//!   and `GET /v1/models`, in [`openai`]'s wire types;
+//! - [`streams`]: resumable chat streams (the response of a resumable
+//!   completion, resume, cancel);
+//! - [`ws`]: the WebSocket chat, several completions per connection;
+//! - [`rag`]: the RAG answer stream and the documents;
+//! - [`tasks`]: tasks and their resumable event stream;
+//! - [`call`]: what the core's per-call bookkeeping needs from a request;
 //! - [`error`]: OpenAI's error JSON and the one mapping from the crate's
 //!   error to an HTTP status (the twin of the gRPC mapping);
+//! - [`json`]: JSON request bodies with the body limit, 415 and `param`;
+//! - [`stream`]: SSE / NDJSON / text framing and keep-alive comments;
 //! - [`health`]: `/healthz`, `/readyz` (503 while draining), `/metrics`;
 //! - [`cors`]: cross-origin access, off by default;
 //! - [`demo`]: the browser demo page at `/`, embedded in the binary;
@@ -19,64 +29,118 @@
 //! Unknown paths get 404 and known paths asked with another method 405,
 //! both in the same error JSON as every other failure.
 
+mod call;
+mod chat;
 mod cors;
 mod demo;
 mod error;
 mod grpc_web;
 mod health;
+mod json;
+mod openai;
+mod rag;
+mod stream;
+mod streams;
+mod tasks;
+mod ws;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
+    extract::FromRef,
     http::{Method, Uri},
-    routing::get,
-    serve::ListenerExt,
+    routing::{delete, get, post},
 };
-use futures::future::BoxFuture;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-pub(crate) use crate::grpc::Services as GrpcServices;
-
 use crate::{
+    chat::Chat,
+    config::ServeConfig,
+    grpc,
     metrics::Metrics,
-    server::{ServeError, Shutdown},
+    rag::Rag,
+    server::{Calls, ServeError, Shutdown, request_id},
+    tasks::Tasks,
 };
 use error::ApiError;
+use json::BodyLimit;
 
-/// How often the end of the drain is checked once shutdown has started.
-const DRAIN_POLL: Duration = Duration::from_millis(20);
-
-/// What every handler of the edge shares.
+/// What every handler of the edge shares: the core, built once by the
+/// server for both edges, and the edge's settings.
 #[derive(Clone)]
 pub(crate) struct Edge {
+    /// Chat completions.
+    pub(crate) chat: Chat,
+    /// Documents and answers.
+    pub(crate) rag: Rag,
+    /// Tasks.
+    pub(crate) tasks: Tasks,
+    /// The per-call bookkeeping, shared with the gRPC edge.
+    pub(crate) calls: Calls,
     /// The server's counters.
     pub(crate) metrics: Arc<Metrics>,
+    /// The server's shutdown signal.
+    pub(crate) shutdown: Shutdown,
+    /// Interval of keep-alive comments on idle event streams.
+    pub(crate) keep_alive: Option<Duration>,
+    /// The largest request body read.
+    pub(crate) body_limit: BodyLimit,
+}
+
+/// The core an [`Edge`] serves.
+pub(crate) struct Core {
+    /// Chat completions.
+    pub(crate) chat: Chat,
+    /// Documents and answers.
+    pub(crate) rag: Rag,
+    /// Tasks.
+    pub(crate) tasks: Tasks,
+    /// The per-call bookkeeping.
+    pub(crate) calls: Calls,
     /// The server's shutdown signal.
     pub(crate) shutdown: Shutdown,
 }
 
 impl Edge {
-    /// The edge's shared state.
-    pub(crate) fn new(metrics: Arc<Metrics>, shutdown: Shutdown) -> Self {
-        Self { metrics, shutdown }
+    /// The edge over `core`, configured by `config`.
+    pub(crate) fn new(config: &ServeConfig, core: Core) -> Self {
+        Self {
+            metrics: core.calls.metrics().clone(),
+            chat: core.chat,
+            rag: core.rag,
+            tasks: core.tasks,
+            calls: core.calls,
+            shutdown: core.shutdown,
+            keep_alive: Some(config.sse_keep_alive).filter(|d| !d.is_zero()),
+            body_limit: BodyLimit(config.max_http_body),
+        }
     }
 }
 
-/// A bound HTTP edge, not yet serving.
+impl FromRef<Edge> for BodyLimit {
+    fn from_ref(edge: &Edge) -> Self {
+        edge.body_limit
+    }
+}
+
+/// A bound HTTP edge, not yet serving: the server's connection layer
+/// (`server::transport`) serves `app` on `listener`, with the same
+/// connection limits, timeouts and drain as the gRPC port.
 pub(crate) struct Listening {
     /// The bound address (useful with port 0).
     pub(crate) addr: SocketAddr,
-    /// Serves until the drain is over; resolves once every connection closed.
-    pub(crate) serving: BoxFuture<'static, Result<(), ServeError>>,
+    /// The bound listener.
+    pub(crate) listener: tokio::net::TcpListener,
+    /// Every route of the edge.
+    pub(crate) app: Router,
 }
 
-/// Binds `listen` and prepares the edge; nothing is served until
-/// [`Listening::serving`] is polled.
+/// Binds `listen` and builds the edge's routes.
 pub(crate) async fn bind(
     listen: SocketAddr,
     edge: Edge,
-    grpc: GrpcServices,
+    grpc: grpc::Services,
     cors_origins: &[String],
 ) -> Result<Listening, ServeError> {
     let bind_error = |source| ServeError::Bind {
@@ -87,26 +151,32 @@ pub(crate) async fn bind(
         .await
         .map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
-    let listener = listener.tap_io(|tcp| {
-        // Chunks are small and latency matters more than packet count.
-        let _ = tcp.set_nodelay(true);
-    });
-    let app = router(edge.clone(), grpc, cors_origins);
-    let serving = Box::pin(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(drained(edge))
-            .await
-            .map_err(ServeError::Http)
-    });
-    Ok(Listening { addr, serving })
+    let app = router(edge, grpc, cors_origins);
+    Ok(Listening {
+        addr,
+        listener,
+        app,
+    })
 }
 
 /// Every route of the edge, with its layers.
-fn router(edge: Edge, grpc: GrpcServices, cors_origins: &[String]) -> Router {
+fn router(edge: Edge, grpc: grpc::Services, cors_origins: &[String]) -> Router {
     let api = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/v1/models", get(chat::models))
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/chat/ws", get(ws::upgrade))
+        .route("/v1/chat/streams/{stream_id}", get(streams::resume))
+        .route("/v1/chat/streams/{stream_id}/cancel", post(streams::cancel))
+        .route("/v1/rag/answer", post(rag::answer))
+        .route("/v1/documents", post(rag::ingest).get(rag::list))
+        .route("/v1/documents/{id}", delete(rag::delete))
+        .route("/v1/tasks", post(tasks::start).get(tasks::list))
+        .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/v1/tasks/{id}/events", get(tasks::events))
         .merge(demo::routes())
         .with_state(edge);
     let app = grpc_web::routes(api, grpc)
@@ -120,25 +190,12 @@ fn router(edge: Edge, grpc: GrpcServices, cors_origins: &[String]) -> Router {
         Some(cors) => app.layer(cors),
         None => app,
     };
-    // The last layer runs first: a request id is set (the client's, or a
-    // new one), then echoed on the response.
+    // The last layer runs first: an unacceptable client id is dropped, a
+    // request id is set (the client's, or a new one), then echoed on the
+    // response.
     app.layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-}
-
-/// Resolves when the edge may stop: the drain has started and no stream is
-/// in flight any more (gRPC's or HTTP's: the gauge counts both), or the
-/// grace period is over. Until then the listener stays open, so `/readyz`
-/// answers 503 and new calls are refused with an error rather than a
-/// refused connection.
-async fn drained(edge: Edge) {
-    edge.shutdown.draining().await;
-    let aborted = edge.shutdown.streams_aborted();
-    tokio::pin!(aborted);
-    while edge.metrics.active_streams() > 0 {
-        tokio::select! {
-            () = &mut aborted => return,
-            () = tokio::time::sleep(DRAIN_POLL) => {}
-        }
-    }
+        .layer(tower::util::MapRequestLayer::new(
+            request_id::drop_unacceptable::<axum::body::Body>,
+        ))
 }

@@ -57,13 +57,6 @@ impl MockBackend {
         }
     }
 
-    /// Streams the given text as tokens, exactly like a model would: the
-    /// extractive RAG answerer writes its answer through this.
-    pub fn stream_text(&self, text: &str, request: GenerationRequest) -> GenerationStream {
-        let script = Script::Text(Arc::new(self.tokenizer.pieces(text)));
-        self.run(script, request)
-    }
-
     fn run(&self, script: Script, request: GenerationRequest) -> GenerationStream {
         let prompt_tokens = self.tokenizer.prompt_tokens(&request.messages);
         let completion = Arc::new(AtomicU32::new(0));
@@ -108,6 +101,17 @@ impl Backend for MockBackend {
         } else {
             Script::Text(Arc::new(self.tokenizer.pieces(&echo_reply(&request))))
         };
+        self.run(script, request)
+    }
+
+    fn can_recite(&self) -> bool {
+        true
+    }
+
+    /// Streams the given text as tokens, exactly like a model would: the
+    /// extractive RAG answer is written through this.
+    fn recite(&self, text: &str, request: GenerationRequest) -> GenerationStream {
+        let script = Script::Text(Arc::new(self.tokenizer.pieces(text)));
         self.run(script, request)
     }
 }

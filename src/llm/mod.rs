@@ -130,7 +130,7 @@ impl ChatMessage {
 }
 
 /// Why a choice ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FinishReason {
     /// Natural end or stop sequence.
     Stop,
@@ -143,7 +143,7 @@ pub enum FinishReason {
 }
 
 /// Token accounting of one generation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// Prompt tokens.
     pub prompt_tokens: u32,
@@ -242,6 +242,21 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Starts a generation. Nothing happens until the stream is polled.
     fn generate(&self, request: GenerationRequest) -> GenerationStream;
+
+    /// Whether the backend can stream a text written by its caller (see
+    /// [`Backend::recite`]): the built-in models can, so the extractive RAG
+    /// answer streams through them; a real model writes its own answer.
+    fn can_recite(&self) -> bool {
+        false
+    }
+
+    /// Streams `text`, written by the caller, as if the backend had
+    /// generated it for `request`: the same pacing, `max_tokens`, events and
+    /// usage. A backend that cannot recite generates from `request` instead.
+    fn recite(&self, text: &str, request: GenerationRequest) -> GenerationStream {
+        let _ = text;
+        self.generate(request)
+    }
 }
 
 /// Routes a model name to the backend that serves it.

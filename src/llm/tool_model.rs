@@ -106,7 +106,7 @@ impl Backend for ToolModel {
 
     fn generate(&self, request: GenerationRequest) -> GenerationStream {
         match plan(&request) {
-            Plan::Answer(text) => self.text.stream_text(&text, request),
+            Plan::Answer(text) => self.text.recite(&text, request),
             Plan::Call(calls) => self.call(&calls, request),
         }
     }

@@ -9,18 +9,21 @@
 //! already running on the blocking pool: it is not interruptible, finishes
 //! (a few milliseconds) and its result is discarded.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::{Stream, StreamExt};
 
 use super::{
-    answer::{extractive_answer, prompt},
-    index::{DocumentIndex, RetrievedPassage},
+    answer::{compose, prompt},
+    index::{DocumentIndex, Retrieval, RetrievedPassage},
     request::AnswerRequest,
 };
 use crate::{
     error::Result,
-    llm::{Backend, FinishReason, GenerationEvent, GenerationRequest, Usage, mock::MockBackend},
+    llm::{Backend, FinishReason, GenerationEvent, GenerationRequest, GenerationStream, Usage},
 };
 
 /// One event of an answer, in the order they are produced.
@@ -36,7 +39,7 @@ pub enum AnswerEvent {
         /// The passages; the answer cites them as `[1]`, `[2]`, ...
         passages: Vec<RetrievedPassage>,
         /// Time spent retrieving.
-        retrieval_ms: u32,
+        retrieval: Duration,
     },
     /// Generation began.
     GenerationStarted {
@@ -52,65 +55,61 @@ pub enum AnswerEvent {
         /// Token accounting.
         usage: Usage,
         /// Time spent retrieving.
-        retrieval_ms: u32,
+        retrieval: Duration,
         /// Time spent generating.
-        generation_ms: u32,
+        generation: Duration,
     },
 }
 
-/// Who writes the answer.
-#[derive(Clone)]
-pub enum Writer {
-    /// A built-in model: the extractive answer, streamed like a model would.
-    Extractive(Arc<MockBackend>),
-    /// Any other backend, given a prompt with the numbered passages.
-    Model(Arc<dyn Backend>),
-}
-
-impl Writer {
-    fn generate(
-        &self,
-        request: &AnswerRequest,
-        model: &str,
-        passages: &[RetrievedPassage],
-    ) -> crate::llm::GenerationStream {
-        let generation = GenerationRequest {
-            model: model.to_owned(),
-            messages: prompt(&request.question, passages),
-            max_tokens: request.max_tokens,
-            temperature: None,
-            stop: Vec::new(),
-            n: 1,
-            ..GenerationRequest::default()
-        };
-        match self {
-            Writer::Extractive(mock) => {
-                mock.stream_text(&extractive_answer(&request.question, passages), generation)
-            }
-            Writer::Model(backend) => backend.generate(generation),
-        }
+/// The stream that writes the answer: a backend that can recite text (the
+/// built-in models) streams the extractive answer; any other generates
+/// from a prompt with the numbered passages.
+fn write_answer(
+    backend: &dyn Backend,
+    request: &AnswerRequest,
+    model: &str,
+    found: &Retrieval,
+) -> GenerationStream {
+    let generation = GenerationRequest {
+        model: model.to_owned(),
+        messages: prompt(&request.question, &found.passages),
+        max_tokens: request.max_tokens,
+        temperature: None,
+        stop: Vec::new(),
+        n: 1,
+        ..GenerationRequest::default()
+    };
+    if backend.can_recite() {
+        backend.recite(&compose(&found.question, &found.passages), generation)
+    } else {
+        backend.generate(generation)
     }
 }
 
-/// The events answering `request` with `model`, written by `writer`.
+/// The events answering `request` with `model`, written by `backend`.
 pub fn answer_events(
     index: DocumentIndex,
     request: AnswerRequest,
     model: String,
-    writer: Writer,
+    backend: Arc<dyn Backend>,
 ) -> impl Stream<Item = Result<AnswerEvent>> + Send + 'static {
     // The call's span, for the line logged while the stream is polled.
     let span = tracing::Span::current();
     async_stream::try_stream! {
         yield AnswerEvent::RetrievalStarted { top_k: request.top_k as u32 };
         let started = Instant::now();
-        let passages = index.search(&request.question, request.top_k).await?;
-        let retrieval_ms = millis(started);
-        tracing::debug!(parent: &span, passages = passages.len(), retrieval_ms, "passages retrieved");
-        yield AnswerEvent::PassagesRetrieved { passages: passages.clone(), retrieval_ms };
+        let found = index.search(&request.question, request.top_k).await?;
+        let retrieval = started.elapsed();
+        tracing::debug!(
+            parent: &span,
+            passages = found.passages.len(),
+            retrieval_us = retrieval.as_micros() as u64,
+            "passages retrieved"
+        );
+        yield AnswerEvent::PassagesRetrieved { passages: found.passages.clone(), retrieval };
         yield AnswerEvent::GenerationStarted { model: model.clone() };
         let started = Instant::now();
-        let mut generation = writer.generate(&request, &model, &passages);
+        let mut generation = write_answer(backend.as_ref(), &request, &model, &found);
         let mut finish_reason = FinishReason::Stop;
         let mut usage = Usage::default();
         while let Some(event) = generation.next().await {
@@ -130,12 +129,8 @@ pub fn answer_events(
         yield AnswerEvent::Done {
             finish_reason,
             usage,
-            retrieval_ms,
-            generation_ms: millis(started),
+            retrieval,
+            generation: started.elapsed(),
         };
     }
-}
-
-fn millis(since: Instant) -> u32 {
-    u32::try_from(since.elapsed().as_millis()).unwrap_or(u32::MAX)
 }

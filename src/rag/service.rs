@@ -5,13 +5,13 @@ use std::sync::Arc;
 use futures::Stream;
 
 use super::{
-    events::{AnswerEvent, Writer, answer_events},
+    events::{AnswerEvent, answer_events},
     index::{DocumentIndex, DocumentInfo, IngestProgress, NewDocument},
     request::{self, AnswerDraft, AnswerRequest, ListDraft, ListRequest},
 };
 use crate::{
     error::Result,
-    llm::{Backend, Models, TokenBudget, mock::MockBackend},
+    llm::{Models, TokenBudget},
     tasks::{TaskContext, TaskRegistry, TaskSnapshot},
 };
 
@@ -35,7 +35,6 @@ pub struct Rag {
     index: DocumentIndex,
     tasks: TaskRegistry,
     models: Arc<Models>,
-    builtin: Arc<MockBackend>,
     budget: TokenBudget,
 }
 
@@ -49,20 +48,18 @@ pub struct DocumentListing {
 }
 
 impl Rag {
-    /// RAG over `index`, answering with `models`; answers of the `builtin`
-    /// models are extractive.
+    /// RAG over `index`, answering with `models`; the answers of models
+    /// whose backend can recite (the built-in ones) are extractive.
     pub fn new(
         index: DocumentIndex,
         tasks: TaskRegistry,
         models: Arc<Models>,
-        builtin: Arc<MockBackend>,
         budget: TokenBudget,
     ) -> Self {
         Self {
             index,
             tasks,
             models,
-            builtin,
             budget,
         }
     }
@@ -91,8 +88,7 @@ impl Rag {
     )> {
         let request = AnswerRequest::validate(draft, &self.budget)?;
         let (model, backend) = self.models.resolve(&request.model)?;
-        let writer = self.writer(&model, backend);
-        let events = answer_events(self.index.clone(), request, model.clone(), writer);
+        let events = answer_events(self.index.clone(), request, model.clone(), backend);
         Ok((model, events))
     }
 
@@ -113,13 +109,5 @@ impl Rag {
     pub async fn delete(&self, id: &str) -> Result<()> {
         request::delete_request(id)?;
         self.index.delete(id).await
-    }
-
-    fn writer(&self, model: &str, backend: Arc<dyn Backend>) -> Writer {
-        if self.builtin.models().iter().any(|m| m == model) {
-            Writer::Extractive(self.builtin.clone())
-        } else {
-            Writer::Model(backend)
-        }
     }
 }

@@ -227,11 +227,41 @@ pub fn terms(text: &str) -> Vec<String> {
 
 /// The distinct meaningful terms of a question, in order of appearance.
 pub fn question_terms(question: &str) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    terms_of(&mut question_analyzer(), question)
+    question_words(question)
         .into_iter()
-        .filter(|t| seen.insert(t.clone()))
+        .map(|w| w.term)
         .collect()
+}
+
+/// A meaningful word of a question: its term, as the index knows it, and
+/// the word as the question wrote it (to name it back to the reader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuestionWord {
+    /// The analyzed term (lower-cased, stemmed).
+    pub term: String,
+    /// The word as written in the question.
+    pub surface: String,
+}
+
+/// The distinct meaningful words of a question, in order of appearance.
+pub fn question_words(question: &str) -> Vec<QuestionWord> {
+    let mut seen = std::collections::HashSet::new();
+    let mut analyzer = question_analyzer();
+    let mut stream = analyzer.token_stream(question);
+    let mut words = Vec::new();
+    while stream.advance() {
+        let token = stream.token();
+        if seen.insert(token.text.clone()) {
+            words.push(QuestionWord {
+                term: token.text.clone(),
+                surface: question
+                    .get(token.offset_from..token.offset_to)
+                    .unwrap_or(&token.text)
+                    .to_owned(),
+            });
+        }
+    }
+    words
 }
 
 fn terms_of(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
@@ -297,6 +327,14 @@ mod tests {
         let t = question_terms("什么是检索增强生成？");
         assert!(!t.iter().any(|w| w == "什么" || w == "是"), "{t:?}");
         assert!(t.contains(&"检索".to_owned()), "{t:?}");
+    }
+
+    #[test]
+    fn question_words_keep_what_the_reader_wrote() {
+        let words = question_words("How do I deploy on Kubernetes?");
+        assert_eq!(words[0].term, "deploy");
+        assert_eq!(words[1].term, "kubernet");
+        assert_eq!(words[1].surface, "Kubernetes");
     }
 
     #[test]

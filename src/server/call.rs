@@ -218,9 +218,12 @@ impl Call {
         };
         Ok(CallStream {
             inner: Some(items.boxed()),
-            deadline: self
-                .timeout
-                .map(|t| (Box::pin(tokio::time::sleep_until(self.started + t)), t)),
+            // A deadline too far to represent (`grpc-timeout` allows up to
+            // 10^8 hours; clients send more) is no deadline at all.
+            deadline: self.timeout.and_then(|t| {
+                let at = self.started.checked_add(t)?;
+                Some((Box::pin(tokio::time::sleep_until(at)), t))
+            }),
             aborted: Box::pin(self.calls.shutdown.streams_aborted()),
             shutdown: self.calls.shutdown.clone(),
             registered: None,

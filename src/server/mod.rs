@@ -10,17 +10,19 @@
 
 pub mod call;
 mod metrics_endpoint;
+pub mod request_id;
 pub mod shutdown;
+pub mod transport;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
+use tokio::{net::TcpListener, task::JoinHandle};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use call::{Call, CallMeta, CallStream, Calls, Method};
 pub use shutdown::Shutdown;
+use transport::{Protocols, Transport};
 
 use crate::{
     chat::{Chat, ChatLimits},
@@ -34,6 +36,7 @@ use crate::{
     },
     metrics::Metrics,
     rag::{DocumentIndex, Rag},
+    streams::{StreamLimits, Streams, redis::RedisStreams},
     tasks::{
         TaskLimits, TaskRegistry, Tasks,
         redis::{RedisOptions, RedisStore},
@@ -106,13 +109,14 @@ pub struct Server {
 impl Server {
     /// Binds `config.listen` and starts serving in the background.
     pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
-        let incoming = TcpIncoming::bind(config.listen)
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?
-            .with_nodelay(Some(true));
-        let addr = incoming.local_addr().map_err(|source| ServeError::Bind {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: config.listen,
             source,
         })?;
@@ -122,12 +126,11 @@ impl Server {
 
         let tokenizer = Tokenizer::cl100k();
         let mut models = Models::new(config.default_model.clone());
-        let builtin = Arc::new(MockBackend::new(
+        models.register(Arc::new(MockBackend::new(
             config.mock_token_delay,
             tokenizer,
             metrics.clone(),
-        ));
-        models.register(builtin.clone());
+        )));
         models.register(Arc::new(ToolModel::new(
             config.mock_token_delay,
             tokenizer,
@@ -143,27 +146,45 @@ impl Server {
             });
         }
         let models = Arc::new(models);
-        let chat = Chat::new(models.clone(), chat_limits(&config));
-        let registry = task_registry(&config).await?;
+        let redis = redis_store(&config).await?;
+        let streams = match &redis {
+            Some(store) => Streams::new(Arc::new(RedisStreams::new(
+                store.link(),
+                stream_limits(&config),
+            ))),
+            None => Streams::in_memory(stream_limits(&config)),
+        };
+        let chat = Chat::new(models.clone(), chat_limits(&config)).with_streams(streams.clone());
+        let registry = match redis {
+            Some(store) => TaskRegistry::with_store(task_limits(&config), store),
+            None => TaskRegistry::new(task_limits(&config)),
+        };
         tokio::spawn(cancel_tasks_on_abort(registry.clone(), shutdown.clone()));
         let documents = DocumentIndex::open(&config.data_dir).await?;
         let rag = Rag::new(
             documents.clone(),
             registry.clone(),
             models,
-            builtin,
             token_budget(&config),
         );
         let tasks = Tasks::new(registry);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
-        let services = grpc::Services::new(chat, rag, tasks, calls);
+        let mut services =
+            grpc::Services::new(chat.clone(), rag.clone(), tasks.clone(), calls.clone());
+        services.chat = services
+            .chat
+            .max_decoding_message_size(chat_decoding_limit(config.max_request_bytes));
         let routes = grpc::routes(services.clone(), health_service)?;
-        let router = tonic::transport::Server::builder()
+        // The last layer added runs first: an unacceptable client id is
+        // dropped, a request id is set (the client's, or a new one), then
+        // echoed on the response.
+        let grpc = tower::ServiceBuilder::new()
+            .map_request(request_id::drop_unacceptable)
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
-            .add_routes(routes);
+            .service(routes);
 
         let metrics_addr = match config.metrics_listen {
             Some(listen) => {
@@ -171,32 +192,32 @@ impl Server {
             }
             None => None,
         };
-        let http = match config.http_listen.addr() {
+        let transport = Transport::new(config.transport_limits(), shutdown.clone());
+        transport.serve(listener, grpc, Protocols::Http2);
+        let http_addr = match config.http_listen.addr() {
             Some(listen) => {
-                let edge = http::Edge::new(metrics.clone(), shutdown.clone());
+                let core = http::Core {
+                    chat,
+                    rag,
+                    tasks,
+                    calls,
+                    shutdown: shutdown.clone(),
+                };
+                let edge = http::Edge::new(&config, core);
                 let http = http::bind(listen, edge, services, &config.cors_allow_origins).await?;
                 tracing::info!(addr = %http.addr, "http listening");
-                Some(http)
+                transport.serve(http.listener, http.app, Protocols::Http1AndHttp2);
+                Some(http.addr)
             }
             None => None,
         };
-        let http_addr = http.as_ref().map(|http| http.addr);
-        let grpc = router.serve_with_incoming_shutdown(incoming, shutdown.draining());
-        let serve = async move {
-            let serve_http = async move {
-                match http {
-                    Some(http) => http.serving.await,
-                    None => Ok(()),
-                }
-            };
-            let (grpc, http) = tokio::join!(grpc, serve_http);
-            grpc?;
-            http
-        };
-        let serving = run(serve, shutdown.clone(), health, config.shutdown_grace);
+        let serving = run(transport, shutdown.clone(), health, config.shutdown_grace);
         let index = documents.clone();
         let task = tokio::spawn(async move {
             let result = serving.await;
+            // Resumable streams outlive calls: once nothing is served any
+            // more, stop their generations and forget them.
+            streams.close();
             // Release the index writer so a new server can open the data dir.
             index.close().await;
             result
@@ -256,6 +277,18 @@ fn chat_limits(config: &ServeConfig) -> ChatLimits {
     }
 }
 
+/// The largest StreamChat request tonic decodes: gRPC's usual 4 MiB, or
+/// more when `--max-request-bytes` allows more content, with room for the
+/// other fields, so that an oversized request is refused by validation
+/// (INVALID_ARGUMENT naming the field) rather than by the decoder.
+fn chat_decoding_limit(max_request_bytes: usize) -> usize {
+    const GRPC_DEFAULT: usize = 4 << 20;
+    const OTHER_FIELDS: usize = 1 << 20;
+    max_request_bytes
+        .saturating_add(OTHER_FIELDS)
+        .max(GRPC_DEFAULT)
+}
+
 fn token_budget(config: &ServeConfig) -> TokenBudget {
     TokenBudget {
         default_max_tokens: config.default_max_tokens,
@@ -273,21 +306,29 @@ fn task_limits(config: &ServeConfig) -> TaskLimits {
     }
 }
 
-/// The task registry over the store the configuration names.
-async fn task_registry(config: &ServeConfig) -> Result<TaskRegistry, ServeError> {
-    let limits = task_limits(config);
+/// The Redis store the configuration names, connected (tasks and
+/// resumable streams share it), or `None` to keep both in memory.
+async fn redis_store(config: &ServeConfig) -> Result<Option<Arc<RedisStore>>, ServeError> {
     let Some(url) = &config.redis_url else {
-        return Ok(TaskRegistry::new(limits));
+        return Ok(None);
     };
     let options = RedisOptions {
         url: url.clone(),
         lease: config.redis_lease,
     };
-    let store = RedisStore::connect(&options, limits)
+    let store = RedisStore::connect(&options, task_limits(config))
         .await
         .map_err(|source| ServeError::Redis { source })?;
-    tracing::info!("tasks are kept in Redis");
-    Ok(TaskRegistry::with_store(limits, Arc::new(store)))
+    tracing::info!("tasks and resumable streams are kept in Redis");
+    Ok(Some(Arc::new(store)))
+}
+
+fn stream_limits(config: &ServeConfig) -> StreamLimits {
+    StreamLimits {
+        ttl: config.resumable_ttl,
+        max_streams: config.max_resumable_streams,
+        max_buffer_bytes: config.resumable_buffer_bytes,
+    }
 }
 
 /// Tasks outlive calls, so the end of the drain period cancels them
@@ -297,18 +338,17 @@ async fn cancel_tasks_on_abort(tasks: TaskRegistry, shutdown: Shutdown) {
     tasks.cancel_all("cancelled: the server is shutting down");
 }
 
-/// Serves until shutdown, then runs the drain sequence.
+/// Waits for shutdown, then runs the drain sequence: the listeners stay open
+/// (a health check then answers NOT_SERVING), every connection is closed
+/// gracefully (idle ones at once), and the drain ends as soon as no call is
+/// in flight, at the end of the grace period, or on a second signal.
 async fn run(
-    serve: impl Future<Output = Result<(), ServeError>>,
+    transport: Transport,
     shutdown: Shutdown,
     health: HealthReporter,
     grace: Duration,
 ) -> Result<(), ServeError> {
-    tokio::pin!(serve);
-    tokio::select! {
-        result = &mut serve => return result,
-        () = shutdown.requested() => {}
-    }
+    shutdown.requested().await;
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining in-flight calls"
@@ -316,18 +356,24 @@ async fn run(
     set_health(&health, ServingStatus::NotServing).await;
     shutdown.start_draining();
     tokio::select! {
-        result = &mut serve => return result,
-        () = tokio::time::sleep(grace) => {}
-    }
-    tracing::info!("grace period over: ending in-flight streams");
-    shutdown.abort_streams();
-    tokio::select! {
-        result = &mut serve => result,
-        () = tokio::time::sleep(FLUSH_AFTER_ABORT) => {
-            tracing::info!("closing the remaining connections");
-            Ok(())
+        () = transport.idle() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::info!("grace period over: ending in-flight streams");
+        }
+        () = shutdown.forced() => {
+            tracing::info!("second signal: stopping now");
         }
     }
+    shutdown.abort_streams();
+    tokio::select! {
+        () = transport.idle() => {}
+        () = tokio::time::sleep(FLUSH_AFTER_ABORT) => {
+            tracing::info!("closing the remaining connections");
+        }
+        () = shutdown.forced() => {}
+    }
+    transport.close();
+    Ok(())
 }
 
 /// Reports "" (the server as a whole) and every agentstream service with

@@ -6,6 +6,9 @@
 //!    while in-flight streams run on for the grace period;
 //! 3. `aborted`: the grace period is over; in-flight streams end with
 //!    UNAVAILABLE and their work is dropped.
+//!
+//! A second request during the drain (a second SIGTERM or Ctrl-C) is
+//! `forced`: the server skips what remains of the grace period and stops.
 
 use std::sync::{
     Arc,
@@ -18,6 +21,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
     requested: CancellationToken,
+    forced: CancellationToken,
     draining: CancellationToken,
     aborted: CancellationToken,
     /// Mirrors `aborted` for the per-chunk check: a `CancellationToken`
@@ -39,6 +43,18 @@ impl Shutdown {
     /// Resolves once shutdown has been requested.
     pub async fn requested(&self) {
         self.requested.cancelled().await;
+    }
+
+    /// Asks the server to stop at once, without waiting for in-flight
+    /// calls (a second signal).
+    pub fn force(&self) {
+        self.requested.cancel();
+        self.forced.cancel();
+    }
+
+    /// Resolves once an immediate stop has been asked for.
+    pub async fn forced(&self) {
+        self.forced.cancelled().await;
     }
 
     /// Enters the drain period: no new calls from now on.

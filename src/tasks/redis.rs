@@ -166,6 +166,109 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// What another engine on the same Redis (resumable streams) shares
+    /// with this store: its connection, this replica's lease and notices.
+    pub fn link(&self) -> RedisLink {
+        RedisLink {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The task store's Redis connection, replica lease and notice listener,
+/// lent to other engines so that a replica holds one of each.
+#[derive(Clone)]
+pub struct RedisLink {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLink")
+            .field("replica", &self.shared.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLink {
+    /// The shared (multiplexed, reconnecting) connection.
+    pub fn connection(&self) -> ConnectionManager {
+        self.shared.redis.clone()
+    }
+
+    /// This replica's id, whose lease [`RedisLink::replica_alive`] checks.
+    pub fn replica(&self) -> &str {
+        &self.shared.replica
+    }
+
+    /// How long a replica's lease lasts without renewal.
+    pub fn lease(&self) -> Duration {
+        self.shared.lease
+    }
+
+    /// Whether replica `replica` still holds its lease.
+    pub async fn replica_alive(&self, replica: &str) -> redis::RedisResult<bool> {
+        let mut redis = self.shared.redis.clone();
+        redis.exists(lease_key(replica)).await
+    }
+
+    /// Wakes on every notice published for `key` on [`NOTICE_CHANNEL`].
+    pub fn notice(&self, key: &str) -> Notice {
+        Notice::new(self.shared.clone(), key.to_owned())
+    }
+}
+
+/// The channel that carries "`key` changed" notices (payload: the key).
+pub const NOTICE_CHANNEL: &str = EVENTS_CHANNEL;
+
+/// A subscription to the notices of one key, dropped from the fan-out map
+/// with its last subscriber.
+pub struct Notice {
+    shared: Arc<Shared>,
+    key: String,
+    receiver: watch::Receiver<u64>,
+}
+
+impl Notice {
+    fn new(shared: Arc<Shared>, key: String) -> Self {
+        let receiver = shared
+            .notices()
+            .entry(key.clone())
+            .or_insert_with(|| watch::Sender::new(0))
+            .subscribe();
+        Self {
+            shared,
+            key,
+            receiver,
+        }
+    }
+
+    /// Marks every notice so far as seen.
+    pub fn mark_seen(&mut self) {
+        self.receiver.borrow_and_update();
+    }
+
+    /// Waits for a notice after the last [`Notice::mark_seen`], at most `wait`.
+    pub async fn wait(&mut self, wait: Duration) {
+        let _ = tokio::time::timeout(wait, self.receiver.changed()).await;
+    }
+}
+
+impl Drop for Notice {
+    fn drop(&mut self) {
+        let mut notices = self.shared.notices();
+        // This receiver is still alive: it is the last one when the count
+        // is 1.
+        if notices
+            .get(&self.key)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            notices.remove(&self.key);
+        }
+    }
+}
+
 impl TaskStore for RedisStore {
     fn create(&self, kind: &'static str) -> BoxFuture<'_, Result<Arc<Journal>>> {
         async move {
@@ -452,13 +555,7 @@ fn follow(
     id: String,
     after: u64,
 ) -> impl futures::Stream<Item = TaskEvent> + Send + 'static {
-    let notice = {
-        let mut notices = shared.notices();
-        notices
-            .entry(id.clone())
-            .or_insert_with(|| watch::Sender::new(0))
-            .subscribe()
-    };
+    let notice = Notice::new(shared.clone(), id.clone());
     let state = Follow {
         shared,
         id,
@@ -475,7 +572,7 @@ fn follow(
                 let more = !event.status.state.is_terminal();
                 return Some((event, more.then_some(state)));
             }
-            state.notice.borrow_and_update();
+            state.notice.mark_seen();
             match state.shared.read_after(&state.id, state.cursor).await {
                 Ok(events) if !events.is_empty() => {
                     state.buffer.extend(events);
@@ -501,7 +598,7 @@ fn follow(
                     tracing::warn!(task_id = %state.id, %error, "cannot read task events from Redis")
                 }
             }
-            let _ = tokio::time::timeout(POLL_INTERVAL, state.notice.changed()).await;
+            state.notice.wait(POLL_INTERVAL).await;
         }
     })
 }
@@ -512,23 +609,9 @@ struct Follow {
     id: String,
     cursor: u64,
     buffer: VecDeque<TaskEvent>,
-    notice: watch::Receiver<u64>,
+    notice: Notice,
     /// The task had ended at the last look: the next empty read is the end.
     ended: bool,
-}
-
-impl Drop for Follow {
-    fn drop(&mut self) {
-        let mut notices = self.shared.notices();
-        // This watcher's receiver is still alive: it is the last one when
-        // the count is 1.
-        if notices
-            .get(&self.id)
-            .is_some_and(|sender| sender.receiver_count() <= 1)
-        {
-            notices.remove(&self.id);
-        }
-    }
 }
 
 /// Listens for notices and cancel requests, reconnecting while the store

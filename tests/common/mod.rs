@@ -274,6 +274,19 @@ pub fn text_of(chunks: &[agentstream::pb::StreamChatResponse], index: u32) -> St
         .collect()
 }
 
+/// The URL of `path` on the server's HTTP edge.
+pub fn http_url(server: &TestServer, path: &str) -> String {
+    let addr = server.server.http_addr().expect("the HTTP edge is on");
+    format!("http://{addr}{path}")
+}
+
+/// An HTTP/1.1 client for the HTTP edge (reqwest is built with rustls but
+/// without a crypto provider, which is installed here once).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A channel to `addr`.
 pub async fn connect(addr: std::net::SocketAddr) -> Channel {
     Endpoint::from_shared(format!("http://{addr}"))
@@ -303,22 +316,22 @@ where
 }
 
 /// A JSON value as a `google.protobuf.Value` (for tool schemas).
-pub fn to_struct_value(v: &serde_json::Value) -> prost_types::Value {
-    use prost_types::value::Kind;
+pub fn to_struct_value(v: &serde_json::Value) -> pbjson_types::Value {
+    use pbjson_types::value::Kind;
     let kind = match v {
         serde_json::Value::Null => Kind::NullValue(0),
         serde_json::Value::Bool(b) => Kind::BoolValue(*b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
         serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+        serde_json::Value::Array(a) => Kind::ListValue(pbjson_types::ListValue {
             values: a.iter().map(to_struct_value).collect(),
         }),
-        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+        serde_json::Value::Object(o) => Kind::StructValue(pbjson_types::Struct {
             fields: o
                 .iter()
                 .map(|(k, v)| (k.clone(), to_struct_value(v)))
                 .collect(),
         }),
     };
-    prost_types::Value { kind: Some(kind) }
+    pbjson_types::Value { kind: Some(kind) }
 }

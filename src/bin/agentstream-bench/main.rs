@@ -8,13 +8,16 @@
 //! - `baseline` serves ChatService/StreamChat with no logic at all: the same
 //!   messages, byte for byte the same size, from a hand-written stream;
 //! - `report` turns the JSON lines of interleaved runs into medians and
-//!   ratios to the baseline (the tables of BENCHMARKS.md).
+//!   ratios to the baseline (the tables of BENCHMARKS.md);
+//! - `rag-eval` measures RagService's retrieval and answers on a corpus
+//!   with known answers (eval/rag, docs/rag.md).
 //!
 //! It is a separate binary so the service carries none of it; it uses only
 //! the crate's own dependencies and traffic goes to loopback only.
 
 mod baseline;
 mod client;
+mod rag_eval;
 mod report;
 mod scenarios;
 mod server;
@@ -40,6 +43,9 @@ enum Command {
     Baseline(baseline::BaselineArgs),
     /// Summarise JSON lines of several runs: medians and ratios to the baseline.
     Report(report::ReportArgs),
+    /// Retrieval and answer quality of RagService on a corpus with known
+    /// answers (eval/rag).
+    RagEval(rag_eval::RagEvalArgs),
 }
 
 /// The scenarios of issue 7.
@@ -142,6 +148,7 @@ fn main() -> ExitCode {
         }
         Command::Baseline(args) => runtime(args.threads).block_on(baseline::serve(args)),
         Command::Report(args) => report::run(&args),
+        Command::RagEval(args) => runtime(1).block_on(rag_eval::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

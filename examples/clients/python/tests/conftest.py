@@ -3,7 +3,7 @@
 The fixture builds nothing. It takes the binary from AGENTSTREAM_BIN, or
 else `$CARGO_TARGET_DIR/debug/agentstream` (CARGO_TARGET_DIR defaulting to
 the repository's `target/`), starts it on free loopback ports with JSON
-logs, learns the gRPC and metrics addresses from its log lines, and stops it
+logs, learns the gRPC, HTTP and metrics addresses from its log lines, and stops it
 with SIGTERM at the end, checking that it exits 0.
 """
 
@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE.parent))  # client.py and stubs.py
 
 REPO = HERE.parents[3]
 START_TIMEOUT = 20.0
+HTTP_LISTENING = "http listening"
 
 
 def server_binary() -> Path:
@@ -40,7 +41,7 @@ def server_binary() -> Path:
 
 
 class Server:
-    """One `agentstream serve` process on 127.0.0.1 with its metrics endpoint."""
+    """One `agentstream serve` process on 127.0.0.1: gRPC, HTTP and metrics ports."""
 
     def __init__(self, data_dir: Path, *extra: str) -> None:
         binary = server_binary()
@@ -52,14 +53,15 @@ class Server:
         self.log: list[str] = []
         self.addr: str | None = None
         self.metrics_addr: str | None = None
+        self.http_addr: str | None = None
         self._ready = threading.Event()
         self.process = subprocess.Popen(
             [
                 str(binary),
                 "serve",
                 "--listen", "127.0.0.1:0",
-                "--http-listen", "127.0.0.1:0",
                 "--metrics-listen", "127.0.0.1:0",
+                "--http-listen", "127.0.0.1:0",
                 "--log-format", "json",
                 "--mock-token-delay", "5ms",
                 "--shutdown-grace", "2s",
@@ -77,9 +79,9 @@ class Server:
         # chatty server never blocks on a full pipe.
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
-        if not self._ready.wait(START_TIMEOUT) or self.addr is None or self.metrics_addr is None:
+        if not self._ready.wait(START_TIMEOUT) or None in (self.addr, self.metrics_addr, self.http_addr):
             self.process.kill()
-            pytest.fail("the server did not log both listening addresses:\n" + "".join(self.log[-30:]), pytrace=False)
+            pytest.fail("the server did not log its listening addresses:\n" + "".join(self.log[-30:]), pytrace=False)
 
     def _read_log(self) -> None:
         assert self.process.stderr is not None
@@ -93,7 +95,9 @@ class Server:
                 self.addr = fields["addr"]
             elif fields.get("message") == "metrics listening":
                 self.metrics_addr = fields["addr"]
-            if self.addr and self.metrics_addr:
+            elif fields.get("message") == HTTP_LISTENING:
+                self.http_addr = fields["addr"]
+            if self.addr and self.metrics_addr and self.http_addr:
                 self._ready.set()
         self._ready.set()  # the process ended: wake the starter up
 

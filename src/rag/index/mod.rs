@@ -1,0 +1,268 @@
+//! The embedded, on-disk document index (tantivy, BM25).
+//!
+//! One tantivy index under `<data dir>/index` holds two kinds of records,
+//! told apart by the `kind` field:
+//! - one *document* record per document: id, title, source, metadata, size
+//!   and ingest time (what ListDocuments returns; not the text);
+//! - one *passage* record per passage of its text, with the document's id,
+//!   title and source copied in, so a search hit carries all it needs.
+//!
+//! Both carry the document id as a raw term, so replacing or deleting a
+//! document is one `delete_term` that removes all of its records.
+//!
+//! Writes go through the single [`IndexWriter`], behind an async mutex held
+//! for a whole ingestion (or deletion) by a [`WriteSession`]. An ingestion
+//! adds its documents batch by batch, then commits *once*: tantivy makes a
+//! commit visible and durable atomically (its `meta.json` is replaced only
+//! after the new segments are synced), so a crash before the commit, a
+//! failure or a cancellation (which rolls the writer back) leaves the index
+//! exactly as the last commit left it. A session that is dropped without
+//! committing — a panic, a dropped future — rolls back too, before the
+//! writer is free again, so no half ingestion can ride on a later commit.
+//!
+//! The reader reloads by hand right after each commit, so a document is
+//! searchable as soon as its ingestion reports success. The document records
+//! are also kept in memory, ordered by id (the *catalog*), loaded from the
+//! index at start and updated under the writer lock after each commit: it
+//! serves ListDocuments pages keyed by id, which stay stable however many
+//! ingestions run meanwhile.
+//!
+//! tantivy work is blocking (disk, CPU), so it runs on tokio's blocking pool.
+//!
+//! The parts: [`schema`] (the fields and the records written and read),
+//! [`write`] (ingestion, deletion, the write session and its rollback),
+//! [`search`] (term statistics, BM25 scoring and the ranking of passages).
+
+mod schema;
+mod search;
+mod write;
+
+use std::{
+    collections::BTreeMap,
+    ops::Bound,
+    path::Path,
+    sync::{Arc, RwLock},
+    time::SystemTime,
+};
+
+use tantivy::{
+    Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument, collector::DocSetCollector,
+    directory::MmapDirectory,
+};
+use tokio::sync::Mutex;
+
+pub use search::{MAX_PASSAGES_PER_DOCUMENT, Retrieval};
+pub use write::INGEST_BATCH;
+
+use self::{
+    schema::{Fields, KIND_DOCUMENT},
+    write::{WRITER_MEMORY_BYTES, WriterSlot},
+};
+pub use super::document::NewDocument;
+use super::tokenizer::{self, ANALYZER};
+use crate::error::{Error, Result};
+
+/// An indexed document, without its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentInfo {
+    /// Id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Source.
+    pub source: String,
+    /// Metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Size of the text in bytes.
+    pub size_bytes: u64,
+    /// When it was last ingested.
+    pub ingest_time: SystemTime,
+}
+
+/// A passage found for a question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrievedPassage {
+    /// The document it comes from.
+    pub document_id: String,
+    /// The document's title.
+    pub title: String,
+    /// The passage.
+    pub text: String,
+    /// BM25 score; higher is better.
+    pub score: f32,
+    /// The document's source.
+    pub source: String,
+}
+
+/// What an ingestion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// The ids of the documents, in request order (assigned ones included).
+    pub document_ids: Vec<String>,
+    /// Passages indexed.
+    pub passages: usize,
+}
+
+/// One page of the document list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentPage {
+    /// Documents ordered by id.
+    pub documents: Vec<DocumentInfo>,
+    /// The id to continue after; `None` on the last page.
+    pub next_after: Option<String>,
+}
+
+/// Where an ingestion reports progress and learns it was cancelled: the
+/// task registry's context in the server, anything else in tests and tools.
+pub trait IngestProgress: Send + Sync {
+    /// `step` of `total_steps` is done; `message` says what.
+    fn progress(&self, step: u32, total_steps: u32, message: String);
+    /// Whether the ingestion should stop (and roll back) now.
+    fn is_cancelled(&self) -> bool;
+}
+
+/// Progress that nobody watches and that is never cancelled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unwatched;
+
+impl IngestProgress for Unwatched {
+    fn progress(&self, _step: u32, _total_steps: u32, _message: String) {}
+
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Why an ingestion did not succeed; in every case the index is unchanged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IngestError {
+    /// The ingestion was cancelled before its commit.
+    #[error("ingestion cancelled; the index is unchanged")]
+    Cancelled,
+    /// The ingestion failed.
+    #[error("ingestion failed, the index is unchanged: {0}")]
+    Failed(#[from] Error),
+}
+
+struct Inner {
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+    writer: Arc<Mutex<WriterSlot>>,
+    catalog: RwLock<BTreeMap<String, DocumentInfo>>,
+}
+
+/// The document index; cheap to clone, shared by every call.
+#[derive(Clone)]
+pub struct DocumentIndex {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DocumentIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocumentIndex")
+            .field("documents", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DocumentIndex {
+    /// Opens the index under `data_dir`, creating it on first start.
+    pub async fn open(data_dir: &Path) -> Result<Self> {
+        let dir = data_dir.join("index");
+        blocking(move || Self::open_blocking(&dir)).await?
+    }
+
+    fn open_blocking(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+        let directory = MmapDirectory::open(dir).map_err(internal)?;
+        let (schema, fields) = Fields::schema();
+        let index = Index::open_or_create(directory, schema).map_err(internal)?;
+        index.tokenizers().register(ANALYZER, tokenizer::analyzer());
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(internal)?;
+        let writer = index
+            .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
+            .map_err(internal)?;
+        let catalog = load_catalog(&reader.searcher(), &fields)?;
+        // Load the segmenter's dictionary now rather than on the first question.
+        tokenizer::terms("预热 warm-up");
+        tracing::info!(path = %dir.display(), documents = catalog.len(), "document index open");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                index,
+                reader,
+                fields,
+                writer: Arc::new(Mutex::new(Some(writer))),
+                catalog: RwLock::new(catalog),
+            }),
+        })
+    }
+
+    /// Number of documents indexed.
+    pub fn len(&self) -> usize {
+        self.inner.catalog.read().map_or(0, |c| c.len())
+    }
+
+    /// Whether no document is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The document `id`, if indexed.
+    pub fn get(&self, id: &str) -> Option<DocumentInfo> {
+        self.inner.catalog.read().ok()?.get(id).cloned()
+    }
+
+    /// Up to `page_size` documents with ids after `after`, ordered by id.
+    pub fn list(&self, page_size: usize, after: Option<&str>) -> Result<DocumentPage> {
+        let catalog = self
+            .inner
+            .catalog
+            .read()
+            .map_err(|_| Error::Internal("document catalog lock poisoned".into()))?;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut range = catalog.range::<str, _>((lower, Bound::Unbounded));
+        let documents: Vec<DocumentInfo> = range
+            .by_ref()
+            .take(page_size)
+            .map(|(_, d)| d.clone())
+            .collect();
+        let next_after = match (range.next(), documents.last()) {
+            (Some(_), Some(last)) => Some(last.id.clone()),
+            _ => None,
+        };
+        Ok(DocumentPage {
+            documents,
+            next_after,
+        })
+    }
+}
+
+fn load_catalog(searcher: &Searcher, fields: &Fields) -> Result<BTreeMap<String, DocumentInfo>> {
+    let addresses = searcher
+        .search(&fields.kind_query(KIND_DOCUMENT), &DocSetCollector)
+        .map_err(internal)?;
+    let mut catalog = BTreeMap::new();
+    for address in addresses {
+        let doc: TantivyDocument = searcher.doc(address).map_err(internal)?;
+        let info = fields.document_info(&doc);
+        catalog.insert(info.id.clone(), info);
+    }
+    Ok(catalog)
+}
+
+/// Runs blocking index work off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("index work did not complete: {e}")))
+}
+
+fn internal(error: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("document index: {error}"))
+}

@@ -1,0 +1,59 @@
+//! Request ids: the client's `x-request-id` when it is a plain token,
+//! a generated one otherwise.
+//!
+//! Every response echoes the id and every log line of the call carries it,
+//! so it must be something a log line can hold as is: 1 to
+//! [`MAX_REQUEST_ID_LEN`] visible ASCII characters. Anything else (empty,
+//! too long, non-ASCII, control characters) is dropped before the id is
+//! chosen, so the call gets a fresh UUID, echoed and logged like any other.
+
+use http::{HeaderValue, Request};
+
+/// The header that carries the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longest request id kept from a client.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether a client's request id is kept.
+pub fn is_acceptable(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_LEN && bytes.iter().all(u8::is_ascii_graphic)
+}
+
+/// Removes an unacceptable `x-request-id`, so that a new one is generated.
+pub fn drop_unacceptable<B>(mut request: Request<B>) -> Request<B> {
+    let ids = request.headers().get_all(REQUEST_ID_HEADER);
+    let mut ids = ids.iter();
+    let keep = match (ids.next(), ids.next()) {
+        (None, _) => true,
+        (Some(id), None) => is_acceptable(id),
+        // Several ids: which one would the logs show? None of them.
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        request.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_tokens_are_kept_and_anything_else_is_not() {
+        for ok in ["my-id", "0f8fad5b-d9cb-469f-a165-70867728950e", "a.b_c:d/e"] {
+            assert!(is_acceptable(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        let long = "x".repeat(MAX_REQUEST_ID_LEN + 1);
+        for bad in ["", "with space", long.as_str()] {
+            assert!(
+                !is_acceptable(&HeaderValue::from_str(bad).expect("header")),
+                "{bad}"
+            );
+        }
+        let non_ascii = HeaderValue::from_bytes("é".as_bytes()).expect("obs-text");
+        assert!(!is_acceptable(&non_ascii));
+    }
+}

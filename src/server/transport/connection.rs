@@ -1,0 +1,246 @@
+//! One client connection, from its first byte to its close.
+//!
+//! Around hyper's connection it enforces what hyper leaves to the server:
+//! - the handshake timeout: a client that has not sent the 24-byte HTTP/2
+//!   preface (or an HTTP/1 request line) within `handshake_timeout` is
+//!   disconnected, so silent sockets cannot pile up;
+//! - the idle timeout: a connection with no request in flight for
+//!   `idle_timeout` is closed gracefully (GOAWAY);
+//! - the drain: when the server starts draining, each connection is closed
+//!   gracefully, at once if idle, after its last stream otherwise;
+//! - the send timeout of HTTP/1 responses (HTTP/2 streams get theirs from
+//!   the executor, see [`super::stall`]).
+
+use std::{
+    convert::Infallible,
+    io,
+    pin::{Pin, pin},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::OwnedSemaphorePermit,
+};
+use tower::Service;
+
+use super::{
+    Shared,
+    load::{InFlight, Load},
+    stall::{SendWatch, StallClock},
+};
+
+/// Length of the HTTP/2 client preface (`PRI * HTTP/2.0...`).
+const PREFACE_LEN: u64 = 24;
+
+/// Serves one accepted connection until it closes or the server stops.
+pub(crate) async fn serve<S, B>(
+    stream: TcpStream,
+    service: S,
+    shared: Arc<Shared>,
+    _slot: OwnedSemaphorePermit,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let greeted = Arc::new(AtomicBool::new(false));
+    let io = TokioIo::new(Greeting {
+        inner: stream,
+        read: 0,
+        greeted: greeted.clone(),
+    });
+    let load = Load::default();
+    let service = Counted {
+        inner: service,
+        connection: load.clone(),
+        server: shared.load.clone(),
+    };
+    // With upgrades: the HTTP edge serves WebSockets.
+    let mut conn = pin!(shared.builder.serve_connection_with_upgrades(io, service));
+    let mut clock = StallClock::new(shared.limits.send_timeout);
+    let handshake = tokio::time::sleep(shared.limits.handshake_timeout);
+    let mut handshake = pin!(handshake);
+    let mut handshake_checked = false;
+    // A connection opened during the drain is served (a health check then
+    // answers NOT_SERVING) until the server stops.
+    let mut closing = shared.shutdown.is_draining();
+    loop {
+        tokio::select! {
+            served = clock.run(conn.as_mut()) => {
+                match served {
+                    Some(Err(error)) => tracing::debug!(error = %error, "connection ended with an error"),
+                    Some(Ok(())) => {}
+                    None => tracing::debug!("HTTP/1 connection closed: send timeout"),
+                }
+                return;
+            }
+            () = &mut handshake, if !handshake_checked => {
+                handshake_checked = true;
+                if !greeted.load(Relaxed) {
+                    tracing::debug!("closing a connection that did not complete its handshake in time");
+                    return;
+                }
+            }
+            () = load.idle_for(shared.limits.idle_timeout), if !closing => {
+                tracing::debug!("closing an idle connection");
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = shared.shutdown.draining(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = shared.closed.cancelled() => return,
+        }
+    }
+}
+
+/// The connection's socket, noting when the client has sent at least a
+/// preface's worth of bytes.
+struct Greeting {
+    inner: TcpStream,
+    read: u64,
+    greeted: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Greeting {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.read < PREFACE_LEN {
+            this.read += (buf.filled().len() - before) as u64;
+            if this.read >= PREFACE_LEN {
+                this.greeted.store(true, Relaxed);
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Greeting {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The service of one connection: counts each request in flight and
+/// watches its response body for the send timeout.
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    connection: Load,
+    server: Load,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Counted<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
+{
+    type Response = Response<Served<B>>;
+    type Error = Infallible;
+    type Future = CountedFuture<S::Future>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = self.connection.enter(&self.server);
+        // The services served here (tonic routes, axum routers) are always
+        // ready, as hyper's tower glue assumes too.
+        let mut inner = self.inner.clone();
+        CountedFuture {
+            inner: Box::pin(inner.call(request)),
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+/// The response future of [`Counted`].
+pub(crate) struct CountedFuture<F> {
+    inner: Pin<Box<F>>,
+    in_flight: Option<InFlight>,
+}
+
+impl<F, B> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+{
+    type Output = Result<Response<Served<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Ok(response) = std::task::ready!(this.inner.as_mut().poll(cx));
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(response.map(|body| Served {
+            body: SendWatch::new(body),
+            _in_flight: in_flight,
+        })))
+    }
+}
+
+/// A response body, counted in flight until it is dropped.
+pub(crate) struct Served<B> {
+    body: SendWatch<B>,
+    _in_flight: Option<InFlight>,
+}
+
+impl<B: Body + Unpin> Body for Served<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

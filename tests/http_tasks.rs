@@ -1,0 +1,411 @@
+//! Tasks, documents and RAG answers over HTTP, through a real HTTP client
+//! against a server on 127.0.0.1:0: the proto3 JSON bodies, the task event
+//! stream with `Last-Event-ID` resume and its `end` event, and the RAG
+//! answer events.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, http_client, http_url};
+use futures::StreamExt;
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
+
+async fn start_demo(server: &TestServer, spec: Value) -> Value {
+    let response = http_client()
+        .post(http_url(server, "/v1/tasks"))
+        .json(&json!({"demo": spec}))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()[header::LOCATION]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body: Value = response.json().await.expect("JSON");
+    let task = body["task"].clone();
+    assert_eq!(
+        location,
+        format!("/v1/tasks/{}", task["taskId"].as_str().expect("id"))
+    );
+    assert_eq!(task["kind"], "demo");
+    task
+}
+
+/// One parsed server-sent event.
+#[derive(Debug, Clone, PartialEq)]
+struct Event {
+    name: String,
+    id: Option<u64>,
+    data: Value,
+}
+
+/// Parses complete events off the front of `buffer`, checking the framing
+/// byte for byte (`event:`, optional `id:`, one `data:` line, blank line).
+fn take_events(buffer: &mut String) -> Vec<Event> {
+    let mut events = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        if block.starts_with(": ") {
+            continue; // keep-alive comment
+        }
+        let lines: Vec<_> = block.trim_end_matches('\n').split('\n').collect();
+        let name = lines[0]
+            .strip_prefix("event: ")
+            .expect("event line")
+            .to_owned();
+        let (id, data) = match lines.as_slice() {
+            [_, id, data] => (
+                Some(
+                    id.strip_prefix("id: ")
+                        .expect("id line")
+                        .parse()
+                        .expect("seq"),
+                ),
+                data,
+            ),
+            [_, data] => (None, data),
+            other => panic!("unexpected event block {other:?}"),
+        };
+        let data =
+            serde_json::from_str(data.strip_prefix("data: ").expect("data line")).expect("JSON");
+        events.push(Event { name, id, data });
+    }
+    events
+}
+
+/// Reads the events of `response` until `enough` says so or it ends.
+async fn read_events(response: reqwest::Response, enough: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while !enough(&events) {
+        match stream.next().await {
+            Some(bytes) => {
+                buffer.push_str(std::str::from_utf8(&bytes.expect("bytes")).expect("UTF-8"));
+                events.extend(take_events(&mut buffer));
+            }
+            None => break,
+        }
+    }
+    events
+}
+
+async fn events_of(
+    server: &TestServer,
+    task_id: &str,
+    last_event_id: Option<u64>,
+) -> reqwest::Response {
+    let mut request = http_client().get(http_url(server, &format!("/v1/tasks/{task_id}/events")));
+    if let Some(last) = last_event_id {
+        request = request.header("last-event-id", last.to_string());
+    }
+    request.send().await.expect("events")
+}
+
+#[tokio::test]
+async fn task_routes_answer_proto3_json() {
+    let server = TestServer::start().await;
+    let task = start_demo(&server, json!({"steps": 1000, "step_delay_ms": 500})).await;
+    let id = task["taskId"].as_str().expect("id").to_owned();
+    let got: Value = http_client()
+        .get(http_url(&server, &format!("/v1/tasks/{id}")))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(got["task"]["taskId"], id.as_str());
+    assert_eq!(got["task"]["totalSteps"], 1000);
+    let created = got["task"]["createTime"].as_str().expect("RFC 3339");
+    assert!(
+        created.contains('T') && (created.ends_with('Z') || created.ends_with("+00:00")),
+        "{created}"
+    );
+    let listed: Value = http_client()
+        .get(http_url(&server, "/v1/tasks?page_size=10"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["tasks"][0]["taskId"], id.as_str());
+    let cancelled = http_client()
+        .post(http_url(&server, &format!("/v1/tasks/{id}/cancel")))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let cancelled: Value = cancelled.json().await.expect("JSON");
+    assert_eq!(cancelled["task"]["state"], "TASK_STATE_CANCELLED");
+
+    let missing = http_client()
+        .get(http_url(&server, "/v1/tasks/no-such-task"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let bad = http_client()
+        .get(http_url(&server, "/v1/tasks?page_size=abc"))
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let bad: Value = bad.json().await.expect("JSON");
+    assert_eq!(bad["error"]["param"], "page_size");
+    let bad = http_client()
+        .post(http_url(&server, "/v1/tasks"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let bad: Value = bad.json().await.expect("JSON");
+    assert_eq!(bad["error"]["param"], "spec");
+}
+
+#[tokio::test]
+async fn a_task_stream_is_named_events_then_end() {
+    let server = TestServer::start().await;
+    let task = start_demo(&server, json!({"steps": 4, "step_delay_ms": 1})).await;
+    let id = task["taskId"].as_str().expect("id");
+    let events = read_events(events_of(&server, id, None).await, |_| false).await;
+    let end = events.last().expect("events");
+    assert_eq!(
+        end,
+        &Event {
+            name: "end".into(),
+            id: None,
+            data: json!({})
+        }
+    );
+    let events = &events[..events.len() - 1];
+    let sequences: Vec<u64> = events.iter().map(|e| e.id.expect("id")).collect();
+    assert_eq!(sequences, (1..=sequences.len() as u64).collect::<Vec<_>>());
+    for event in events {
+        let data = &event.data["event"];
+        assert_eq!(data["taskId"], id);
+        assert_eq!(data["sequence"], event.id.expect("id").to_string());
+        let state = data["state"].as_str().expect("state");
+        assert_eq!(
+            event.name,
+            state.trim_start_matches("TASK_STATE_").to_lowercase()
+        );
+    }
+    assert_eq!(events.last().expect("terminal").name, "succeeded");
+    assert_eq!(
+        events.last().expect("terminal").data["event"]["percent"],
+        100.0
+    );
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_without_gap_or_duplicate() {
+    let server = TestServer::start().await;
+    let task = start_demo(&server, json!({"steps": 10, "step_delay_ms": 20})).await;
+    let id = task["taskId"].as_str().expect("id");
+    let first = read_events(events_of(&server, id, None).await, |e| e.len() >= 3).await;
+    let last_seen = first.last().and_then(|e| e.id).expect("id");
+    // The browser reconnects with the last id it saw.
+    let rest = read_events(events_of(&server, id, Some(last_seen)).await, |_| false).await;
+    assert_eq!(rest.last().map(|e| e.name.as_str()), Some("end"));
+    let sequences: Vec<u64> = first.iter().chain(&rest).filter_map(|e| e.id).collect();
+    assert_eq!(sequences, (1..=sequences.len() as u64).collect::<Vec<_>>());
+    // ?after_sequence= does the same; Last-Event-ID wins over it.
+    let url = http_url(&server, &format!("/v1/tasks/{id}/events?after_sequence=2"));
+    let replay = read_events(
+        http_client().get(&url).send().await.expect("events"),
+        |_| false,
+    )
+    .await;
+    assert_eq!(replay[0].id, Some(3));
+    let resumed = http_client()
+        .get(&url)
+        .header("last-event-id", "4")
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(read_events(resumed, |e| !e.is_empty()).await[0].id, Some(5));
+}
+
+#[tokio::test]
+async fn leaving_the_event_stream_does_not_cancel_the_task() {
+    let server = TestServer::start().await;
+    let task = start_demo(&server, json!({"steps": 5, "step_delay_ms": 20})).await;
+    let id = task["taskId"].as_str().expect("id");
+    let first = read_events(events_of(&server, id, None).await, |e| !e.is_empty()).await;
+    assert!(!first.is_empty());
+    server
+        .until("watcher gone", |m| m.active_streams == 0)
+        .await;
+    let all = read_events(events_of(&server, id, None).await, |_| false).await;
+    let terminal = &all[all.len() - 2];
+    assert_eq!(terminal.name, "succeeded");
+}
+
+#[tokio::test]
+async fn idle_event_streams_carry_keep_alive_comments() {
+    let server = TestServer::start_with(|c| c.sse_keep_alive = Duration::from_millis(50)).await;
+    let task = start_demo(&server, json!({"steps": 2, "step_delay_ms": 60000})).await;
+    let id = task["taskId"].as_str().expect("id");
+    let mut stream = events_of(&server, id, None).await.bytes_stream();
+    let mut body = String::new();
+    while !body.contains(": keep-alive\n\n") {
+        let bytes = stream.next().await.expect("more bytes").expect("ok");
+        body.push_str(std::str::from_utf8(&bytes).expect("UTF-8"));
+    }
+}
+
+#[tokio::test]
+async fn task_events_as_ndjson_are_one_watch_response_per_line() {
+    let server = TestServer::start().await;
+    let task = start_demo(&server, json!({"steps": 3, "step_delay_ms": 1})).await;
+    let id = task["taskId"].as_str().expect("id");
+    let response = http_client()
+        .get(http_url(&server, &format!("/v1/tasks/{id}/events")))
+        .header(header::ACCEPT, "application/x-ndjson")
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/x-ndjson"
+    );
+    let body = response.text().await.expect("body");
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(
+        lines.last().expect("terminal")["event"]["state"],
+        "TASK_STATE_SUCCEEDED"
+    );
+}
+
+#[tokio::test]
+async fn documents_are_ingested_listed_answered_from_and_deleted() {
+    let server = TestServer::start().await;
+    let response = http_client()
+        .post(http_url(&server, "/v1/documents"))
+        .json(&json!({"documents": [{"id": "intro", "title": "Intro",
+            "text": "agentstream streams tokens as they are produced. Cancellation stops the work at once.",
+            "source": "notes/intro.md", "metadata": {"team": "docs"}}]}))
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let location = response.headers()[header::LOCATION]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let task: Value = response.json().await.expect("JSON");
+    assert_eq!(task["task"]["kind"], "ingest");
+    let events = read_events(
+        http_client()
+            .get(http_url(&server, &format!("{location}/events")))
+            .send()
+            .await
+            .expect("events"),
+        |_| false,
+    )
+    .await;
+    assert_eq!(events[events.len() - 2].name, "succeeded");
+
+    let listed: Value = http_client()
+        .get(http_url(&server, "/v1/documents?page_size=5"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["documents"][0]["id"], "intro");
+    assert_eq!(listed["documents"][0]["metadata"]["team"], "docs");
+
+    let response = http_client()
+        .post(http_url(&server, "/v1/rag/answer"))
+        .json(&json!({"question": "What does cancellation stop?", "top_k": 3}))
+        .send()
+        .await
+        .expect("answer");
+    let events = read_events(response, |_| false).await;
+    let names: Vec<_> = events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names[..3],
+        [
+            "retrieval_started",
+            "passages_retrieved",
+            "generation_started"
+        ]
+    );
+    assert_eq!(names.last(), Some(&"done"));
+    assert!(names[3..names.len() - 1].iter().all(|n| *n == "content"));
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event.id, Some(i as u64 + 1));
+        assert_eq!(event.data["sequence"], (i + 1).to_string());
+    }
+    let passages = &events[1].data["passagesRetrieved"]["passages"];
+    assert_eq!(passages[0]["documentId"], "intro");
+
+    let deleted = http_client()
+        .delete(http_url(&server, "/v1/documents/intro"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let again = http_client()
+        .delete(http_url(&server, "/v1/documents/intro"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+
+    let bad = http_client()
+        .post(http_url(&server, "/v1/rag/answer"))
+        .json(&json!({"question": "", "top_k": 99}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let bad: Value = bad.json().await.expect("JSON");
+    assert_eq!(bad["error"]["param"], "question");
+}
+
+#[tokio::test]
+async fn closing_a_rag_answer_stream_stops_its_generation() {
+    let server = TestServer::start_with(|c| c.mock_token_delay = Duration::from_millis(20)).await;
+    let response = http_client()
+        .post(http_url(&server, "/v1/rag/answer"))
+        .json(&json!({"question": "anything at all", "max_tokens": 100000, "model": "synthetic"}))
+        .send()
+        .await
+        .expect("answer");
+    let events = response.bytes_stream();
+    let mut events = events;
+    let mut body = String::new();
+    while !body.contains("event: content") {
+        body.push_str(
+            std::str::from_utf8(&events.next().await.expect("bytes").expect("ok")).expect("UTF-8"),
+        );
+    }
+    assert!(
+        !body.contains("event: done"),
+        "the answer ended before the client left"
+    );
+    drop(events);
+    server
+        .until("answer dropped", |m| {
+            m.live_generations == 0 && m.active_streams == 0
+        })
+        .await;
+    server.assert_no_token_produced_meanwhile().await;
+}

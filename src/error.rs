@@ -74,6 +74,9 @@ pub enum Error {
     /// A bug: something that should not happen did.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The call carries no valid API key (when keys are configured).
+    #[error("{0}")]
+    Unauthenticated(String),
 }
 
 /// One offending field of a request, as in `google.rpc.BadRequest`.
@@ -119,6 +122,8 @@ pub enum ErrorKind {
     Cancelled,
     /// A bug.
     Internal,
+    /// No valid credentials.
+    Unauthenticated,
 }
 
 impl ErrorKind {
@@ -135,6 +140,7 @@ impl ErrorKind {
             ErrorKind::OutOfRange => "OutOfRange",
             ErrorKind::Cancelled => "Cancelled",
             ErrorKind::Internal => "Internal",
+            ErrorKind::Unauthenticated => "Unauthenticated",
         }
     }
 }
@@ -155,6 +161,7 @@ impl Error {
             Error::OutOfRange(_) => ErrorKind::OutOfRange,
             Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
         }
     }
 }

@@ -218,3 +218,59 @@ async fn text_logs_have_no_colours_when_stderr_is_not_a_terminal() {
     let line = &binary.listening;
     assert!(!line.contains('\u{1b}'), "escape sequence in {line:?}");
 }
+
+#[tokio::test]
+async fn the_key_name_is_logged_and_the_key_never() {
+    let keys = tempfile::tempdir().expect("temp dir");
+    let path = keys.path().join("keys");
+    std::fs::write(&path, "alice:sk-alice-7d1e90b3c25a4f86\n").expect("keys file");
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    let mut binary = Binary::start(&["--mock-token-delay", "0", "--api-keys-file", &path]).await;
+    assert!(
+        binary.listening.contains("API key required"),
+        "{}",
+        binary.listening
+    );
+    let mut chat = pb::chat_service_client::ChatServiceClient::new(connect(binary.addr).await);
+
+    let mut wrong = tonic::Request::new(StreamChatRequest {
+        messages: vec![user("hi")],
+        ..Default::default()
+    });
+    wrong.metadata_mut().insert(
+        "authorization",
+        "Bearer sk-guess-0000000000000000".parse().expect("ascii"),
+    );
+    let refused = chat.stream_chat(wrong).await.expect_err("wrong key");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let line = next_line_with(&mut binary.lines, "call refused").await;
+    assert!(line.contains("StreamChat"), "{line}");
+    assert!(
+        !line.contains("sk-guess"),
+        "the presented key is logged: {line}"
+    );
+
+    let mut request = tonic::Request::new(StreamChatRequest {
+        messages: vec![user("hi")],
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer sk-alice-7d1e90b3c25a4f86".parse().expect("ascii"),
+    );
+    let mut stream = chat.stream_chat(request).await.expect("call").into_inner();
+    while stream.next().await.is_some() {}
+    let line = next_line_with(&mut binary.lines, "call finished").await;
+    assert!(line.contains(r#"key="alice""#), "{line}");
+    assert!(!line.contains("sk-alice"), "the key is logged: {line}");
+}
+
+#[tokio::test]
+async fn an_open_server_says_so_when_it_starts() {
+    let binary = Binary::start(&[]).await;
+    assert!(
+        binary.listening.contains("open: no API keys"),
+        "{}",
+        binary.listening
+    );
+}

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     error::{Error, Result},
-    server::{Call, CallMeta, CallStream, Calls, Method, call::REQUEST_ID_HEADER},
+    server::{Call, CallMeta, CallStream, Calls, Method, auth::Caller, call::REQUEST_ID_HEADER},
 };
 
 /// The response stream of every streaming RPC: the call's stream with its
@@ -31,6 +31,7 @@ pub fn start<T>(calls: &Calls, method: Method, request: &Request<T>) -> Call {
         CallMeta {
             request_id,
             timeout: grpc_timeout(metadata),
+            caller: request.extensions().get::<Caller>(),
         },
     )
 }

@@ -22,6 +22,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::OutOfRange => Code::OutOfRange,
         ErrorKind::Cancelled => Code::Cancelled,
         ErrorKind::Internal => Code::Internal,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
     }
 }
 

@@ -4,27 +4,69 @@
 //! The bookkeeping itself (span, admission under `--max-active-streams`,
 //! drain, counters, the closing log line) is the core's
 //! [`crate::server::call`], the very same for both edges; only the request
-//! id comes from a different place here.
+//! id and the caller come from a different place here.
 
-use axum::http::HeaderMap;
+use std::{convert::Infallible, ops::Deref};
 
-use crate::server::{Call, CallMeta, Calls, Method, call::REQUEST_ID_HEADER};
+use axum::{extract::FromRequestParts, http::HeaderMap, http::request::Parts};
+
+use crate::server::{Call, CallMeta, Calls, Method, auth::Caller, call::REQUEST_ID_HEADER};
+
+/// A request's headers and the caller the API key check let in (when keys
+/// are configured): what a handler needs to start its call.
+#[derive(Debug, Clone)]
+pub(crate) struct CallHeaders {
+    headers: HeaderMap,
+    caller: Option<Caller>,
+}
+
+impl Deref for CallHeaders {
+    type Target = HeaderMap;
+
+    fn deref(&self) -> &HeaderMap {
+        &self.headers
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CallHeaders {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            headers: parts.headers.clone(),
+            caller: parts.extensions.get::<Caller>().cloned(),
+        })
+    }
+}
+
+impl CallHeaders {
+    /// The key's caller, when keys are configured.
+    pub(crate) fn caller(&self) -> Option<&Caller> {
+        self.caller.as_ref()
+    }
+}
 
 /// Starts the call of `method` for a request with `headers`. The request id
 /// is always there: the edge's request-id layer sets one when the client
 /// sent none. HTTP clients have no standard deadline header, so the call
 /// has none (a client that gives up closes the connection, which cancels).
-pub(crate) fn start(calls: &Calls, method: Method, headers: &HeaderMap) -> Call {
-    start_with_id(calls, method, request_id(headers))
+pub(crate) fn start(calls: &Calls, method: Method, headers: &CallHeaders) -> Call {
+    start_with_id(calls, method, request_id(headers), headers.caller())
 }
 
-/// Starts the call of `method` under `request_id`.
-pub(crate) fn start_with_id(calls: &Calls, method: Method, request_id: &str) -> Call {
+/// Starts the call of `method` under `request_id`, made by `caller`.
+pub(crate) fn start_with_id(
+    calls: &Calls,
+    method: Method,
+    request_id: &str,
+    caller: Option<&Caller>,
+) -> Call {
     calls.start(
         method,
         CallMeta {
             request_id,
             timeout: None,
+            caller,
         },
     )
 }

@@ -22,7 +22,6 @@
 use axum::{
     body::Bytes,
     extract::State,
-    http::HeaderMap,
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
@@ -44,7 +43,7 @@ use crate::{
 /// `POST /v1/chat/completions`.
 pub(crate) async fn completions(
     State(edge): State<Edge>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
     Json(request): Json<ChatCompletionRequest>,
 ) -> Response {
     let call = call::start(&edge.calls, Method::StreamChat, &headers);
@@ -94,7 +93,7 @@ pub(crate) async fn completions(
 async fn resumable(
     edge: &Edge,
     call: Call,
-    headers: &HeaderMap,
+    headers: &axum::http::HeaderMap,
     streaming: bool,
     draft: ChatDraft,
     names: ParamNames,

@@ -222,6 +222,11 @@ impl From<Error> for ApiError {
             Error::Internal(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
             }
+            // OpenAI's own answer to a missing or wrong key.
+            Error::Unauthenticated(_) => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
+                    .code("invalid_api_key")
+            }
         }
     }
 }
@@ -234,6 +239,11 @@ impl IntoResponse for ApiError {
             self.to_json(),
         )
             .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(delay) = self.retry_after {
             // Whole seconds, rounded up: `Retry-After: 0` would invite a storm.
             let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
@@ -302,6 +312,7 @@ mod tests {
             (Error::Unavailable("down".into()), 502),
             (Error::FailedPrecondition("key".into()), 502),
             (Error::Internal("bug".into()), 500),
+            (Error::Unauthenticated("no key".into()), 401),
             (
                 Error::UpstreamRejected {
                     message: "no".into(),

@@ -57,10 +57,11 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use crate::{
     chat::Chat,
     config::ServeConfig,
+    error::Error,
     grpc,
     metrics::Metrics,
     rag::Rag,
-    server::{Calls, ServeError, Shutdown, request_id},
+    server::{Calls, ServeError, Shutdown, auth::RequireKeyLayer, request_id},
     tasks::Tasks,
 };
 use error::ApiError;
@@ -142,6 +143,7 @@ pub(crate) async fn bind(
     edge: Edge,
     grpc: grpc::Services,
     cors_origins: &[String],
+    auth: RequireKeyLayer,
 ) -> Result<Listening, ServeError> {
     let bind_error = |source| ServeError::Bind {
         addr: listen,
@@ -151,7 +153,7 @@ pub(crate) async fn bind(
         .await
         .map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
-    let app = router(edge, grpc, cors_origins);
+    let app = router(edge, grpc, cors_origins, auth);
     Ok(Listening {
         addr,
         listener,
@@ -160,7 +162,12 @@ pub(crate) async fn bind(
 }
 
 /// Every route of the edge, with its layers.
-fn router(edge: Edge, grpc: grpc::Services, cors_origins: &[String]) -> Router {
+fn router(
+    edge: Edge,
+    grpc: grpc::Services,
+    cors_origins: &[String],
+    auth: RequireKeyLayer,
+) -> Router {
     let api = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -185,7 +192,10 @@ fn router(edge: Edge, grpc: grpc::Services, cors_origins: &[String]) -> Router {
         })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             ApiError::method_not_allowed(method.as_str(), uri.path())
-        });
+        })
+        // Inside CORS: a browser can read the 401, and preflights (which
+        // carry no credentials) are answered before the check.
+        .layer(auth);
     let app = match cors::layer(cors_origins) {
         Some(cors) => app.layer(cors),
         None => app,
@@ -198,4 +208,11 @@ fn router(edge: Edge, grpc: grpc::Services, cors_origins: &[String]) -> Router {
         .layer(tower::util::MapRequestLayer::new(
             request_id::drop_unacceptable::<axum::body::Body>,
         ))
+}
+
+/// An error answered as the edge answers every error: its status and
+/// OpenAI's error JSON (for checks that run in front of the routes).
+pub(crate) fn error_response(error: Error) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ApiError::from(error).into_response()
 }

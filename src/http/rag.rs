@@ -10,7 +10,7 @@
 
 use axum::{
     extract::{Path, State},
-    http::{HeaderMap, StatusCode, Uri, header},
+    http::{StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
@@ -32,7 +32,7 @@ use crate::{
 /// `POST /v1/rag/answer`.
 pub(crate) async fn answer(
     State(edge): State<Edge>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
     Json(request): Json<pb::StreamAnswerRequest>,
 ) -> Response {
     let call = call::start(&edge.calls, Method::StreamAnswer, &headers);
@@ -78,7 +78,7 @@ fn event_name(event: &pb::StreamAnswerResponse) -> &'static str {
 /// `POST /v1/documents`: 202 with the ingestion task, `Location` its URL.
 pub(crate) async fn ingest(
     State(edge): State<Edge>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
     Json(request): Json<pb::IngestDocumentsRequest>,
 ) -> Response {
     let call = call::start(&edge.calls, Method::IngestDocuments, &headers);
@@ -100,7 +100,11 @@ pub(crate) async fn ingest(
 }
 
 /// `GET /v1/documents?page_size=&page_token=`.
-pub(crate) async fn list(State(edge): State<Edge>, headers: HeaderMap, uri: Uri) -> Response {
+pub(crate) async fn list(
+    State(edge): State<Edge>,
+    headers: call::CallHeaders,
+    uri: Uri,
+) -> Response {
     let call = call::start(&edge.calls, Method::ListDocuments, &headers);
     let listed = query::<PageQuery>(&uri).and_then(|page| {
         edge.rag.list(ListDraft {
@@ -122,7 +126,7 @@ pub(crate) async fn list(State(edge): State<Edge>, headers: HeaderMap, uri: Uri)
 pub(crate) async fn delete(
     State(edge): State<Edge>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
 ) -> Response {
     let call = call::start(&edge.calls, Method::DeleteDocument, &headers);
     match call.unary(edge.rag.delete(&id).await) {

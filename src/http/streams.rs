@@ -61,7 +61,7 @@ pub(crate) async fn started(
 pub(crate) async fn resume(
     State(edge): State<Edge>,
     Path(stream_id): Path<String>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
     uri: Uri,
 ) -> Response {
     let call = call::start(&edge.calls, Method::ResumeStream, &headers);
@@ -79,7 +79,7 @@ pub(crate) async fn resume(
 pub(crate) async fn cancel(
     State(edge): State<Edge>,
     Path(stream_id): Path<String>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
 ) -> Response {
     let call = call::start(&edge.calls, Method::CancelStream, &headers);
     match call.unary(edge.chat.streams().cancel(&stream_id).await) {

@@ -16,7 +16,7 @@
 use axum::{
     body::Bytes,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode, Uri, header},
+    http::{StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
@@ -55,7 +55,7 @@ fn proto_json(status: StatusCode, message: &impl serde::Serialize) -> Response {
 /// `POST /v1/tasks`: 201 with the task, `Location` its URL.
 pub(crate) async fn start(
     State(edge): State<Edge>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
     Json(request): Json<pb::StartTaskRequest>,
 ) -> Response {
     let call = call::start(&edge.calls, Method::StartTask, &headers);
@@ -79,7 +79,7 @@ pub(crate) async fn start(
 pub(crate) async fn get(
     State(edge): State<Edge>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
 ) -> Response {
     let call = call::start(&edge.calls, Method::GetTask, &headers);
     match call.unary(edge.tasks.get(&id).await) {
@@ -94,7 +94,11 @@ pub(crate) async fn get(
 }
 
 /// `GET /v1/tasks?page_size=&page_token=`, newest first.
-pub(crate) async fn list(State(edge): State<Edge>, headers: HeaderMap, uri: Uri) -> Response {
+pub(crate) async fn list(
+    State(edge): State<Edge>,
+    headers: call::CallHeaders,
+    uri: Uri,
+) -> Response {
     let call = call::start(&edge.calls, Method::ListTasks, &headers);
     let listed = match query::<PageQuery>(&uri) {
         Ok(page) => {
@@ -123,7 +127,7 @@ pub(crate) async fn list(State(edge): State<Edge>, headers: HeaderMap, uri: Uri)
 pub(crate) async fn cancel(
     State(edge): State<Edge>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
 ) -> Response {
     let call = call::start(&edge.calls, Method::CancelTask, &headers);
     match call.unary(edge.tasks.cancel(&id).await) {
@@ -141,7 +145,7 @@ pub(crate) async fn cancel(
 pub(crate) async fn events(
     State(edge): State<Edge>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
     uri: Uri,
 ) -> Response {
     let call = call::start(&edge.calls, Method::WatchTask, &headers);

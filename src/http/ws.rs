@@ -26,7 +26,6 @@ use axum::{
         State, WebSocketUpgrade,
         ws::{Message, Utf8Bytes, WebSocket},
     },
-    http::HeaderMap,
     response::Response,
 };
 use futures::{SinkExt, StreamExt, stream::BoxStream};
@@ -40,7 +39,11 @@ use super::{
     json,
     openai::{ChatCompletionRequest, chunk_json},
 };
-use crate::{chat::ChatChunk, error::Error, server::Method};
+use crate::{
+    chat::ChatChunk,
+    error::Error,
+    server::{Method, auth::Caller},
+};
 
 /// Messages waiting for a slow client before it is disconnected.
 pub(crate) const SEND_QUEUE: usize = 64;
@@ -103,22 +106,33 @@ fn done_message(id: &str, cancelled: bool) -> Message {
     text(&Control::Done { id, cancelled })
 }
 
+/// Who opened a WebSocket: what each completion on it is logged under.
+struct Origin {
+    /// The upgrade request's id; a completion's is `{request_id}/{id}`.
+    request_id: Arc<str>,
+    /// The key that opened it, when keys are configured.
+    caller: Option<Caller>,
+}
+
 /// `GET /v1/chat/ws`.
 pub(crate) async fn upgrade(
     State(edge): State<Edge>,
-    headers: HeaderMap,
+    headers: call::CallHeaders,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let request_id: Arc<str> = Arc::from(call::request_id(&headers));
+    let origin = Origin {
+        request_id: Arc::from(call::request_id(&headers)),
+        caller: headers.caller().cloned(),
+    };
     let limit = edge.body_limit.0;
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| session(edge, socket, request_id))
+        .on_upgrade(move |socket| session(edge, socket, origin))
 }
 
 /// Serves one connection until it closes, fails, or stops reading.
-async fn session(edge: Edge, socket: WebSocket, request_id: Arc<str>) {
+async fn session(edge: Edge, socket: WebSocket, origin: Origin) {
     let (mut sink, mut source) = socket.split();
     let (queue, mut outbox) = mpsc::channel::<Message>(SEND_QUEUE);
     let writer = async move {
@@ -134,7 +148,7 @@ async fn session(edge: Edge, socket: WebSocket, request_id: Arc<str>) {
             let outgoing = tokio::select! {
                 incoming = source.next() => match incoming {
                     Some(Ok(Message::Text(text))) => {
-                        handle(&edge, &request_id, text.as_bytes(), &mut running)
+                        handle(&edge, &origin, text.as_bytes(), &mut running)
                     }
                     Some(Ok(Message::Binary(_))) => Some(error_message(
                         None,
@@ -151,7 +165,7 @@ async fn session(edge: Edge, socket: WebSocket, request_id: Arc<str>) {
             if let Some(message) = outgoing {
                 // A full queue is a client that stopped reading: disconnect.
                 if queue.try_send(message).is_err() {
-                    tracing::info!(%request_id, "WebSocket client is not reading; disconnecting");
+                    tracing::info!(request_id = %origin.request_id, "WebSocket client is not reading; disconnecting");
                     break;
                 }
             }
@@ -167,7 +181,7 @@ async fn session(edge: Edge, socket: WebSocket, request_id: Arc<str>) {
 /// Acts on one client message; returns the reply to send at once, if any.
 fn handle(
     edge: &Edge,
-    request_id: &str,
+    origin: &Origin,
     text: &[u8],
     running: &mut StreamMap<String, BoxStream<'static, Message>>,
 ) -> Option<Message> {
@@ -204,7 +218,7 @@ fn handle(
             if let Some(error) = refused {
                 return Some(error_message(Some(&id), ApiError::from(error)));
             }
-            match start(edge, request_id, &id, *request) {
+            match start(edge, origin, &id, *request) {
                 Ok(messages) => {
                     running.insert(id, messages);
                     None
@@ -218,14 +232,15 @@ fn handle(
 /// Starts completion `id`: its messages, pulled by the connection's loop.
 fn start(
     edge: &Edge,
-    request_id: &str,
+    origin: &Origin,
     id: &str,
     request: ChatCompletionRequest,
 ) -> Result<BoxStream<'static, Message>, ApiError> {
     let call = call::start_with_id(
         &edge.calls,
         Method::StreamChat,
-        &format!("{request_id}/{id}"),
+        &format!("{}/{id}", origin.request_id),
+        origin.caller.as_ref(),
     );
     let include_usage = request.include_usage();
     let completion = call.in_span(|| request.start(&edge.chat, include_usage));

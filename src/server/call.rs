@@ -39,7 +39,7 @@ use tokio::{
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{Span, field::Empty};
 
-use super::shutdown::Shutdown;
+use super::{auth::Caller, shutdown::Shutdown};
 use crate::{
     error::{Error, ErrorKind, Result},
     metrics::{LiveGuard, Metrics},
@@ -108,6 +108,8 @@ pub struct CallMeta<'a> {
     pub request_id: &'a str,
     /// The client's deadline, measured from now, when it set one.
     pub timeout: Option<Duration>,
+    /// The API key's caller, when keys are configured.
+    pub caller: Option<&'a Caller>,
 }
 
 /// Starts the bookkeeping of calls; one per server, shared by every service
@@ -139,15 +141,20 @@ impl Calls {
             "call",
             request_id = meta.request_id,
             method = method.as_str(),
+            key = Empty,
             model = Empty,
             chunks = Empty,
             outcome = Empty,
             code = Empty,
         );
+        if let Some(caller) = meta.caller {
+            span.record("key", caller.name());
+        }
         Call {
             span,
             started: Instant::now(),
             timeout: meta.timeout,
+            caller: meta.caller.cloned(),
             calls: self.clone(),
         }
     }
@@ -164,6 +171,7 @@ pub struct Call {
     span: Span,
     started: Instant,
     timeout: Option<Duration>,
+    caller: Option<Caller>,
     calls: Calls,
 }
 
@@ -202,7 +210,8 @@ impl Call {
     }
 
     /// Answers with a stream of items; refuses when the server is draining
-    /// or already serves its maximum of streams.
+    /// or already serves its maximum of streams, or the caller's key its
+    /// share of them.
     pub fn stream<T: Send + 'static>(
         self,
         items: impl Stream<Item = Result<T>> + Send + 'static,
@@ -216,6 +225,15 @@ impl Call {
                 "the server is at its limit of {limit} concurrent streams; retry later"
             ))));
         };
+        let key_permit = match self.caller.as_ref().map(Caller::admit_stream) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(permit))) => Some(permit),
+            Some(Err(limit)) => {
+                return Err(self.fail(Error::ResourceExhausted(format!(
+                    "this API key is at its limit of {limit} concurrent streams; retry later"
+                ))));
+            }
+        };
         Ok(CallStream {
             inner: Some(items.boxed()),
             // A deadline too far to represent (`grpc-timeout` allows up to
@@ -228,6 +246,7 @@ impl Call {
             shutdown: self.calls.shutdown.clone(),
             registered: None,
             _permit: permit,
+            _key_permit: key_permit,
             _live: self.calls.metrics.stream(),
             items: 0,
             span: self.span,
@@ -247,6 +266,8 @@ pub struct CallStream<T> {
     registered: Option<Waker>,
     /// The stream's place under `--max-active-streams`.
     _permit: OwnedSemaphorePermit,
+    /// Its place under `--max-streams-per-key`, when that applies.
+    _key_permit: Option<OwnedSemaphorePermit>,
     _live: LiveGuard,
     items: u64,
     span: Span,

@@ -8,6 +8,7 @@
 //! Shutdown goes: health NOT_SERVING, stop accepting calls, let in-flight
 //! streams run for the grace period, end the rest with UNAVAILABLE, return.
 
+pub mod auth;
 pub mod call;
 mod metrics_endpoint;
 pub mod request_id;
@@ -20,6 +21,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use auth::{ApiKeys, RequireKeyLayer};
 pub use call::{Call, CallMeta, CallStream, Calls, Method};
 pub use shutdown::Shutdown;
 use transport::{Protocols, Transport};
@@ -90,6 +92,9 @@ pub enum ServeError {
     /// The document index could not be opened.
     #[error("cannot open the document index: {0}")]
     Index(#[from] crate::Error),
+    /// The API keys file cannot be used.
+    #[error(transparent)]
+    ApiKeys(#[from] auth::KeysFileError),
     /// The serving task panicked or was cancelled.
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -120,6 +125,15 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let keys = match &config.api_keys_file {
+            Some(path) => Some(Arc::new(ApiKeys::load(path, config.max_streams_per_key)?)),
+            None => None,
+        };
+        let access = match &keys {
+            Some(keys) => format!("API key required ({} keys)", keys.len()),
+            None => "open: no API keys (--api-keys-file), every client is served".to_owned(),
+        };
+        let auth = RequireKeyLayer::new(keys);
         let metrics = Metrics::new();
         let shutdown = Shutdown::new();
         let calls = Calls::new(metrics.clone(), shutdown.clone(), config.max_active_streams);
@@ -184,6 +198,7 @@ impl Server {
             .map_request(request_id::drop_unacceptable)
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(auth.clone())
             .service(routes);
 
         let metrics_addr = match config.metrics_listen {
@@ -204,7 +219,8 @@ impl Server {
                     shutdown: shutdown.clone(),
                 };
                 let edge = http::Edge::new(&config, core);
-                let http = http::bind(listen, edge, services, &config.cors_allow_origins).await?;
+                let http =
+                    http::bind(listen, edge, services, &config.cors_allow_origins, auth).await?;
                 tracing::info!(addr = %http.addr, "http listening");
                 transport.serve(http.listener, http.app, Protocols::Http1AndHttp2);
                 Some(http.addr)
@@ -222,7 +238,7 @@ impl Server {
             index.close().await;
             result
         });
-        tracing::info!(%addr, default_model = %config.default_model, "agentstream listening");
+        tracing::info!(%addr, default_model = %config.default_model, %access, "agentstream listening");
         Ok(Self {
             addr,
             http_addr,

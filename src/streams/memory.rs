@@ -463,7 +463,13 @@ async fn idle_for(readers: &watch::Sender<usize>, ttl: Duration) {
         if idle {
             tokio::select! {
                 () = tokio::time::sleep(ttl) => return,
-                _ = count.changed() => {}
+                changed = count.changed() => {
+                    if changed.is_err() {
+                        // The count can no longer change: wait out the TTL.
+                        tokio::time::sleep(ttl).await;
+                        return;
+                    }
+                }
             }
         } else if count.changed().await.is_err() {
             // The entry is gone; nothing left to wait for.

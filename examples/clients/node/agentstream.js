@@ -30,10 +30,27 @@ const definition = protoLoader.loadSync(PROTO_FILES, {
 });
 const v1 = grpc.loadPackageDefinition(definition).agentstream.v1;
 
-/** Connects to a server given as HOST:PORT (an http:// prefix is accepted). */
+const DEFAULT_PORT = 50051;
+
+/**
+ * The gRPC target and credentials of a server address, written as for the
+ * agentstream CLI: HOST:PORT or http://HOST:PORT for plaintext (a bare HOST
+ * means port 50051), https://HOST:PORT for TLS with the system's roots.
+ */
+function parseServer(address) {
+  const match = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/(.*)$/.exec(address);
+  const scheme = match ? match[1].toLowerCase() : 'http';
+  let target = (match ? match[2] : address).replace(/\/+$/, '');
+  if (!target) throw new Error(`--server '${address}' names no host; use HOST:PORT or http://HOST:PORT`);
+  if (!/:\d+$/.test(target) || target.endsWith(']')) target = `${target}:${DEFAULT_PORT}`;
+  if (scheme === 'http') return { target, credentials: grpc.credentials.createInsecure() };
+  if (scheme === 'https') return { target, credentials: grpc.credentials.createSsl() };
+  throw new Error(`--server '${address}': unsupported scheme ${scheme}://; use HOST:PORT, http:// or https://`);
+}
+
+/** Connects to a server address (see parseServer). */
 function connect(address, options = {}) {
-  const target = address.replace(/^http:\/\//, '');
-  const credentials = grpc.credentials.createInsecure();
+  const { target, credentials } = parseServer(address);
   const chat = new v1.ChatService(target, credentials, options);
   // One channel for all three services.
   const channelOverride = chat.getChannel();
@@ -66,4 +83,4 @@ function unary(client, method, request, options = {}) {
 
 const TERMINAL = new Set(['TASK_STATE_SUCCEEDED', 'TASK_STATE_FAILED', 'TASK_STATE_CANCELLED']);
 
-module.exports = { connect, deadlineIn, collect, unary, grpc, v1, TERMINAL, PROTO_ROOT };
+module.exports = { connect, parseServer, deadlineIn, collect, unary, grpc, v1, TERMINAL, PROTO_ROOT };

@@ -6,7 +6,9 @@
 //   node client.js ask "When does the client see the first token?" [--top-k 3]
 //   node client.js watch [TASK_ID] [--after N] [--steps 10] [--delay-ms 200]
 //
-// --server HOST:PORT (or AGENTSTREAM_SERVER; default 127.0.0.1:50051).
+// --server HOST:PORT, http://HOST:PORT or https://HOST:PORT (or
+// AGENTSTREAM_SERVER; default 127.0.0.1:50051), anywhere on the line.
+// `node client.js --help` lists the commands and options.
 // Ctrl-C cancels the call, which stops the work on the server at once.
 
 const { parseArgs } = require('node:util');
@@ -94,36 +96,82 @@ async function watch(client, taskId, values) {
   if (!last || last.state !== 'TASK_STATE_SUCCEEDED') process.exitCode = 1;
 }
 
+const USAGE = `usage: node client.js COMMAND [options]
+
+commands:
+  chat QUESTION        stream a chat answer   [--model M] [--max-tokens N] [--usage]
+  ask QUESTION         stream a RAG answer with its events   [--top-k K]
+  watch [TASK_ID]      follow a task; with no id, start a demo task first
+                       [--after SEQ] [--steps N] [--delay-ms MS]
+
+options:
+  --server ADDRESS     HOST:PORT, http://HOST:PORT or https://HOST:PORT
+                       (default: AGENTSTREAM_SERVER or 127.0.0.1:50051)
+  -h, --help           show this help
+
+Ctrl-C cancels the call: the server stops its work at once.`;
+
+function usageError(message) {
+  console.error(`error: ${message}\n\n${USAGE}`);
+  process.exitCode = 2;
+}
+
 async function main() {
-  const { values, positionals } = parseArgs({
-    allowPositionals: true,
-    options: {
-      server: { type: 'string', default: process.env.AGENTSTREAM_SERVER || '127.0.0.1:50051' },
-      model: { type: 'string', default: '' },
-      'max-tokens': { type: 'string', default: '0' },
-      usage: { type: 'boolean', default: false },
-      'top-k': { type: 'string', default: '0' },
-      after: { type: 'string', default: '0' },
-      steps: { type: 'string', default: '10' },
-      'delay-ms': { type: 'string', default: '200' },
-    },
-  });
-  const [command, argument] = positionals;
-  const commands = { chat, ask, watch };
-  if (!commands[command] || (command !== 'watch' && !argument)) {
-    console.error('usage: node client.js chat|ask QUESTION | watch [TASK_ID]   (see the top of client.js)');
-    process.exitCode = 2;
+  let parsed;
+  try {
+    parsed = parseArgs({
+      allowPositionals: true,
+      options: {
+        help: { type: 'boolean', short: 'h', default: false },
+        server: { type: 'string', default: process.env.AGENTSTREAM_SERVER || '127.0.0.1:50051' },
+        model: { type: 'string', default: '' },
+        'max-tokens': { type: 'string', default: '0' },
+        usage: { type: 'boolean', default: false },
+        'top-k': { type: 'string', default: '0' },
+        after: { type: 'string', default: '0' },
+        steps: { type: 'string', default: '10' },
+        'delay-ms': { type: 'string', default: '200' },
+      },
+    });
+  } catch (error) {
+    usageError(error.message);
     return;
   }
-  const client = connect(values.server);
+  const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const [command, argument] = positionals;
+  const commands = { chat, ask, watch };
+  if (!commands[command]) {
+    usageError(command ? `unknown command '${command}'` : 'a command is required');
+    return;
+  }
+  if (command !== 'watch' && !argument) {
+    usageError(`${command} needs a QUESTION`);
+    return;
+  }
+  let client;
+  try {
+    client = connect(values.server);
+  } catch (error) {
+    usageError(error.message);
+    return;
+  }
   try {
     await commands[command](client, argument, values);
   } catch (error) {
     if (error.code === grpc.status.CANCELLED) {
       console.error('\ncancelled');
       process.exitCode = 130;
+    } else if (error.code !== undefined) {
+      const hint = error.code === grpc.status.UNAVAILABLE && /connect/i.test(error.details)
+        ? ' (is the server running? agentstream serve)' : '';
+      console.error(`\nerror: ${grpc.status[error.code]}: ${error.details}${hint}`);
+      process.exitCode = 1;
     } else {
-      console.error(`\nerror: ${grpc.status[error.code]}: ${error.details}`);
+      console.error(`\nerror: ${error.message}`);
       process.exitCode = 1;
     }
   } finally {

@@ -7,8 +7,11 @@
     python client.py watch                          # start a demo task and follow it
     python client.py watch task-5c0f...             # follow an existing task
 
-`--server HOST:PORT` (or AGENTSTREAM_SERVER; default 127.0.0.1:50051) picks
-the server. Ctrl-C cancels the call: the server stops generating at once.
+`--server` (or AGENTSTREAM_SERVER; default 127.0.0.1:50051), before or after
+the command, picks the server, written as for the agentstream CLI: HOST:PORT
+or http://HOST:PORT for plaintext (a bare HOST means port 50051), and
+https://HOST:PORT for TLS with the system's trusted roots. Ctrl-C cancels the
+call: the server stops generating at once.
 Errors print the gRPC code, the message and each field named by a
 google.rpc.BadRequest detail, and exit with status 1.
 """
@@ -82,6 +85,8 @@ def watch_task(channel: grpc.Channel, task_id: str, after_sequence: int = 0, ret
 def describe_error(error: grpc.RpcError) -> str:
     """The code, message and BadRequest field violations of a failed call."""
     lines = [f"{error.code().name}: {error.details()}"]
+    if error.code() == grpc.StatusCode.UNAVAILABLE and "connect" in (error.details() or "").lower():
+        lines[0] += " (is the server running? agentstream serve)"
     status = rpc_status.from_call(error)
     for detail in status.details if status else []:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
@@ -167,11 +172,41 @@ def follow(channel: grpc.Channel, task_id: str, after_sequence: int = 0) -> int:
     return 0 if last is not None and last.state == task_pb2.TASK_STATE_SUCCEEDED else 1
 
 
+DEFAULT_PORT = 50051
+
+
+def open_channel(server: str) -> grpc.Channel:
+    """A channel to `server`: HOST[:PORT] or http:// (plaintext), https:// (TLS)."""
+    scheme, sep, rest = server.partition("://")
+    if not sep:
+        scheme, rest = "http", server
+    rest = rest.rstrip("/")
+    if not rest:
+        raise ValueError(f"--server {server!r} names no host; use HOST:PORT or http://HOST:PORT")
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or rest.endswith("]"):
+        rest = f"{rest}:{DEFAULT_PORT}"
+    if scheme.lower() == "http":
+        return grpc.insecure_channel(rest)
+    if scheme.lower() == "https":
+        return grpc.secure_channel(rest, grpc.ssl_channel_credentials())
+    raise ValueError(f"--server {server!r}: unsupported scheme {scheme}://; use HOST:PORT, http:// or https://")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    # --server and --timeout are accepted before the command and after it:
+    # the subcommands share them with SUPPRESS defaults, so a value given
+    # before the command is not overwritten by a default after it.
+    def connection_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+        server_default = os.environ.get("AGENTSTREAM_SERVER", "127.0.0.1:50051") if defaults else argparse.SUPPRESS
+        parser.add_argument("--server", default=server_default, help="HOST:PORT, http://HOST:PORT or https://HOST:PORT (default 127.0.0.1:50051)")
+        parser.add_argument("--timeout", type=float, default=None if defaults else argparse.SUPPRESS, help="deadline of streaming calls, in seconds")
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server", default=os.environ.get("AGENTSTREAM_SERVER", "127.0.0.1:50051"), help="HOST:PORT (an http:// prefix is accepted)")
-    parser.add_argument("--timeout", type=float, default=None, help="deadline of streaming calls, in seconds")
-    commands = parser.add_subparsers(dest="command", required=True)
+    connection_options(parser, defaults=True)
+    shared = argparse.ArgumentParser(add_help=False)
+    connection_options(shared, defaults=False)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=lambda **kw: argparse.ArgumentParser(parents=[shared], **kw))
 
     p = commands.add_parser("chat", help="stream a chat answer")
     p.add_argument("question")
@@ -201,8 +236,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    target = args.server.removeprefix("http://")
-    with grpc.insecure_channel(target) as channel:
+    try:
+        channel = open_channel(args.server)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with channel:
         try:
             return args.run(channel, args)
         except grpc.RpcError as error:

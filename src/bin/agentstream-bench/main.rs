@@ -134,6 +134,10 @@ pub struct RunArgs {
     /// server).
     #[arg(long, default_value_t = 4 << 20)]
     pub window: u32,
+    /// Ask agentstream for resumable streams (`resumable: true`), to
+    /// compare the kept path with the direct one.
+    #[arg(long)]
+    pub resumable: bool,
     /// Append one JSON line per result here.
     #[arg(long)]
     pub json: Option<PathBuf>,

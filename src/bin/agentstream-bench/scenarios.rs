@@ -38,9 +38,13 @@ pub async fn run(args: RunArgs) -> BenchResult<()> {
         protocol: args.protocol,
         addr: args.addr,
         window: args.window,
+        resumable: args.resumable,
     };
     let mut outcome = Outcome::new(args.scenario, &args.label);
     outcome.param("protocol", format!("{:?}", args.protocol).to_lowercase());
+    if args.resumable {
+        outcome.param("resumable", "true".to_owned());
+    }
     let rss_idle = pid.and_then(memory_kib).map(|(rss, _)| rss);
     let sampler = pid.map(RssSampler::start);
     let client_cpu = cpu_ticks("self");

@@ -187,7 +187,7 @@ impl DocumentIndex {
             .map_err(internal)?;
         let writer = index
             .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
-            .map_err(internal)?;
+            .map_err(|e| writer_error(e, dir))?;
         let catalog = load_catalog(&reader.searcher(), &fields)?;
         // Load the segmenter's dictionary now rather than on the first question.
         tokenizer::terms("预热 warm-up");
@@ -261,6 +261,20 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::Internal(format!("index work did not complete: {e}")))
+}
+
+/// Tantivy's writer lock is taken: another server uses this data directory
+/// (`dir` is its `index/`), which is what the person must be told.
+fn writer_error(error: tantivy::TantivyError, dir: &Path) -> Error {
+    match error {
+        tantivy::TantivyError::LockFailure(tantivy::directory::error::LockError::LockBusy, _) => {
+            Error::FailedPrecondition(format!(
+                "another agentstream is using {}; use --data-dir",
+                dir.parent().unwrap_or(dir).display()
+            ))
+        }
+        other => internal(other),
+    }
 }
 
 fn internal(error: impl std::fmt::Display) -> Error {

@@ -166,3 +166,32 @@ test('client.js streams a chat answer', async () => {
   assert.match(stderr, /FINISH_REASON_STOP/);
   assert.match(stderr, /usage: prompt \d+/);
 });
+
+test('client.js --help prints the usage and exits 0; a bad option exits 2 with it', async () => {
+  const script = path.join(__dirname, '..', 'client.js');
+  const help = await promisify(execFile)(process.execPath, [script, '--help'], { timeout: 30_000 });
+  assert.match(help.stdout, /^usage: node client\.js COMMAND/);
+  assert.match(help.stdout, /--server ADDRESS/);
+  await assert.rejects(
+    promisify(execFile)(process.execPath, [script, '--bogus'], { timeout: 30_000 }),
+    (error) => error.code === 2 && /Unknown option '--bogus'/.test(error.stderr) && /usage:/.test(error.stderr),
+  );
+});
+
+test('client.js takes --server after the command, with http://, and hints when nothing listens', async () => {
+  const script = path.join(__dirname, '..', 'client.js');
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [script, 'chat', '你好', '--server', `http://${server.addr}`],
+    { timeout: 30_000 },
+  );
+  assert.ok(stdout.includes('你好'));
+  const probe = require('node:net').createServer();
+  await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const closed = `127.0.0.1:${probe.address().port}`;
+  await new Promise((resolve) => probe.close(resolve));
+  await assert.rejects(
+    promisify(execFile)(process.execPath, [script, 'chat', 'hi', '--server', closed], { timeout: 30_000 }),
+    (error) => error.code === 1 && /is the server running\? agentstream serve/.test(error.stderr),
+  );
+});

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,12 @@ SCRIPT = Path(__file__).resolve().parents[1] / "client.py"
 
 
 def run(server, *args: str) -> subprocess.CompletedProcess:
+    return script("--server", server.addr, *args)
+
+
+def script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--server", server.addr, *args],
+        [sys.executable, str(SCRIPT), *args],
         capture_output=True,
         text=True,
         encoding="utf-8",
@@ -52,3 +57,25 @@ def test_errors_print_the_code_and_the_bad_request_fields(server):
     assert done.returncode == 1
     assert "INVALID_ARGUMENT" in done.stderr
     assert "  n: " in done.stderr
+
+
+def test_server_is_accepted_after_the_command_and_with_http(server):
+    done = script("chat", "你好", "--server", f"http://{server.addr}")
+    assert done.returncode == 0, done.stderr
+    assert "你好" in done.stdout
+
+
+def test_a_server_that_is_not_running_gets_a_hint():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    done = script("chat", "hi", "--server", closed, "--timeout", "5")
+    assert done.returncode == 1
+    assert "UNAVAILABLE" in done.stderr
+    assert "is the server running? agentstream serve" in done.stderr
+
+
+def test_other_schemes_are_refused():
+    done = script("chat", "hi", "--server", "grpc://127.0.0.1:1")
+    assert done.returncode == 2
+    assert "unsupported scheme" in done.stderr

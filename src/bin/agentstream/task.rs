@@ -3,19 +3,15 @@
 //! `watch` is the interesting one: it draws a live progress bar and, when
 //! the connection drops (server restart, network), reconnects with the last
 //! sequence it saw so the bar carries on where it was, missing nothing the
-//! server retained. Ctrl-C stops watching; the task goes on.
+//! server retained. Ctrl-C stops watching; the task keeps running.
 
-use std::{
-    io::IsTerminal,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
+use agentstream::pb::{self, TaskState, task_service_client::TaskServiceClient};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use tonic::{Code, Status, transport::Channel};
 
-use super::{CliError, ClientArgs, interrupted};
-use crate::pb::{self, TaskState, task_service_client::TaskServiceClient};
+use crate::{CliError, client::ClientArgs, interrupted, output, progress::Progress};
 
 type Client = TaskServiceClient<Channel>;
 
@@ -30,7 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_ATTEMPTS: u32 = 20;
 
 #[derive(Debug, Args)]
-pub(super) struct TaskArgs {
+pub struct TaskArgs {
     #[command(subcommand)]
     command: TaskCommand,
 }
@@ -98,7 +94,7 @@ struct TaskIdArgs {
     client: ClientArgs,
 }
 
-pub(super) async fn run(args: TaskArgs) -> Result<(), CliError> {
+pub async fn run(args: TaskArgs) -> Result<(), CliError> {
     match args.command {
         TaskCommand::Demo(args) => demo(args).await,
         TaskCommand::Watch(args) => {
@@ -111,16 +107,14 @@ pub(super) async fn run(args: TaskArgs) -> Result<(), CliError> {
             let request = pb::GetTaskRequest {
                 task_id: args.task_id,
             };
-            print_task(client.get_task(request).await?.into_inner().task);
-            Ok(())
+            print_task(client.get_task(request).await?.into_inner().task)
         }
         TaskCommand::Cancel(args) => {
             let mut client = Client::new(args.client.connect().await?);
             let request = pb::CancelTaskRequest {
                 task_id: args.task_id,
             };
-            print_task(client.cancel_task(request).await?.into_inner().task);
-            Ok(())
+            print_task(client.cancel_task(request).await?.into_inner().task)
         }
     }
 }
@@ -139,8 +133,7 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
         return Err(CliError::Task("the server returned no task".into()));
     };
     if args.detach {
-        print_task(Some(task));
-        return Ok(());
+        return print_task(Some(task));
     }
     eprintln!("started {}", task.task_id);
     watch(&mut client, &task.task_id, 0).await
@@ -154,7 +147,7 @@ async fn list(args: ListArgs) -> Result<(), CliError> {
     };
     let page = client.list_tasks(request).await?.into_inner();
     for task in &page.tasks {
-        println!("{}", summary(task));
+        output::line(&summary(task))?;
     }
     if !page.next_page_token.is_empty() {
         eprintln!("more: --page-token {}", page.next_page_token);
@@ -168,16 +161,21 @@ async fn watch(client: &mut Client, task_id: &str, after: u64) -> Result<(), Cli
         task_id: task_id.to_owned(),
     };
     let task = client.get_task(request).await?.into_inner().task;
-    let display = ProgressDisplay::new(task.as_ref());
+    let mut display = TaskDisplay::new(task.as_ref());
     let watched = tokio::select! {
-        result = follow_with_reconnect(client, task_id, after, &display) => result,
+        result = follow_with_reconnect(client, task_id, after, &mut display) => result,
         () = interrupted() => {
-            display.bar.abandon();
-            eprintln!("stopped watching; the task goes on (agentstream task cancel {task_id})");
-            return Err(CliError::Cancelled);
+            display.progress.stop();
+            return Err(CliError::StoppedWatching { task_id: task_id.to_owned() });
         }
     };
-    display.finish(watched?)
+    match watched {
+        Ok(terminal) => display.finish(&terminal),
+        Err(error) => {
+            display.progress.stop();
+            Err(error)
+        }
+    }
 }
 
 /// Follows the task's events, reconnecting after transport failures with
@@ -186,7 +184,7 @@ async fn follow_with_reconnect(
     client: &mut Client,
     task_id: &str,
     mut last: u64,
-    display: &ProgressDisplay,
+    display: &mut TaskDisplay,
 ) -> Result<pb::TaskEvent, CliError> {
     let mut backoff = FIRST_BACKOFF;
     let mut attempts = 0;
@@ -195,10 +193,10 @@ async fn follow_with_reconnect(
         let why = match follow(client, task_id, &mut last, display).await {
             Ok(Some(terminal)) => return Ok(terminal),
             Ok(None) => "the stream ended early".to_owned(),
-            Err(status) if retryable(&status) => {
+            Err(CliError::Status(status)) if retryable(&status) => {
                 format!("{:?}: {}", status.code(), status.message())
             }
-            Err(status) => return Err(status.into()),
+            Err(error) => return Err(error),
         };
         if last > before {
             backoff = FIRST_BACKOFF;
@@ -210,7 +208,7 @@ async fn follow_with_reconnect(
                 "gave up after {MAX_ATTEMPTS} reconnection attempts: {why}"
             )));
         }
-        display.note(&format!(
+        display.progress.note(&format!(
             "connection lost ({why}); resuming after event {last} in {backoff:?}"
         ));
         tokio::time::sleep(backoff).await;
@@ -224,8 +222,8 @@ async fn follow(
     client: &mut Client,
     task_id: &str,
     last: &mut u64,
-    display: &ProgressDisplay,
-) -> Result<Option<pb::TaskEvent>, Status> {
+    display: &mut TaskDisplay,
+) -> Result<Option<pb::TaskEvent>, CliError> {
     let request = pb::WatchTaskRequest {
         task_id: task_id.to_owned(),
         after_sequence: *last,
@@ -236,7 +234,7 @@ async fn follow(
             continue;
         };
         *last = event.sequence;
-        display.show(&event);
+        display.show(&event)?;
         if is_terminal(event.state()) {
             return Ok(Some(event));
         }
@@ -259,35 +257,37 @@ fn is_terminal(state: TaskState) -> bool {
     )
 }
 
-/// A progress bar on a terminal; one line per event otherwise.
-struct ProgressDisplay {
-    bar: ProgressBar,
-    lines: bool,
+/// A task's progress: a bar on a terminal, one line per event otherwise.
+struct TaskDisplay {
+    progress: Progress,
     created: Option<SystemTime>,
+    /// When the task started running (its RUNNING event), once seen.
+    running_since: Option<SystemTime>,
 }
 
-impl ProgressDisplay {
+impl TaskDisplay {
     fn new(task: Option<&pb::Task>) -> Self {
-        let bar = ProgressBar::no_length()
-            .with_style(style("{spinner:.green} [{elapsed_precise}] {msg}"));
+        let progress = Progress::new("steps");
         let created = task
             .and_then(|t| t.create_time)
             .and_then(|t| pb::system_time(&t));
         if let Some(created) = created {
-            bar.set_elapsed(created.elapsed().unwrap_or_default());
+            progress.started(created.elapsed().unwrap_or_default());
         }
-        bar.enable_steady_tick(Duration::from_millis(100));
-        let lines = !std::io::stderr().is_terminal() || bar.is_hidden();
         Self {
-            bar,
-            lines,
+            progress,
             created,
+            running_since: None,
         }
     }
 
-    fn show(&self, event: &pb::TaskEvent) {
-        if self.lines {
-            println!(
+    fn show(&mut self, event: &pb::TaskEvent) -> Result<(), CliError> {
+        let time = event.time.and_then(|t| pb::system_time(&t));
+        if event.state() == TaskState::Running && self.running_since.is_none() {
+            self.running_since = time;
+        }
+        if !self.progress.draws() {
+            output::line(&format!(
                 "{:>6} {:<10} {}/{} {:>5.1}% {}{}",
                 event.sequence,
                 state_name(event.state()),
@@ -296,74 +296,87 @@ impl ProgressDisplay {
                 event.percent,
                 event.message,
                 error_suffix(&event.error),
-            );
-            return;
+            ))?;
+            return Ok(());
         }
-        if event.total_steps > 0 && self.bar.length() != Some(event.total_steps.into()) {
-            self.bar.set_length(event.total_steps.into());
-            self.bar.set_style(style(
-                "{spinner:.green} [{elapsed_precise}] [{wide_bar:.cyan/blue}] {percent:>3}% {pos}/{len} ETA {eta} {msg}",
-            ));
-        }
-        self.bar.set_position(event.step.into());
-        self.bar
-            .set_message(format!("{} {}", state_name(event.state()), event.message));
+        // The task's own pace: steps done since it started running, by the
+        // server's clock, whenever this watcher joined.
+        let since = self.running_since.or(self.created);
+        let rate = since
+            .zip(time)
+            .and_then(|(since, now)| now.duration_since(since).ok())
+            .map(|took| (u64::from(event.step), took));
+        self.progress.show(
+            event.step.into(),
+            event.total_steps.into(),
+            rate,
+            &format!("{} {}", state_name(event.state()), event.message),
+        );
+        Ok(())
     }
 
-    fn note(&self, text: &str) {
-        if self.lines {
-            eprintln!("{text}");
-        } else {
-            self.bar.println(text);
-        }
-    }
-
-    /// Ends the display; a task that did not succeed is an error.
-    fn finish(&self, terminal: pb::TaskEvent) -> Result<(), CliError> {
+    /// Ends the display; a task that did not succeed is the command's error,
+    /// reported once.
+    fn finish(&self, terminal: &pb::TaskEvent) -> Result<(), CliError> {
         let state = terminal.state();
         // The task's own duration, from its creation to its last event.
         let ended = terminal.time.and_then(|t| pb::system_time(&t));
-        let took = match (self.created, ended) {
-            (Some(created), Some(ended)) => ended.duration_since(created).unwrap_or_default(),
-            _ => self.bar.elapsed(),
-        };
-        let summary = format!(
-            "{} after {:.1}s: {}{}",
-            state_name(state),
-            took.as_secs_f64(),
-            terminal.message,
-            error_suffix(&terminal.error)
-        );
-        if state == TaskState::Succeeded {
-            self.bar.finish_with_message(summary);
-            Ok(())
-        } else {
-            self.bar.abandon_with_message(summary.clone());
-            Err(CliError::Task(format!(
-                "task {} {summary}",
-                terminal.task_id
-            )))
+        let took = self
+            .created
+            .zip(ended)
+            .and_then(|(created, ended)| ended.duration_since(created).ok())
+            .unwrap_or_default();
+        let at = format!("step {}/{}", terminal.step, terminal.total_steps);
+        let after = format!("after {:.1} s", took.as_secs_f64());
+        match state {
+            TaskState::Succeeded => {
+                let summary = format!("SUCCEEDED {after}: {}", terminal.message);
+                if self.progress.draws() {
+                    self.progress.succeed(summary);
+                }
+                Ok(())
+            }
+            TaskState::Failed => {
+                self.progress.fail("FAILED");
+                Err(CliError::Task(format!(
+                    "task {} failed at {at} {after}: {}",
+                    terminal.task_id,
+                    if terminal.error.is_empty() {
+                        &terminal.message
+                    } else {
+                        &terminal.error
+                    }
+                )))
+            }
+            _ => {
+                self.progress.fail("CANCELLED");
+                Err(CliError::Task(format!(
+                    "task {} was cancelled at {at} {after}",
+                    terminal.task_id
+                )))
+            }
         }
     }
 }
 
-fn style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template)
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ")
-}
-
-fn print_task(task: Option<pb::Task>) {
+fn print_task(task: Option<pb::Task>) -> Result<(), CliError> {
     let Some(task) = task else {
-        return;
+        return Ok(());
     };
-    println!("{}", summary(&task));
+    output::line(&summary(&task))?;
     if let Some(created) = task.create_time.as_ref().and_then(pb::system_time) {
-        println!("  created: {}", humantime::format_rfc3339(created));
+        output::line(&format!(
+            "  created: {}",
+            humantime::format_rfc3339(created)
+        ))?;
     }
     if let Some(updated) = task.update_time.as_ref().and_then(pb::system_time) {
-        println!("  updated: {}", humantime::format_rfc3339(updated));
+        output::line(&format!(
+            "  updated: {}",
+            humantime::format_rfc3339(updated)
+        ))?;
     }
+    Ok(())
 }
 
 /// One line per task: id, kind, state, progress, message, error.

@@ -1,19 +1,16 @@
 //! `agentstream ask "question"`: prints the passages found, streams the
 //! cited answer as it is generated, then the timings.
 
-use std::{
-    io::{Write, stdout},
-    time::Duration,
-};
+use std::time::Duration;
 
+use agentstream::pb::{self, rag_service_client::RagServiceClient, stream_answer_response::Event};
 use clap::Args;
 use futures::StreamExt;
 
-use super::{CliError, ClientArgs, interrupted};
-use crate::pb::{self, rag_service_client::RagServiceClient, stream_answer_response::Event};
+use crate::{CliError, client::ClientArgs, interrupted, output};
 
 #[derive(Debug, Args)]
-pub(super) struct AskArgs {
+pub struct AskArgs {
     /// The question.
     question: String,
     /// Passages to retrieve (1 to 20); the server's default (4) when not given.
@@ -32,7 +29,7 @@ pub(super) struct AskArgs {
     client: ClientArgs,
 }
 
-pub(super) async fn run(args: AskArgs) -> Result<(), CliError> {
+pub async fn run(args: AskArgs) -> Result<(), CliError> {
     let mut client = RagServiceClient::new(args.client.connect().await?);
     let mut request = tonic::Request::new(pb::StreamAnswerRequest {
         question: args.question.clone(),
@@ -54,20 +51,15 @@ async fn print_answer(
     request: tonic::Request<pb::StreamAnswerRequest>,
 ) -> Result<(), CliError> {
     let mut events = client.stream_answer(request).await?.into_inner();
-    let mut out = stdout().lock();
     while let Some(response) = events.next().await {
         match response?.event {
-            Some(Event::PassagesRetrieved(found)) => print_passages(&mut out, &found)?,
+            Some(Event::PassagesRetrieved(found)) => print_passages(&found)?,
             Some(Event::GenerationStarted(started)) => {
-                writeln!(out, "Answer ({}):", started.model)?;
+                output::line(&format!("Answer ({}):", started.model))?;
             }
-            Some(Event::Content(delta)) => {
-                out.write_all(delta.text.as_bytes())?;
-                out.flush()?;
-            }
+            Some(Event::Content(delta)) => output::write(&delta.text)?,
             Some(Event::Done(done)) => {
-                writeln!(out)?;
-                out.flush()?;
+                output::end_line()?;
                 print_timings(&done);
             }
             Some(Event::RetrievalStarted(_)) | None => {}
@@ -76,11 +68,11 @@ async fn print_answer(
     Ok(())
 }
 
-fn print_passages(out: &mut impl Write, found: &pb::PassagesRetrieved) -> std::io::Result<()> {
+fn print_passages(found: &pb::PassagesRetrieved) -> std::io::Result<()> {
     if found.passages.is_empty() {
-        writeln!(out, "No passage matches the question.")?;
+        output::line("No passage matches the question.")?;
     } else {
-        writeln!(out, "Passages:")?;
+        output::line("Passages:")?;
     }
     for (i, passage) in found.passages.iter().enumerate() {
         let title = if passage.title.is_empty() {
@@ -88,13 +80,15 @@ fn print_passages(out: &mut impl Write, found: &pb::PassagesRetrieved) -> std::i
         } else {
             passage.title.as_str()
         };
-        write!(out, "  [{}] {title}  (score {:.2}", i + 1, passage.score)?;
+        let mut line = format!("  [{}] {title}  (score {:.2}", i + 1, passage.score);
         if !passage.source.is_empty() {
-            write!(out, ", {}", passage.source)?;
+            line.push_str(", ");
+            line.push_str(&passage.source);
         }
-        writeln!(out, ")")?;
+        line.push(')');
+        output::line(&line)?;
     }
-    writeln!(out)
+    output::line("")
 }
 
 fn print_timings(done: &pb::AnswerDone) {

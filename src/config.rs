@@ -116,6 +116,9 @@ pub struct ServeConfig {
     pub redis_lease: Duration,
     /// Log line format. Default text.
     pub log_format: LogFormat,
+    /// Base URL of an OTLP/HTTP receiver to export traces to (spans go to
+    /// `<url>/v1/traces`). Default: none, no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -156,6 +159,7 @@ impl Default for ServeConfig {
             redis_lease: Duration::from_secs(10),
             data_dir: PathBuf::from("./agentstream-data"),
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
         }
     }
 }

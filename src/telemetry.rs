@@ -1,11 +1,11 @@
-//! Log output: `RUST_LOG`-style filters (default `info`), text or JSON lines
-//! on standard error, with each call's span fields on its lines.
+//! Logs and traces.
 //!
-//! Lines are written by a dedicated thread behind a bounded queue
-//! (tracing-appender's non-blocking writer), so a slow reader of standard
-//! error (a full pipe, a stalled log shipper) never blocks the threads that
-//! serve streams; if the queue fills up, lines are dropped rather than
-//! streams delayed.
+//! **Logs**: `RUST_LOG`-style filters (default `info`), text or JSON lines on
+//! standard error, with each call's span fields on its lines. Lines are
+//! written by a dedicated thread behind a bounded queue (tracing-appender's
+//! non-blocking writer), so a slow reader of standard error (a full pipe, a
+//! stalled log shipper) never blocks the threads that serve streams; if the
+//! queue fills up, lines are dropped rather than streams delayed.
 //!
 //! Log lines carry values clients chose (model names, document and task
 //! ids, error messages quoting them). In text lines every field value is
@@ -14,44 +14,208 @@
 //! client can neither forge a line nor send escape sequences to a terminal;
 //! JSON lines are escaped by the JSON encoder. Colours are used only when
 //! standard error is a terminal and `NO_COLOR` is not set.
+//!
+//! **Traces** (off unless an OTLP endpoint is configured): the same `tracing`
+//! spans (one per call, children for retrieval, generation and upstream
+//! requests) are exported as OpenTelemetry spans over OTLP/HTTP (protobuf),
+//! batched by the SDK's own thread and sent through the runtime's reqwest
+//! client. The export sees agentstream's spans at `info` whatever `RUST_LOG`
+//! says about log lines. W3C `traceparent` from a client makes the call's
+//! span a child of the client's trace ([`accept_trace_context`], called by
+//! every edge), and upstream requests carry the current span's context on
+//! ([`inject_trace_context`]). Nothing here runs per chunk.
 
 use std::{
-    fmt::{self, Write as _},
+    fmt::{self as sfmt, Write as _},
     io::IsTerminal,
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
 };
 
-use tracing::field::{Field, Visit};
+use http::HeaderMap;
+use opentelemetry::{
+    propagation::TextMapPropagator,
+    trace::{TraceContextExt, TracerProvider as _},
+};
+use opentelemetry_http::{Bytes, HeaderExtractor, HeaderInjector, HttpClient, HttpError};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing::{
+    Level, Span,
+    field::{Field, Visit},
+};
 use tracing_appender::non_blocking::WorkerGuard;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter,
+    EnvFilter, Layer,
     field::RecordFields,
-    fmt::{FormatFields, format::Writer},
+    filter::Targets,
+    fmt::{self, FormatFields, format::Writer},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
 };
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber and returns the guard of the writer
-/// thread: keep it until the process exits, so the last lines are flushed.
-/// If a subscriber is already installed, that one stays.
-pub fn init(format: LogFormat) -> WorkerGuard {
+/// Whether spans are exported (so trace context is worth reading).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Errors setting up telemetry.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built (e.g. a malformed endpoint).
+    #[error("cannot export traces to `{endpoint}`: {source}")]
+    Exporter {
+        /// The configured endpoint.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// Traces need a Tokio runtime to send from.
+    #[error("trace export needs a Tokio runtime")]
+    NoRuntime(#[source] tokio::runtime::TryCurrentError),
+}
+
+/// Keeps the log writer and the trace exporter alive; dropping it flushes
+/// the last log lines and the spans not yet exported.
+pub struct Telemetry {
+    _logs: WorkerGuard,
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.traces.take()
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "trace export did not shut down cleanly");
+        }
+    }
+}
+
+/// Installs the global subscriber: log lines in `format`, and, when
+/// `otlp_endpoint` is given (the base URL of an OTLP/HTTP receiver, as in
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`; spans go to `<endpoint>/v1/traces`),
+/// span export. If a subscriber is already installed, that one stays. Keep
+/// the returned value until the process exits.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry, TelemetryError> {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(colours_wanted(
-            std::io::stderr().is_terminal(),
-            std::env::var_os("NO_COLOR"),
-        ));
-    let _already_set = match format {
-        LogFormat::Text => builder.fmt_fields(EscapedFields).try_init(),
-        LogFormat::Json => builder
+    let logs = match format {
+        LogFormat::Text => fmt::layer()
+            .with_writer(writer)
+            .with_ansi(colours_wanted(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            ))
+            .fmt_fields(EscapedFields)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
+            .with_writer(writer)
+            .boxed(),
+    }
+    .with_filter(filter);
+    let Some(endpoint) = otlp_endpoint.filter(|e| !e.is_empty()) else {
+        let _already_set = tracing_subscriber::registry().with(logs).try_init();
+        return Ok(Telemetry {
+            _logs: guard,
+            traces: None,
+        });
     };
-    guard
+    let provider = tracer_provider(endpoint)?;
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("agentstream"))
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_filter(Targets::new().with_target("agentstream", Level::INFO));
+    let installed = tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init();
+    EXPORTING.store(installed.is_ok(), Relaxed);
+    tracing::info!(endpoint, "exporting traces over OTLP/HTTP");
+    Ok(Telemetry {
+        _logs: guard,
+        traces: Some(provider),
+    })
+}
+
+fn tracer_provider(endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(TelemetryError::NoRuntime)?;
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    // reqwest is built without a TLS provider of its own: use ring's (an
+    // error means one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(url)
+        .with_http_client(RuntimeClient {
+            client: reqwest::Client::new(),
+            runtime,
+        })
+        .build()
+        .map_err(|source| TelemetryError::Exporter {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
+    // `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` apply; the
+    // service is `agentstream` unless they name it.
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("agentstream");
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
+}
+
+/// The exporter's HTTP client: the SDK exports from its own thread, outside
+/// the runtime, so each request is sent as a task on the server's runtime.
+#[derive(Debug)]
+struct RuntimeClient {
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+#[tonic::async_trait]
+impl HttpClient for RuntimeClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        self.runtime
+            .spawn(async move { client.send_bytes(request).await })
+            .await?
+    }
+}
+
+/// Makes `span` (a call's span) a child of the W3C trace context in
+/// `headers` (`traceparent`, `tracestate`), when spans are exported and the
+/// client sent a valid one. Both edges (gRPC metadata, HTTP headers) call it.
+pub fn accept_trace_context(span: &Span, headers: &HeaderMap) {
+    if !EXPORTING.load(Relaxed) || !headers.contains_key("traceparent") {
+        return;
+    }
+    let context = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    if context.span().span_context().is_valid() {
+        // Fails only when the span is disabled; then there is nothing to do.
+        let _ = span.set_parent(context);
+    }
+}
+
+/// Adds the W3C trace context of `span` to an outgoing request's headers
+/// (upstream model servers), when spans are exported.
+pub fn inject_trace_context(span: &Span, headers: &mut HeaderMap) {
+    if !EXPORTING.load(Relaxed) {
+        return;
+    }
+    TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
 }
 
 /// Colours only on a terminal, and never with `NO_COLOR` set to anything
@@ -65,7 +229,7 @@ fn colours_wanted(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool 
 pub struct EscapedFields;
 
 impl<'writer> FormatFields<'writer> for EscapedFields {
-    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> sfmt::Result {
         let mut visitor = EscapingVisitor {
             writer,
             first: true,
@@ -79,11 +243,11 @@ impl<'writer> FormatFields<'writer> for EscapedFields {
 struct EscapingVisitor<'writer> {
     writer: Writer<'writer>,
     first: bool,
-    result: fmt::Result,
+    result: sfmt::Result,
 }
 
 impl EscapingVisitor<'_> {
-    fn write(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+    fn write(&mut self, field: &Field, value: sfmt::Arguments<'_>) {
         if self.result.is_err() {
             return;
         }
@@ -116,7 +280,7 @@ impl Visit for EscapingVisitor<'_> {
         self.write(field, format_args!("{value}"));
     }
 
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+    fn record_debug(&mut self, field: &Field, value: &dyn sfmt::Debug) {
         self.write(field, format_args!("{value:?}"));
     }
 }
@@ -126,8 +290,8 @@ struct Escaping<'a, 'writer> {
     out: &'a mut Writer<'writer>,
 }
 
-impl fmt::Write for Escaping<'_, '_> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
+impl sfmt::Write for Escaping<'_, '_> {
+    fn write_str(&mut self, text: &str) -> sfmt::Result {
         let mut rest = text;
         while let Some(at) = rest.find(needs_escape) {
             self.out.write_str(&rest[..at])?;

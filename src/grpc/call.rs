@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use crate::{
     error::{Error, Result},
     server::{Call, CallMeta, CallStream, Calls, Method, auth::Caller, call::REQUEST_ID_HEADER},
+    telemetry,
 };
 
 /// The response stream of every streaming RPC: the call's stream with its
@@ -26,14 +27,16 @@ pub fn start<T>(calls: &Calls, method: Method, request: &Request<T>) -> Call {
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    calls.start(
+    let call = calls.start(
         method,
         CallMeta {
             request_id,
             timeout: grpc_timeout(metadata),
             caller: request.extensions().get::<Caller>(),
         },
-    )
+    );
+    telemetry::accept_trace_context(call.span(), metadata.as_ref());
+    call
 }
 
 /// A unary call's result as tonic's response.

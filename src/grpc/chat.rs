@@ -54,7 +54,7 @@ impl ChatService for ChatApi {
         &self,
         request: Request<pb::StreamChatRequest>,
     ) -> Result<Response<Self::StreamChatStream>, Status> {
-        let call = call::start(&self.calls, Method::StreamChat, &request);
+        let mut call = call::start(&self.calls, Method::StreamChat, &request);
         let request = request.into_inner();
         if request.resumable {
             return self.stream_resumable(call, request).await;
@@ -91,7 +91,7 @@ impl ChatService for ChatApi {
         &self,
         request: Request<pb::ResumeStreamRequest>,
     ) -> Result<Response<Self::ResumeStreamStream>, Status> {
-        let call = call::start(&self.calls, Method::ResumeStream, &request);
+        let mut call = call::start(&self.calls, Method::ResumeStream, &request);
         let request = request.into_inner();
         let resumed = self
             .chat
@@ -125,7 +125,7 @@ impl ChatApi {
     /// this call is its first reader; leaving it leaves the stream running.
     async fn stream_resumable(
         &self,
-        call: Call,
+        mut call: Call,
         request: pb::StreamChatRequest,
     ) -> Result<Response<GrpcStream<pb::StreamChatResponse>>, Status> {
         let follow = match self.chat.start_resumable(draft(request), call.span()).await {

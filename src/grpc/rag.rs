@@ -54,7 +54,7 @@ impl RagService for RagApi {
         &self,
         request: Request<pb::StreamAnswerRequest>,
     ) -> Result<Response<Self::StreamAnswerStream>, Status> {
-        let call = call::start(&self.calls, Method::StreamAnswer, &request);
+        let mut call = call::start(&self.calls, Method::StreamAnswer, &request);
         let draft = answer_draft(request.into_inner());
         let (model, events) = match call.in_span(|| self.rag.answer(draft)) {
             Ok(answer) => answer,

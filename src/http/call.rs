@@ -51,7 +51,9 @@ impl CallHeaders {
 /// sent none. HTTP clients have no standard deadline header, so the call
 /// has none (a client that gives up closes the connection, which cancels).
 pub(crate) fn start(calls: &Calls, method: Method, headers: &CallHeaders) -> Call {
-    start_with_id(calls, method, request_id(headers), headers.caller())
+    let call = start_with_id(calls, method, request_id(headers), headers.caller());
+    crate::telemetry::accept_trace_context(call.span(), headers);
+    call
 }
 
 /// Starts the call of `method` under `request_id`, made by `caller`.

@@ -46,7 +46,7 @@ pub(crate) async fn completions(
     headers: call::CallHeaders,
     Json(request): Json<ChatCompletionRequest>,
 ) -> Response {
-    let call = call::start(&edge.calls, Method::StreamChat, &headers);
+    let mut call = call::start(&edge.calls, Method::StreamChat, &headers);
     let streaming = request.stream();
     let request_resumable = request.resumable();
     // A whole completion always reports its usage, as OpenAI's does.
@@ -131,8 +131,9 @@ fn text_of_choice_0(chunk: crate::Result<ChatChunk>) -> Frame {
 /// error instead.
 async fn whole_completion(
     mut completion: CompletionBuilder,
-    mut chunks: CallStream<ChatChunk>,
+    chunks: CallStream<ChatChunk>,
 ) -> Response {
+    let mut chunks = std::pin::pin!(chunks);
     while let Some(chunk) = chunks.next().await {
         match chunk {
             Ok(chunk) => completion.push(chunk),

@@ -36,7 +36,7 @@ pub(crate) async fn readyz(State(edge): State<Edge>) -> impl IntoResponse {
 /// `GET /metrics`: the server's counters in the Prometheus text format.
 pub(crate) async fn metrics(State(edge): State<Edge>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         edge.metrics.render_prometheus(),
     )
 }

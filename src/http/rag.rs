@@ -35,7 +35,7 @@ pub(crate) async fn answer(
     headers: call::CallHeaders,
     Json(request): Json<pb::StreamAnswerRequest>,
 ) -> Response {
-    let call = call::start(&edge.calls, Method::StreamAnswer, &headers);
+    let mut call = call::start(&edge.calls, Method::StreamAnswer, &headers);
     let (model, events) = match call.in_span(|| edge.rag.answer(answer_draft(request))) {
         Ok(answer) => answer,
         Err(error) => return ApiError::from(call.fail(error)).into_response(),

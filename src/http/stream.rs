@@ -23,7 +23,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, Uri, header},
     response::{IntoResponse, Response},
 };
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Sleep};
@@ -180,13 +180,16 @@ pub(crate) fn streaming_response(
     response
 }
 
-/// The frames of a call's items: `frame` makes one of each item, and of
-/// the error that ends the stream early (after which nothing follows); a
-/// normal end is followed by `end`, when there is one.
-pub(crate) struct Frames<S, F> {
-    items: Option<S>,
-    frame: F,
-    end: Option<Bytes>,
+pin_project! {
+    /// The frames of a call's items: `frame` makes one of each item, and of
+    /// the error that ends the stream early (after which nothing follows); a
+    /// normal end is followed by `end`, when there is one.
+    pub(crate) struct Frames<S, F> {
+        #[pin]
+        items: Option<S>,
+        frame: F,
+        end: Option<Bytes>,
+    }
 }
 
 impl<S, F> Frames<S, F> {
@@ -201,25 +204,25 @@ impl<S, F> Frames<S, F> {
 
 impl<S, T, F> Stream for Frames<S, F>
 where
-    S: Stream<Item = crate::Result<T>> + Unpin,
-    F: FnMut(crate::Result<T>) -> Frame + Unpin,
+    S: Stream<Item = crate::Result<T>>,
+    F: FnMut(crate::Result<T>) -> Frame,
 {
     type Item = Frame;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
-        let this = self.get_mut();
-        let Some(items) = this.items.as_mut() else {
+        let mut this = self.project();
+        let Some(items) = this.items.as_mut().as_pin_mut() else {
             return Poll::Ready(None);
         };
-        match std::task::ready!(items.poll_next_unpin(cx)) {
+        match std::task::ready!(items.poll_next(cx)) {
             Some(Ok(item)) => Poll::Ready(Some((this.frame)(Ok(item)))),
             Some(Err(error)) => {
-                this.items = None;
-                this.end = None;
+                this.items.set(None);
+                *this.end = None;
                 Poll::Ready(Some((this.frame)(Err(error))))
             }
             None => {
-                this.items = None;
+                this.items.set(None);
                 Poll::Ready(this.end.take().map(Ok))
             }
         }
@@ -283,6 +286,8 @@ impl<S: Stream<Item = Frame>> Stream for KeepAlive<S> {
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
+
     use super::*;
 
     fn accept(value: &'static str) -> HeaderMap {

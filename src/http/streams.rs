@@ -89,7 +89,7 @@ pub(crate) async fn cancel(
 }
 
 /// A reader of a resumable stream as the response of `call`.
-fn respond(edge: &Edge, call: Call, headers: &HeaderMap, follow: Follow) -> Response {
+fn respond(edge: &Edge, mut call: Call, headers: &HeaderMap, follow: Follow) -> Response {
     let Follow {
         stream_id,
         header,

@@ -236,7 +236,7 @@ fn start(
     id: &str,
     request: ChatCompletionRequest,
 ) -> Result<BoxStream<'static, Message>, ApiError> {
-    let call = call::start_with_id(
+    let mut call = call::start_with_id(
         &edge.calls,
         Method::StreamChat,
         &format!("{}/{id}", origin.request_id),
@@ -250,9 +250,10 @@ fn start(
     };
     call.record_model(&completion.header().model);
     let (header, chunks) = call.in_span(|| completion.into_chunks());
-    let mut chunks = call.stream(chunks).map_err(ApiError::from)?;
+    let chunks = call.stream(chunks).map_err(ApiError::from)?;
     let id = id.to_owned();
     Ok(Box::pin(async_stream::stream! {
+        let mut chunks = std::pin::pin!(chunks);
         while let Some(chunk) = chunks.next().await {
             match chunk {
                 Ok(chunk) => yield chunk_message(&id, &header, &chunk),

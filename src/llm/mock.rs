@@ -8,29 +8,35 @@
 //!
 //! Both stream real cl100k_base tokens paced by `--mock-token-delay` on a
 //! fixed schedule (token k is due at start + k x delay, so pacing does not
-//! drift). Choices are separate pulled streams merged with `select_all`, so
-//! `n > 1` really runs concurrently, and every choice holds a live-generation
-//! guard that is released the moment its stream is dropped.
+//! drift). Each choice is a pipeline of small named adapters, each tested
+//! alone below: the script's pieces, [`within_budget`] (`max_tokens`),
+//! [`until_stop`] (stop sequences), [`paced`](super::pace::paced), then
+//! [`released`] (token accounting, empty text dropped) and the closing
+//! `Finished` event. Choices of `n > 1` are separate pulled streams merged
+//! with a `StreamMap`, so they really run concurrently, and every choice
+//! holds a live-generation guard that is released the moment its stream is
+//! dropped.
 
 use std::{
+    borrow::Cow,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU32, Ordering::Relaxed},
+        atomic::{AtomicU8, AtomicU32, Ordering::Relaxed},
     },
-    task::{Context, Poll, ready},
     time::Duration,
 };
 
-use futures::{Stream, StreamExt, stream};
-use tokio::time::{Instant, Sleep, sleep_until};
+use futures::{Stream, stream};
+use tokio_stream::{StreamExt as _, StreamMap};
 
 use super::{
     Backend, FinishReason, GenerationEvent, GenerationRequest, GenerationStream, Role, Usage,
+    pace::paced,
     stop::{Filtered, StopSequenceFilter},
 };
 use crate::{
-    metrics::{LiveGuard, Metrics},
+    metrics::{LiveGuard, Metrics, TokenCounters},
     tokenizer::{Piece, Tokenizer},
 };
 
@@ -59,34 +65,45 @@ impl MockBackend {
 
     fn run(&self, script: Script, request: GenerationRequest) -> GenerationStream {
         let prompt_tokens = self.tokenizer.prompt_tokens(&request.messages);
+        let tokens = self.metrics.tokens_of(&request.model);
+        tokens.prompt(u64::from(prompt_tokens));
         let completion = Arc::new(AtomicU32::new(0));
-        let mut choices: Vec<ChoiceStream> = (0..request.n.max(1))
-            .map(|choice| {
-                let spec = ChoiceSpec {
-                    choice,
-                    script: script.clone(),
-                    max_tokens: request.max_tokens,
-                    stop: StopSequenceFilter::new(&request.stop),
-                    token_delay: self.token_delay,
-                    metrics: self.metrics.clone(),
-                    completion: completion.clone(),
-                };
-                spec.into_stream()
+        // The generation's span, a child of the call's: open until the
+        // stream ends or is dropped, never entered per token.
+        let span = tracing::info_span!("generation", model = %request.model, n = request.n);
+        let choice = |index| {
+            choice_stream(ChoiceSpec {
+                choice: index,
+                script: script.clone(),
+                max_tokens: request.max_tokens,
+                stop: StopSequenceFilter::new(&request.stop),
+                token_delay: self.token_delay,
+                live: self.metrics.generation_of(&request.model),
+                tokens: tokens.clone(),
+                completion: completion.clone(),
             })
-            .collect();
-        let usage = stream::once(async move {
+        };
+        let total = completion.clone();
+        let usage = stream::iter(std::iter::once_with(move || {
+            drop(span);
             Ok(GenerationEvent::Usage(Usage {
                 prompt_tokens,
-                completion_tokens: completion.load(Relaxed),
+                completion_tokens: total.load(Relaxed),
             }))
-        });
-        // One choice needs no merging: `select_all` re-queues its stream in a
-        // `FuturesUnordered` after every item, an allocation per token.
-        if choices.len() == 1 {
-            let only = choices.pop().expect("one choice");
-            return only.chain(usage).boxed();
+        }));
+        // One choice needs no merging.
+        if request.n <= 1 {
+            return Box::pin(choice(0).chain(usage));
         }
-        stream::select_all(choices).chain(usage).boxed()
+        let choices: StreamMap<u32, Pin<Box<dyn Stream<Item = _> + Send>>> = (0..request.n)
+            .map(|i| {
+                (
+                    i,
+                    Box::pin(choice(i)) as Pin<Box<dyn Stream<Item = _> + Send>>,
+                )
+            })
+            .collect();
+        Box::pin(choices.map(|(_, event)| event).chain(usage))
     }
 }
 
@@ -147,139 +164,155 @@ struct ChoiceSpec {
     max_tokens: u32,
     stop: StopSequenceFilter,
     token_delay: Duration,
-    metrics: Arc<Metrics>,
+    /// Keeps the generation counted as live.
+    live: [LiveGuard; 2],
+    tokens: TokenCounters,
     completion: Arc<AtomicU32>,
 }
 
-impl ChoiceSpec {
-    fn into_stream(self) -> ChoiceStream {
-        ChoiceStream {
-            spec: self,
-            state: ChoiceState::NotStarted,
-            live: None,
-            due: Instant::now(),
-            sleep: None,
-            sleeping: false,
-            produced: 0,
-            index: 0,
+/// One step of a choice before pacing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// The next piece of the script.
+    Piece(Cow<'static, str>, u32),
+    /// The choice ends for this reason.
+    End(FinishReason),
+}
+
+/// Text ready to be released once its tokens are due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Release {
+    /// What the client may see (possibly empty: held back by the stop filter).
+    text: String,
+    /// Tokens it took to produce.
+    tokens: u32,
+}
+
+/// One choice's events: the adapters of the module doc, in order.
+fn choice_stream(spec: ChoiceSpec) -> impl Stream<Item = crate::Result<GenerationEvent>> + Send {
+    let ChoiceSpec {
+        choice,
+        script,
+        max_tokens,
+        stop,
+        token_delay,
+        live,
+        tokens,
+        completion,
+    } = spec;
+    let reason = Arc::new(AtomicU8::new(FinishReason::Stop as u8));
+    let steps = stream::iter(script.steps())
+        .map_while(within_budget(max_tokens))
+        .map_while(until_stop(stop, reason.clone()));
+    let released = paced(steps, token_delay, |r: &Release| r.tokens)
+        .filter_map(released(choice, tokens, completion));
+    released.chain(stream::iter(std::iter::once_with(move || {
+        drop(live);
+        let reason = reason_of(reason.load(Relaxed));
+        Ok(GenerationEvent::Finished { choice, reason })
+    })))
+}
+
+/// Ends the steps at `max_tokens`: a piece that would exceed it becomes
+/// the end (LENGTH), and nothing follows an end.
+fn within_budget(max_tokens: u32) -> impl FnMut(Step) -> Option<Step> {
+    let mut produced = 0u32;
+    let mut ended = false;
+    move |step| {
+        if ended {
+            return None;
         }
-    }
-}
-
-/// Where a choice's generation is.
-#[derive(Debug, Clone, Copy)]
-enum ChoiceState {
-    /// Not polled yet: nothing has happened.
-    NotStarted,
-    /// Producing tokens.
-    Generating,
-    /// Out of tokens: release the text the stop filter holds, then finish.
-    Ending(FinishReason),
-    /// Send the `Finished` event.
-    Finishing(FinishReason),
-    /// Over; the live-generation guard is released.
-    Done,
-}
-
-/// One choice's generation as a hand-written state machine. It sits on the
-/// per-token path, where an `async_stream` generator cost about 120
-/// instructions a token more (BENCHMARKS.md); the pacing timer is allocated
-/// once and reset for each token.
-struct ChoiceStream {
-    spec: ChoiceSpec,
-    state: ChoiceState,
-    live: Option<LiveGuard>,
-    /// When the next token is due (paced models).
-    due: Instant,
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// Whether `sleep` is set for the token in hand.
-    sleeping: bool,
-    produced: u32,
-    index: usize,
-}
-
-impl Stream for ChoiceStream {
-    type Item = crate::Result<GenerationEvent>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let choice = this.spec.choice;
-        loop {
-            match this.state {
-                ChoiceState::NotStarted => {
-                    this.live = Some(this.spec.metrics.generation());
-                    this.due = Instant::now();
-                    this.state = ChoiceState::Generating;
-                }
-                ChoiceState::Generating => {
-                    let Some((text, tokens)) = this.spec.script.piece(this.index) else {
-                        this.state = ChoiceState::Ending(FinishReason::Stop);
-                        continue;
-                    };
-                    if this.produced.saturating_add(tokens) > this.spec.max_tokens {
-                        this.state = ChoiceState::Ending(FinishReason::Length);
-                        continue;
-                    }
-                    let delay = this.spec.token_delay;
-                    if !delay.is_zero() {
-                        if !this.sleeping {
-                            this.due += delay * tokens;
-                            match this.sleep.as_mut() {
-                                Some(sleep) => sleep.as_mut().reset(this.due),
-                                None => this.sleep = Some(Box::pin(sleep_until(this.due))),
-                            }
-                            this.sleeping = true;
-                        }
-                        if let Some(sleep) = this.sleep.as_mut() {
-                            ready!(sleep.as_mut().poll(cx));
-                        }
-                        this.sleeping = false;
-                    }
-                    this.index += 1;
-                    this.produced += tokens;
-                    this.spec.metrics.add_tokens(u64::from(tokens));
-                    this.spec.completion.fetch_add(tokens, Relaxed);
-                    match this.spec.stop.push(text) {
-                        Filtered::Pass(text) if text.is_empty() => {}
-                        Filtered::Pass(text) => {
-                            return Poll::Ready(Some(Ok(GenerationEvent::Delta { choice, text })));
-                        }
-                        Filtered::Stopped(text) => {
-                            this.state = ChoiceState::Finishing(FinishReason::Stop);
-                            if !text.is_empty() {
-                                let delta = GenerationEvent::Delta { choice, text };
-                                return Poll::Ready(Some(Ok(delta)));
-                            }
-                        }
-                    }
-                }
-                ChoiceState::Ending(reason) => {
-                    this.state = ChoiceState::Finishing(reason);
-                    let text = this.spec.stop.finish();
-                    if !text.is_empty() {
-                        return Poll::Ready(Some(Ok(GenerationEvent::Delta { choice, text })));
-                    }
-                }
-                ChoiceState::Finishing(reason) => {
-                    this.state = ChoiceState::Done;
-                    return Poll::Ready(Some(Ok(GenerationEvent::Finished { choice, reason })));
-                }
-                ChoiceState::Done => {
-                    this.live = None;
-                    return Poll::Ready(None);
-                }
+        match step {
+            Step::Piece(_, tokens) if produced.saturating_add(tokens) > max_tokens => {
+                ended = true;
+                Some(Step::End(FinishReason::Length))
+            }
+            Step::Piece(text, tokens) => {
+                produced += tokens;
+                Some(Step::Piece(text, tokens))
+            }
+            Step::End(why) => {
+                ended = true;
+                Some(Step::End(why))
             }
         }
     }
 }
 
-impl Script {
-    /// The `index`-th piece and its token count; `None` at the natural end.
-    fn piece(&self, index: usize) -> Option<(&str, u32)> {
-        match self {
-            Script::Text(pieces) => pieces.get(index).map(|p| (p.text.as_str(), p.tokens)),
-            Script::Synthetic => Some((synthetic_token(index), 1)),
+/// Runs the pieces through the stop filter: what may be sent of each, the
+/// held text when the choice ends, and the end at a stop sequence (whose
+/// reason goes to `reason`).
+fn until_stop(
+    mut stop: StopSequenceFilter,
+    reason: Arc<AtomicU8>,
+) -> impl FnMut(Step) -> Option<Release> {
+    let mut ended = false;
+    move |step| {
+        if ended {
+            return None;
         }
+        Some(match step {
+            Step::Piece(text, tokens) => match stop.push(text) {
+                Filtered::Pass(text) => Release { text, tokens },
+                Filtered::Stopped(text) => {
+                    ended = true;
+                    reason.store(FinishReason::Stop as u8, Relaxed);
+                    Release { text, tokens }
+                }
+            },
+            Step::End(why) => {
+                ended = true;
+                reason.store(why as u8, Relaxed);
+                Release {
+                    text: stop.finish(),
+                    tokens: 0,
+                }
+            }
+        })
+    }
+}
+
+/// Counts each release's tokens as produced (the server's counter and the
+/// call's usage) and turns its text, unless empty, into a delta.
+fn released(
+    choice: u32,
+    counters: TokenCounters,
+    completion: Arc<AtomicU32>,
+) -> impl FnMut(Release) -> Option<crate::Result<GenerationEvent>> {
+    move |Release { text, tokens }| {
+        if tokens > 0 {
+            counters.completion(u64::from(tokens));
+            completion.fetch_add(tokens, Relaxed);
+        }
+        (!text.is_empty()).then_some(Ok(GenerationEvent::Delta { choice, text }))
+    }
+}
+
+/// The reason [`until_stop`] stored.
+fn reason_of(stored: u8) -> FinishReason {
+    if stored == FinishReason::Length as u8 {
+        FinishReason::Length
+    } else {
+        FinishReason::Stop
+    }
+}
+
+impl Script {
+    /// The script's pieces, then (for a text) its natural end.
+    fn steps(self) -> impl Iterator<Item = Step> + Send {
+        let mut index = 0;
+        std::iter::from_fn(move || {
+            let step = match &self {
+                Script::Text(pieces) => match pieces.get(index) {
+                    Some(p) => Step::Piece(Cow::Owned(p.text.clone()), p.tokens),
+                    None if index == pieces.len() => Step::End(FinishReason::Stop),
+                    None => return None,
+                },
+                Script::Synthetic => Step::Piece(Cow::Borrowed(synthetic_token(index)), 1),
+            };
+            index += 1;
+            Some(step)
+        })
     }
 }
 
@@ -299,6 +332,8 @@ fn synthetic_token(index: usize) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use tokio_stream::StreamExt;
+
     use super::*;
 
     #[test]
@@ -307,6 +342,118 @@ mod tests {
         for word in SYNTHETIC_WORDS {
             assert_eq!(t.count(word), 1, "{word:?}");
         }
+    }
+
+    fn piece(text: &'static str, tokens: u32) -> Step {
+        Step::Piece(Cow::Borrowed(text), tokens)
+    }
+
+    fn release(text: &str, tokens: u32) -> Option<Release> {
+        Some(Release {
+            text: text.into(),
+            tokens,
+        })
+    }
+
+    #[test]
+    fn within_budget_ends_with_length_before_the_piece_that_overflows() {
+        let mut budget = within_budget(3);
+        assert_eq!(budget(piece("a", 1)), Some(piece("a", 1)));
+        assert_eq!(budget(piece("bc", 2)), Some(piece("bc", 2)));
+        assert_eq!(budget(piece("d", 1)), Some(Step::End(FinishReason::Length)));
+        assert_eq!(budget(piece("e", 1)), None);
+    }
+
+    #[test]
+    fn within_budget_passes_the_natural_end_and_stops_there() {
+        let mut budget = within_budget(10);
+        assert_eq!(budget(piece("a", 1)), Some(piece("a", 1)));
+        assert_eq!(
+            budget(Step::End(FinishReason::Stop)),
+            Some(Step::End(FinishReason::Stop))
+        );
+        assert_eq!(budget(piece("b", 1)), None);
+    }
+
+    #[test]
+    fn until_stop_holds_back_a_partial_stop_and_ends_at_a_whole_one() {
+        let reason = Arc::new(AtomicU8::new(FinishReason::Length as u8));
+        let mut stop = until_stop(StopSequenceFilter::new(&["END".into()]), reason.clone());
+        assert_eq!(stop(piece("one E", 2)), release("one ", 2));
+        assert_eq!(stop(piece("ND two", 2)), release("", 2));
+        assert_eq!(reason_of(reason.load(Relaxed)), FinishReason::Stop);
+        assert_eq!(stop(piece("three", 1)), None);
+    }
+
+    #[test]
+    fn until_stop_releases_held_text_at_the_end_with_its_reason() {
+        let reason = Arc::new(AtomicU8::new(FinishReason::Stop as u8));
+        let mut stop = until_stop(StopSequenceFilter::new(&["END".into()]), reason.clone());
+        assert_eq!(stop(piece("almost E", 2)), release("almost ", 2));
+        assert_eq!(stop(Step::End(FinishReason::Length)), release("E", 0));
+        assert_eq!(reason_of(reason.load(Relaxed)), FinishReason::Length);
+        assert_eq!(stop(piece("more", 1)), None);
+    }
+
+    #[test]
+    fn released_counts_tokens_and_drops_empty_text() {
+        let metrics = Metrics::new();
+        let completion = Arc::new(AtomicU32::new(0));
+        let mut release = released(1, metrics.tokens_of("echo"), completion.clone());
+        let delta = release(Release {
+            text: "hi".into(),
+            tokens: 2,
+        });
+        assert!(matches!(
+            delta,
+            Some(Ok(GenerationEvent::Delta { choice: 1, ref text })) if text == "hi"
+        ));
+        let held = release(Release {
+            text: String::new(),
+            tokens: 1,
+        });
+        assert!(held.is_none());
+        assert_eq!(completion.load(Relaxed), 3);
+        assert_eq!(metrics.snapshot().tokens_generated, 3);
+    }
+
+    #[tokio::test]
+    async fn a_choice_streams_its_deltas_then_finishes_once() {
+        let metrics = Metrics::new();
+        let pieces = ["Hello", " wor", "ld", "!"].map(|t| Piece {
+            text: t.into(),
+            tokens: 1,
+        });
+        let events: Vec<_> = choice_stream(ChoiceSpec {
+            choice: 0,
+            script: Script::Text(Arc::new(pieces.to_vec())),
+            max_tokens: 3,
+            stop: StopSequenceFilter::new(&[]),
+            token_delay: Duration::ZERO,
+            live: metrics.generation_of("echo"),
+            tokens: metrics.tokens_of("echo"),
+            completion: Arc::new(AtomicU32::new(0)),
+        })
+        .map(|e| e.expect("event"))
+        .collect()
+        .await;
+        let delta = |text: &str| GenerationEvent::Delta {
+            choice: 0,
+            text: text.into(),
+        };
+        assert_eq!(
+            events,
+            [
+                delta("Hello"),
+                delta(" wor"),
+                delta("ld"),
+                GenerationEvent::Finished {
+                    choice: 0,
+                    reason: FinishReason::Length
+                }
+            ]
+        );
+        assert_eq!(metrics.snapshot().live_generations, 0);
     }
 
     #[test]

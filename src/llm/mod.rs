@@ -14,6 +14,7 @@
 
 pub mod mock;
 pub mod openai;
+pub mod pace;
 pub mod stop;
 pub mod tool_model;
 pub mod tools;

@@ -5,6 +5,8 @@
 //! text that could still grow into a stop sequence, and releases it as soon
 //! as it cannot.
 
+use std::borrow::Cow;
+
 /// What the filter lets through for one piece of text.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Filtered {
@@ -36,12 +38,14 @@ impl StopSequenceFilter {
         !self.stops.is_empty()
     }
 
-    /// Feeds the next piece of generated text.
-    pub fn push(&mut self, piece: &str) -> Filtered {
+    /// Feeds the next piece of generated text (an owned piece passes
+    /// without a copy when there are no stop sequences).
+    pub fn push<'a>(&mut self, piece: impl Into<Cow<'a, str>>) -> Filtered {
+        let piece = piece.into();
         if !self.is_active() {
-            return Filtered::Pass(piece.to_owned());
+            return Filtered::Pass(piece.into_owned());
         }
-        self.held.push_str(piece);
+        self.held.push_str(&piece);
         if let Some(at) = self.first_stop() {
             self.held.truncate(at);
             return Filtered::Stopped(std::mem::take(&mut self.held));
@@ -90,7 +94,7 @@ mod tests {
         let mut filter = StopSequenceFilter::new(&stops);
         let mut out = String::new();
         for piece in pieces {
-            match filter.push(piece) {
+            match filter.push(*piece) {
                 Filtered::Pass(text) => out.push_str(&text),
                 Filtered::Stopped(text) => {
                     out.push_str(&text);

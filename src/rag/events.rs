@@ -15,6 +15,7 @@ use std::{
 };
 
 use futures::{Stream, StreamExt};
+use tracing::Instrument;
 
 use super::{
     answer::{compose, prompt},
@@ -98,7 +99,11 @@ pub fn answer_events(
     async_stream::try_stream! {
         yield AnswerEvent::RetrievalStarted { top_k: request.top_k as u32 };
         let started = Instant::now();
-        let found = index.search(&request.question, request.top_k).await?;
+        let retrieval = tracing::info_span!(parent: &span, "retrieval", top_k = request.top_k);
+        let found = index
+            .search(&request.question, request.top_k)
+            .instrument(retrieval)
+            .await?;
         let retrieval = started.elapsed();
         tracing::debug!(
             parent: &span,
@@ -109,7 +114,9 @@ pub fn answer_events(
         yield AnswerEvent::PassagesRetrieved { passages: found.passages.clone(), retrieval };
         yield AnswerEvent::GenerationStarted { model: model.clone() };
         let started = Instant::now();
-        let mut generation = write_answer(backend.as_ref(), &request, &model, &found);
+        // Created in the call's span: the backend's spans are its children.
+        let mut generation =
+            span.in_scope(|| write_answer(backend.as_ref(), &request, &model, &found));
         let mut finish_reason = FinishReason::Stop;
         let mut usage = Usage::default();
         while let Some(event) = generation.next().await {

@@ -6,12 +6,13 @@ use futures::Stream;
 
 use super::{
     events::{AnswerEvent, answer_events},
-    index::{DocumentIndex, DocumentInfo, IngestProgress, NewDocument},
+    index::{DocumentIndex, DocumentInfo, IngestError, IngestProgress, NewDocument},
     request::{self, AnswerDraft, AnswerRequest, ListDraft, ListRequest},
 };
 use crate::{
     error::Result,
     llm::{Models, TokenBudget},
+    metrics::Metrics,
     tasks::{TaskContext, TaskRegistry, TaskSnapshot},
 };
 
@@ -36,6 +37,8 @@ pub struct Rag {
     tasks: TaskRegistry,
     models: Arc<Models>,
     budget: TokenBudget,
+    /// Counts what ingestion adds, when the server keeps metrics.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// One page of the document list.
@@ -61,7 +64,14 @@ impl Rag {
             tasks,
             models,
             budget,
+            metrics: None,
         }
+    }
+
+    /// Counts ingested documents and bytes in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Checks `documents` and starts their ingestion as a task of the task
@@ -70,9 +80,17 @@ impl Rag {
     pub async fn ingest(&self, documents: Vec<NewDocument>) -> Result<TaskSnapshot> {
         let documents = request::ingest_request(documents)?;
         let index = self.index.clone();
+        let metrics = self.metrics.clone();
+        let count = documents.len() as u64;
+        let bytes: u64 = documents.iter().map(|d| d.text.len() as u64).sum();
         self.tasks
             .try_start(INGEST_TASK_KIND, move |ctx| async move {
-                index.ingest(documents, &ctx).await.map(drop)
+                index.ingest(documents, &ctx).await?;
+                if let Some(metrics) = metrics {
+                    metrics.ingested_documents.inc_by(count);
+                    metrics.ingested_bytes.inc_by(bytes);
+                }
+                Ok::<_, IngestError>(())
             })
             .await
     }

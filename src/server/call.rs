@@ -32,9 +32,10 @@ use std::{
 };
 
 use futures::{Stream, StreamExt, stream::BoxStream};
+use pin_project_lite::pin_project;
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
-    time::{Instant, Sleep},
+    time::{Instant, Sleep, sleep_until},
 };
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{Span, field::Empty};
@@ -42,7 +43,7 @@ use tracing::{Span, field::Empty};
 use super::{auth::Caller, shutdown::Shutdown};
 use crate::{
     error::{Error, ErrorKind, Result},
-    metrics::{LiveGuard, Metrics},
+    metrics::{self, LiveGuard, Metrics, StreamMetrics},
 };
 
 /// Header carrying the request id (set by the client or generated).
@@ -152,6 +153,8 @@ impl Calls {
         }
         Call {
             span,
+            method,
+            model: None,
             started: Instant::now(),
             timeout: meta.timeout,
             caller: meta.caller.cloned(),
@@ -169,6 +172,9 @@ impl Calls {
 #[derive(Debug)]
 pub struct Call {
     span: Span,
+    method: Method,
+    /// The model serving the call, once known.
+    model: Option<String>,
     started: Instant,
     timeout: Option<Duration>,
     caller: Option<Caller>,
@@ -176,9 +182,11 @@ pub struct Call {
 }
 
 impl Call {
-    /// Records the model that serves the call.
-    pub fn record_model(&self, model: &str) {
+    /// Records the model that serves the call (its streams are then
+    /// measured by model).
+    pub fn record_model(&mut self, model: &str) {
         self.span.record("model", model);
+        self.model = Some(model.to_owned());
     }
 
     /// The call's span, for work done on its behalf.
@@ -187,7 +195,8 @@ impl Call {
     }
 
     /// Runs `f` inside the call's span: work created there (a backend's
-    /// generation) records what it logs under the call.
+    /// generation) records what it logs under the call, and its spans are
+    /// the call's children.
     pub fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
         self.span.in_scope(f)
     }
@@ -196,7 +205,7 @@ impl Call {
     pub fn unary<T>(self, result: Result<T>) -> Result<T> {
         match result {
             Ok(value) => {
-                finish(&self.span, self.started, 1, None);
+                self.finish(1, None);
                 Ok(value)
             }
             Err(error) => Err(self.fail(error)),
@@ -205,8 +214,19 @@ impl Call {
 
     /// Ends the call before any response with `error`.
     pub fn fail(self, error: Error) -> Error {
-        finish(&self.span, self.started, 0, Some(&error));
+        self.finish(0, Some(&error));
         error
+    }
+
+    fn finish(&self, items: u64, error: Option<&Error>) {
+        finish(
+            &self.calls.metrics,
+            self.method,
+            &self.span,
+            self.started,
+            items,
+            error,
+        );
     }
 
     /// Answers with a stream of items; refuses when the server is draining
@@ -234,52 +254,67 @@ impl Call {
                 ))));
             }
         };
+        let metrics = &self.calls.metrics;
         Ok(CallStream {
             inner: Some(items.boxed()),
             // A deadline too far to represent (`grpc-timeout` allows up to
             // 10^8 hours; clients send more) is no deadline at all.
-            deadline: self.timeout.and_then(|t| {
-                let at = self.started.checked_add(t)?;
-                Some((Box::pin(tokio::time::sleep_until(at)), t))
-            }),
-            aborted: Box::pin(self.calls.shutdown.streams_aborted()),
+            deadline: self
+                .timeout
+                .and_then(|t| self.started.checked_add(t))
+                .map(sleep_until),
+            timeout: self.timeout.unwrap_or_default(),
+            aborted: self.calls.shutdown.streams_aborted(),
             shutdown: self.calls.shutdown.clone(),
             registered: None,
             _permit: permit,
             _key_permit: key_permit,
-            _live: self.calls.metrics.stream(),
+            _live: metrics.stream(),
+            series: self
+                .model
+                .as_deref()
+                .map(|model| metrics.stream_of(self.method.as_str(), model)),
+            last: self.started,
             items: 0,
-            span: self.span,
-            started: self.started,
+            call: self,
         })
     }
 }
 
-/// A response stream with the call's deadline, drain and accounting.
-pub struct CallStream<T> {
-    /// `None` once the call has ended.
-    inner: Option<BoxStream<'static, Result<T>>>,
-    deadline: Option<(Pin<Box<Sleep>>, Duration)>,
-    aborted: Pin<Box<WaitForCancellationFutureOwned>>,
-    shutdown: Shutdown,
-    /// The waker `deadline` and `aborted` were last polled with.
-    registered: Option<Waker>,
-    /// The stream's place under `--max-active-streams`.
-    _permit: OwnedSemaphorePermit,
-    /// Its place under `--max-streams-per-key`, when that applies.
-    _key_permit: Option<OwnedSemaphorePermit>,
-    _live: LiveGuard,
-    items: u64,
-    span: Span,
-    started: Instant,
-}
+pin_project! {
+    /// A response stream with the call's deadline, drain and accounting.
+    pub struct CallStream<T> {
+        // `None` once the call has ended.
+        inner: Option<BoxStream<'static, Result<T>>>,
+        #[pin]
+        deadline: Option<Sleep>,
+        timeout: Duration,
+        #[pin]
+        aborted: WaitForCancellationFutureOwned,
+        shutdown: Shutdown,
+        // The waker `deadline` and `aborted` were last polled with.
+        registered: Option<Waker>,
+        // The stream's place under `--max-active-streams`.
+        _permit: OwnedSemaphorePermit,
+        // Its place under `--max-streams-per-key`, when that applies.
+        _key_permit: Option<OwnedSemaphorePermit>,
+        _live: LiveGuard,
+        // Time to first chunk, gaps and duration, for streams of a model.
+        series: Option<StreamMetrics>,
+        // When the last item (or the call) started.
+        last: Instant,
+        items: u64,
+        call: Call,
+    }
 
-impl<T> CallStream<T> {
-    /// Ends the call: drops the work and records the outcome.
-    fn end(&mut self, outcome: Result<(), Error>) -> Option<Result<T>> {
-        self.inner = None;
-        finish(&self.span, self.started, self.items, outcome.as_ref().err());
-        outcome.err().map(Err)
+    impl<T> PinnedDrop for CallStream<T> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if this.inner.is_some() {
+                // The client went away (cancel, disconnect) before the end.
+                cancelled(this.call, *this.items, this.series.as_ref());
+            }
+        }
     }
 }
 
@@ -287,10 +322,10 @@ impl<T> Stream for CallStream<T> {
     type Item = Result<T>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.inner.is_none() {
+        let this = self.project();
+        let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
-        }
+        };
         // The deadline and the abort signal wake this task through the
         // waker they were polled with; poll them again only when the task's
         // waker changes, and otherwise read their state.
@@ -299,59 +334,83 @@ impl<T> Stream for CallStream<T> {
             .as_ref()
             .is_some_and(|w| w.will_wake(cx.waker()));
         let aborted = if waker_changed {
-            this.aborted.as_mut().poll(cx).is_ready()
+            this.aborted.poll(cx).is_ready()
         } else {
             this.shutdown.are_streams_aborted()
         };
-        if aborted {
-            return Poll::Ready(this.end(Err(Error::ShuttingDown)));
-        }
-        if let Some((sleep, timeout)) = this.deadline.as_mut() {
-            let expired = if waker_changed {
-                sleep.as_mut().poll(cx).is_ready()
-            } else {
-                sleep.is_elapsed()
-            };
-            if expired {
-                let ms = timeout.as_millis() as u64;
-                return Poll::Ready(this.end(Err(Error::DeadlineExceeded(ms))));
-            }
-        }
-        if waker_changed {
-            this.registered = Some(cx.waker().clone());
-        }
-        let polled = match this.inner.as_mut() {
-            Some(inner) => ready!(inner.poll_next_unpin(cx)),
-            None => None,
+        let expired = match this.deadline.as_pin_mut() {
+            Some(sleep) if waker_changed => sleep.poll(cx).is_ready(),
+            Some(sleep) => sleep.is_elapsed(),
+            None => false,
         };
-        match polled {
-            Some(Ok(item)) => {
-                this.items += 1;
-                Poll::Ready(Some(Ok(item)))
-            }
-            Some(Err(error)) => Poll::Ready(this.end(Err(error))),
-            None => Poll::Ready(this.end(Ok(()))),
+        if waker_changed {
+            *this.registered = Some(cx.waker().clone());
         }
+        let outcome = if aborted {
+            Err(Error::ShuttingDown)
+        } else if expired {
+            Err(Error::DeadlineExceeded(this.timeout.as_millis() as u64))
+        } else {
+            match ready!(inner.poll_next_unpin(cx)) {
+                Some(Ok(item)) => {
+                    if let Some(series) = this.series {
+                        let now = Instant::now();
+                        let histogram = if *this.items == 0 {
+                            &series.time_to_first_chunk
+                        } else {
+                            &series.inter_chunk_gap
+                        };
+                        histogram.observe(now - *this.last);
+                        *this.last = now;
+                    }
+                    *this.items += 1;
+                    return Poll::Ready(Some(Ok(item)));
+                }
+                Some(Err(error)) => Err(error),
+                None => Ok(()),
+            }
+        };
+        // The call ends: drop the work now and record how it went.
+        *this.inner = None;
+        if let Some(series) = this.series {
+            series.duration.observe(this.call.started.elapsed());
+        }
+        this.call.finish(*this.items, outcome.as_ref().err());
+        Poll::Ready(outcome.err().map(Err))
     }
 }
 
-impl<T> Drop for CallStream<T> {
-    fn drop(&mut self) {
-        if self.inner.is_some() {
-            // The client went away (cancel, disconnect) before the end.
-            let _entered = self.span.enter();
-            self.span.record("outcome", "cancelled");
-            self.span.record("chunks", self.items);
-            tracing::info!(
-                duration_ms = self.started.elapsed().as_millis() as u64,
-                "call cancelled by the client"
-            );
-        }
+/// Records a call its client cancelled.
+fn cancelled(call: &Call, items: u64, series: Option<&StreamMetrics>) {
+    let duration = call.started.elapsed();
+    if let Some(series) = series {
+        series.duration.observe(duration);
     }
+    call.calls
+        .metrics
+        .call_ended(call.method.as_str(), metrics::CANCELLED);
+    let _entered = call.span.enter();
+    call.span.record("outcome", "cancelled");
+    call.span.record("chunks", items);
+    tracing::info!(
+        duration_ms = duration.as_millis() as u64,
+        "call cancelled by the client"
+    );
 }
 
 /// Records how a call ended and logs its one closing line.
-fn finish(span: &Span, started: Instant, items: u64, error: Option<&Error>) {
+fn finish(
+    metrics: &Metrics,
+    method: Method,
+    span: &Span,
+    started: Instant,
+    items: u64,
+    error: Option<&Error>,
+) {
+    metrics.call_ended(
+        method.as_str(),
+        error.map_or(metrics::OK, |e| metrics::code_of(e.kind())),
+    );
     let _entered = span.enter();
     span.record("chunks", items);
     let duration_ms = started.elapsed().as_millis() as u64;

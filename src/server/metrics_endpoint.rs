@@ -30,7 +30,7 @@ pub(super) async fn start(
             let metrics = metrics.clone();
             async move {
                 (
-                    [("content-type", "text/plain; version=0.0.4")],
+                    [("content-type", crate::metrics::CONTENT_TYPE)],
                     metrics.render_prometheus(),
                 )
             }

@@ -36,7 +36,7 @@ use crate::{
         openai::{OpenAiBackend, UpstreamSetupError},
         tool_model::ToolModel,
     },
-    metrics::Metrics,
+    metrics::{Metrics, ScrapedGauges},
     rag::{DocumentIndex, Rag},
     streams::{StreamLimits, Streams, redis::RedisStreams},
     tasks::{
@@ -180,7 +180,9 @@ impl Server {
             registry.clone(),
             models,
             token_budget(&config),
-        );
+        )
+        .with_metrics(metrics.clone());
+        register_scraped(&metrics, &registry, &documents);
         let tasks = Tasks::new(registry);
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -398,4 +400,41 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     for service in std::iter::once("").chain(grpc::SERVICE_NAMES) {
         health.set_service_status(service, status).await;
     }
+}
+
+/// Gauges read at each scrape: tasks by kind and state, the index's size.
+fn register_scraped(metrics: &Metrics, registry: &TaskRegistry, documents: &DocumentIndex) {
+    let registry = registry.clone();
+    metrics.register_scraped(ScrapedGauges::new(
+        "tasks",
+        "Tasks kept by the server, by kind and state",
+        move || {
+            registry
+                .counts()
+                .into_iter()
+                .map(|((kind, state), n)| {
+                    let labels = vec![
+                        ("kind", kind.to_owned()),
+                        ("state", state.as_str().to_lowercase()),
+                    ];
+                    (labels, i64::try_from(n).unwrap_or(i64::MAX))
+                })
+                .collect()
+        },
+    ));
+    let index = documents.clone();
+    metrics.register_scraped(ScrapedGauges::new(
+        "index_documents",
+        "Documents in the index",
+        move || vec![(Vec::new(), i64::try_from(index.len()).unwrap_or(i64::MAX))],
+    ));
+    let index = documents.clone();
+    metrics.register_scraped(ScrapedGauges::new(
+        "index_bytes",
+        "Size of the index on disk, in bytes",
+        move || {
+            let bytes = index.disk_bytes();
+            vec![(Vec::new(), i64::try_from(bytes).unwrap_or(i64::MAX))]
+        },
+    ));
 }

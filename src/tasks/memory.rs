@@ -20,7 +20,7 @@ use futures::{
 use tokio::time::Instant;
 
 use super::{
-    store::{CancelRequest, TaskLimits, TaskPage, TaskSnapshot, TaskStore, TaskWatch},
+    store::{CancelRequest, TaskCounts, TaskLimits, TaskPage, TaskSnapshot, TaskStore, TaskWatch},
     watch::Journal,
 };
 use crate::error::{Error, Result};
@@ -150,5 +150,14 @@ impl TaskStore for MemoryStore {
 
     fn cancel_requests(&self) -> Option<BoxStream<'static, CancelRequest>> {
         None
+    }
+
+    fn counts(&self) -> Option<TaskCounts> {
+        let tasks = self.lock();
+        let mut counts = TaskCounts::new();
+        for journal in tasks.by_order.values() {
+            *counts.entry((journal.kind, journal.state())).or_insert(0) += 1;
+        }
+        Some(counts)
     }
 }

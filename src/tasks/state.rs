@@ -6,7 +6,7 @@
 //! never move a finished task again.
 
 /// Where a task is in its life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TaskState {
     /// Registered; its work has not started yet.
     Pending,

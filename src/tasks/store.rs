@@ -112,4 +112,14 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     /// Cancel requests other replicas made for tasks this replica may run;
     /// `None` when the store serves one process only.
     fn cancel_requests(&self) -> Option<BoxStream<'static, CancelRequest>>;
+
+    /// How many tasks the store keeps, by kind and state (for metrics), when
+    /// it can tell without a round trip; `None` otherwise (a shared store),
+    /// and the registry counts the tasks this replica runs.
+    fn counts(&self) -> Option<TaskCounts> {
+        None
+    }
 }
+
+/// Tasks by kind and state.
+pub type TaskCounts = std::collections::BTreeMap<(&'static str, super::TaskState), usize>;

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::{
     TaskState,
     memory::MemoryStore,
-    store::{CancelRequest, TaskLimits, TaskPage, TaskSnapshot, TaskStore, TaskWatch},
+    store::{CancelRequest, TaskCounts, TaskLimits, TaskPage, TaskSnapshot, TaskStore, TaskWatch},
     watch::{Ending, Journal},
 };
 use crate::error::{Error, Result};
@@ -170,6 +170,20 @@ impl TaskRegistry {
     /// the live ones, ending right after the terminal event.
     pub async fn watch(&self, id: &str, after: u64) -> Result<TaskWatch> {
         self.shared.store.watch(id, after).await
+    }
+
+    /// How many tasks the store keeps by kind and state; with a shared
+    /// store, the unfinished tasks this replica runs.
+    pub fn counts(&self) -> TaskCounts {
+        if let Some(counts) = self.shared.store.counts() {
+            return counts;
+        }
+        let mut counts = TaskCounts::new();
+        for task in self.shared.running().values() {
+            let key = (task.journal.kind, task.journal.state());
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// Up to `page_size` tasks created before the list key `before` (from

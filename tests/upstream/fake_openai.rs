@@ -82,6 +82,7 @@ pub enum After {
 struct Record {
     bodies: Vec<Value>,
     authorizations: Vec<Option<String>>,
+    traceparents: Vec<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -142,6 +143,17 @@ impl FakeOpenAi {
             .clone()
     }
 
+    /// The W3C `traceparent` header of every chat request received.
+    #[allow(dead_code)] // used by tests/telemetry.rs only
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        self.state
+            .record
+            .lock()
+            .expect("record")
+            .traceparents
+            .clone()
+    }
+
     /// How many chat requests were received.
     pub fn requests(&self) -> usize {
         self.bodies().len()
@@ -183,6 +195,12 @@ async fn chat(
         record.authorizations.push(
             headers
                 .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        );
+        record.traceparents.push(
+            headers
+                .get("traceparent")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         );

@@ -27,6 +27,14 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// mimalloc, as in the `agentstream` binary: the baseline server must run on
+/// the same allocator as the service it is the ceiling of, or part of every
+/// ratio is the allocator (glibc's malloc/free cost about 290 instructions a
+/// chunk more). The load generator uses it too; it is the same client for
+/// every server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load generator and baseline server for agentstream's benchmarks.
 #[derive(Debug, Parser)]
 #[command(name = "agentstream-bench")]

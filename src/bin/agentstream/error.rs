@@ -4,7 +4,7 @@
 
 use std::{fmt, io, process::ExitCode};
 
-use agentstream::server::ServeError;
+use agentstream::{server::ServeError, telemetry};
 use tonic_types::StatusExt;
 
 use crate::{client::ConnectFailure, output};
@@ -27,6 +27,9 @@ pub enum CliError {
     /// The server could not start or stopped with an error.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// Trace export could not be set up.
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
     /// The server cannot listen for Ctrl-C and SIGTERM.
     #[error("cannot listen for Ctrl-C and SIGTERM")]
     Signals(#[source] io::Error),

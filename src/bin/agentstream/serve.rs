@@ -233,6 +233,13 @@ pub struct ServeArgs {
     /// terminal and NO_COLOR is unset.
     #[arg(long, env = "AGENTSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
     log_format: LogFormatArg,
+
+    /// Export traces (one span per call, with children for retrieval,
+    /// generation and upstream requests) over OTLP/HTTP protobuf to this
+    /// receiver's base URL (spans go to `<url>/v1/traces`), e.g.
+    /// `http://127.0.0.1:4318`; off when not given.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 /// `--log-format` values.
@@ -285,6 +292,7 @@ impl From<ServeArgs> for ServeConfig {
                 LogFormatArg::Text => LogFormat::Text,
                 LogFormatArg::Json => LogFormat::Json,
             },
+            otlp_endpoint: args.otlp_endpoint,
         }
     }
 }
@@ -293,7 +301,7 @@ impl From<ServeArgs> for ServeConfig {
 /// during the drain stops it at once.
 pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     let config = ServeConfig::from(args);
-    let _flush_logs_on_exit = telemetry::init(config.log_format);
+    let _flush_on_exit = telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
     // Listening before the server starts: a signal during start-up still
     // means a graceful shutdown, not the default instant exit.
     let mut signals = Signals::new().map_err(CliError::Signals)?;

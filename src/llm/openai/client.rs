@@ -25,7 +25,13 @@ use super::{
     config::{ApiKey, Timeouts, UpstreamSpec},
     wire::{ChatCompletionRequest, ModelList, UpstreamMessage},
 };
-use crate::error::Error;
+use tracing::Span;
+
+use crate::{
+    error::Error,
+    metrics::{Metrics, UpstreamCounters},
+    telemetry,
+};
 
 /// First backoff between two attempts; it doubles with each retry.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -71,6 +77,7 @@ pub struct Upstream {
     http: reqwest::Client,
     timeouts: Timeouts,
     retries: u32,
+    counters: Option<UpstreamCounters>,
 }
 
 /// A failed attempt, and whether another one may help.
@@ -109,7 +116,22 @@ impl Upstream {
             http,
             timeouts: spec.timeouts,
             retries: spec.retries,
+            counters: None,
         })
+    }
+
+    /// Counts requests, errors and retries in `metrics`.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.counters = Some(metrics.upstream_of(&self.name));
+        self
+    }
+
+    /// Counts a failure of `class` (see the `agentstream_upstream_errors`
+    /// metric).
+    pub fn count_error(&self, class: &'static str) {
+        if let Some(counters) = &self.counters {
+            counters.error(class);
+        }
     }
 
     /// The upstream's name.
@@ -147,6 +169,9 @@ impl Upstream {
                 return Err(failure.error);
             }
             attempt += 1;
+            if let Some(counters) = &self.counters {
+                counters.retry();
+            }
             tracing::warn!(
                 upstream = %self.name,
                 attempt,
@@ -164,11 +189,31 @@ impl Upstream {
         body: &ChatCompletionRequest<'_>,
         deadline: Instant,
     ) -> Result<Response, Failure> {
-        let request = self.authorized(self.http.post(self.chat_url.clone()).json(body));
+        if let Some(counters) = &self.counters {
+            counters.request();
+        }
+        // The trace context of the current (`upstream`) span, so a model
+        // server that traces continues the caller's trace.
+        let mut trace = header::HeaderMap::new();
+        telemetry::inject_trace_context(&Span::current(), &mut trace);
+        let request = self.authorized(
+            self.http
+                .post(self.chat_url.clone())
+                .headers(trace)
+                .json(body),
+        );
         let response = match timeout_at(deadline, request.send()).await {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => return Err(self.transport_failure(&e)),
+            Ok(Err(e)) => {
+                self.count_error(if e.is_connect() {
+                    "connect"
+                } else {
+                    "transport"
+                });
+                return Err(self.transport_failure(&e));
+            }
             Err(_) => {
+                self.count_error("timeout");
                 return Err(Failure {
                     error: Error::Unavailable(format!(
                         "upstream `{}` did not answer within its first-token timeout of {}",
@@ -180,8 +225,18 @@ impl Upstream {
             }
         };
         if response.status().is_success() {
-            return self.check_event_stream(response);
+            return self
+                .check_event_stream(response)
+                .inspect_err(|_| self.count_error("protocol"));
         }
+        let status = response.status();
+        self.count_error(if status == StatusCode::TOO_MANY_REQUESTS {
+            "rate_limited"
+        } else if status.is_server_error() {
+            "status_5xx"
+        } else {
+            "status_4xx"
+        });
         Err(self.status_failure(response, deadline).await)
     }
 

@@ -126,10 +126,12 @@ impl OpenAiBackend {
             upstream: spec.name.clone(),
             source,
         })?;
-        let upstream = Upstream::new(spec, key).map_err(|source| UpstreamSetupError::Client {
-            upstream: spec.name.clone(),
-            source,
-        })?;
+        let upstream = Upstream::new(spec, key)
+            .map_err(|source| UpstreamSetupError::Client {
+                upstream: spec.name.clone(),
+                source,
+            })?
+            .with_metrics(&metrics);
         let mut models: BTreeSet<String> = spec.models.iter().cloned().collect();
         if spec.discover {
             match upstream.discover_models().await {
@@ -197,31 +199,43 @@ impl Backend for OpenAiBackend {
     }
 
     fn generate(&self, request: GenerationRequest) -> GenerationStream {
+        // Spans of the generation (child of the call's) and of its upstream
+        // request, whose trace context the request carries on.
+        let span = tracing::info_span!("generation", model = %request.model, n = request.n);
+        let upstream =
+            tracing::info_span!(parent: &span, "upstream", upstream = %self.upstream.name());
         let generation = generation(
             self.upstream.clone(),
             request,
             self.tokenizer,
             self.metrics.clone(),
         );
-        InSpan::new(generation, Span::current()).boxed()
+        InSpan::new(generation, upstream, span).boxed()
     }
 }
 
 pin_project! {
-    /// Polls a generation inside the span that was current when it was
-    /// created (the call's), so what it logs while streaming (retries,
-    /// upstream failures) carries the call's request id and model. Only
-    /// this backend logs per poll; the built-in models do not pay for it.
+    /// Polls a generation inside its `upstream` span (a child of the
+    /// `generation` span, itself a child of the call's), so what it logs
+    /// while streaming (retries, upstream failures) carries the call's
+    /// request id and model, and the request it sends carries the span's
+    /// trace context. Only this backend logs per poll; the built-in models
+    /// do not pay for it.
     struct InSpan<S> {
         #[pin]
         inner: S,
         span: Span,
+        _generation: Span,
     }
 }
 
 impl<S> InSpan<S> {
-    fn new(inner: S, span: Span) -> Self {
-        Self { inner, span }
+    fn new(inner: S, span: Span, generation: Span) -> Self {
+        Self {
+            inner,
+            span,
+            _generation: generation,
+        }
     }
 }
 
@@ -244,7 +258,8 @@ fn generation(
     metrics: Arc<Metrics>,
 ) -> impl Stream<Item = Result<super::GenerationEvent>> + Send {
     async_stream::try_stream! {
-        let _live: Vec<_> = (0..request.n.max(1)).map(|_| metrics.generation()).collect();
+        let _live: Vec<_> = (0..request.n.max(1)).map(|_| metrics.generation_of(&request.model)).collect();
+        let tokens = metrics.tokens_of(&request.model);
         let (response, first_token_deadline) = upstream
             .open_stream(&ChatCompletionRequest::new(&request))
             .await?;
@@ -260,7 +275,7 @@ fn generation(
             wait = Wait::Idle(Instant::now() + upstream.timeouts().idle);
             let before = decoder.counted_tokens();
             let step = decoder.on_event(&event.event, &event.data, &mut out)?;
-            metrics.add_tokens(u64::from(decoder.counted_tokens() - before));
+            tokens.completion(u64::from(decoder.counted_tokens() - before));
             for event in out.drain(..) {
                 yield event;
             }
@@ -272,6 +287,9 @@ fn generation(
         drop(events);
         decoder.finish(&request, &mut out)?;
         for event in out.drain(..) {
+            if let super::GenerationEvent::Usage(usage) = &event {
+                tokens.prompt(u64::from(usage.prompt_tokens));
+            }
             yield event;
         }
     }
@@ -331,15 +349,24 @@ async fn next_event(
     match timeout_at(deadline, events.next()).await {
         Ok(None) => Ok(None),
         Ok(Some(Ok(event))) => Ok(Some(event)),
-        Ok(Some(Err(EventStreamError::Transport(e)))) => Err(Error::Unavailable(
-            upstream.scrub(&format!("upstream `{name}` stream failed: {e}")),
-        )),
-        Ok(Some(Err(e))) => Err(Error::Internal(format!(
-            "upstream `{name}` sent a malformed event stream: {e}"
-        ))),
-        Err(_) => Err(Error::Unavailable(format!(
-            "upstream `{name}` sent nothing within its {which} timeout of {}",
-            humantime::format_duration(limit)
-        ))),
+        Ok(Some(Err(EventStreamError::Transport(e)))) => {
+            upstream.count_error("stream");
+            Err(Error::Unavailable(
+                upstream.scrub(&format!("upstream `{name}` stream failed: {e}")),
+            ))
+        }
+        Ok(Some(Err(e))) => {
+            upstream.count_error("stream");
+            Err(Error::Internal(format!(
+                "upstream `{name}` sent a malformed event stream: {e}"
+            )))
+        }
+        Err(_) => {
+            upstream.count_error("timeout");
+            Err(Error::Unavailable(format!(
+                "upstream `{name}` sent nothing within its {which} timeout of {}",
+                humantime::format_duration(limit)
+            )))
+        }
     }
 }

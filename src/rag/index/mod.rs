@@ -40,7 +40,7 @@ mod write;
 use std::{
     collections::BTreeMap,
     ops::Bound,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::SystemTime,
 };
@@ -145,6 +145,8 @@ pub enum IngestError {
 }
 
 struct Inner {
+    /// The index's directory.
+    dir: PathBuf,
     index: Index,
     reader: IndexReader,
     fields: Fields,
@@ -189,11 +191,13 @@ impl DocumentIndex {
             .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
             .map_err(|e| writer_error(e, dir))?;
         let catalog = load_catalog(&reader.searcher(), &fields)?;
-        // Load the segmenter's dictionary now rather than on the first question.
-        tokenizer::terms("预热 warm-up");
+        // The segmenter's dictionary (tens of megabytes) is loaded by the
+        // first ingestion or question, not here: a server that never uses
+        // RAG never pays for it.
         tracing::info!(path = %dir.display(), documents = catalog.len(), "document index open");
         Ok(Self {
             inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
                 index,
                 reader,
                 fields,
@@ -206,6 +210,17 @@ impl DocumentIndex {
     /// Number of documents indexed.
     pub fn len(&self) -> usize {
         self.inner.catalog.read().map_or(0, |c| c.len())
+    }
+
+    /// Bytes the index's files take on disk (0 if they cannot be listed).
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.inner.dir).map_or(0, |entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
     }
 
     /// Whether no document is indexed.

@@ -113,6 +113,12 @@ pub struct ServeConfig {
     /// Directory for the on-disk state (the document index).
     /// Default `./agentstream-data`.
     pub data_dir: PathBuf,
+    /// Keep tasks and resumable streams in Redis (`redis://host:port/db`)
+    /// so that every replica on it serves them. Default: none, in memory.
+    pub redis_url: Option<String>,
+    /// With `redis_url`: how long a replica's lease lasts without renewal
+    /// (at least 300 ms). Default 10 s.
+    pub redis_lease: Duration,
     /// Log line format. Default text.
     pub log_format: LogFormat,
     /// Base URL of an OTLP/HTTP receiver to export traces to (spans go to
@@ -156,6 +162,8 @@ impl Default for ServeConfig {
             resumable_ttl: Duration::from_secs(600),
             max_resumable_streams: 1_000,
             resumable_buffer_bytes: 1 << 20,
+            redis_url: None,
+            redis_lease: Duration::from_secs(10),
             data_dir: PathBuf::from("./agentstream-data"),
             log_format: LogFormat::Text,
             otlp_endpoint: None,

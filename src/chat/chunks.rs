@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// One chunk of a chat completion, before it meets the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ChatChunk {
     /// Text for one choice.
     Choice {

@@ -43,6 +43,7 @@ impl RagService for RagApi {
         let result = self
             .rag
             .ingest(documents.into_iter().map(document).collect())
+            .await
             .map(|task| pb::IngestDocumentsResponse {
                 task: Some(task.into()),
             });

@@ -40,6 +40,7 @@ impl TaskService for TaskApi {
         let result = self
             .tasks
             .start(start_draft(request.into_inner()))
+            .await
             .map(|task| pb::StartTaskResponse {
                 task: Some(task.into()),
             });
@@ -54,6 +55,7 @@ impl TaskService for TaskApi {
         let result = self
             .tasks
             .get(&request.get_ref().task_id)
+            .await
             .map(|task| pb::GetTaskResponse {
                 task: Some(task.into()),
             });
@@ -69,7 +71,7 @@ impl TaskService for TaskApi {
             task_id,
             after_sequence,
         } = request.into_inner();
-        let events = match self.tasks.watch(&task_id, after_sequence) {
+        let events = match self.tasks.watch(&task_id, after_sequence).await {
             Ok(events) => events,
             Err(error) => return Err(call.fail(error).into()),
         };
@@ -105,10 +107,14 @@ impl TaskService for TaskApi {
             page_size: raw.page_size,
             page_token: raw.page_token,
         };
-        let result = self.tasks.list(&draft).map(|page| pb::ListTasksResponse {
-            tasks: page.tasks.into_iter().map(Into::into).collect(),
-            next_page_token: page.next_page_token,
-        });
+        let result = self
+            .tasks
+            .list(&draft)
+            .await
+            .map(|page| pb::ListTasksResponse {
+                tasks: page.tasks.into_iter().map(Into::into).collect(),
+                next_page_token: page.next_page_token,
+            });
         call::unary(call, result)
     }
 }
@@ -151,7 +157,7 @@ impl From<TaskSnapshot> for pb::Task {
         } = task.status;
         pb::Task {
             task_id: task.id,
-            kind: task.kind.to_owned(),
+            kind: task.kind,
             state: pb::TaskState::from(state) as i32,
             step,
             total_steps,

@@ -83,7 +83,7 @@ pub(crate) async fn ingest(
 ) -> Response {
     let call = call::start(&edge.calls, Method::IngestDocuments, &headers);
     let documents = request.documents.into_iter().map(document).collect();
-    match call.unary(edge.rag.ingest(documents)) {
+    match call.unary(edge.rag.ingest(documents).await) {
         Ok(task) => {
             let location = format!("/v1/tasks/{}", task.id);
             let body = pb::IngestDocumentsResponse {

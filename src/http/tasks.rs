@@ -59,7 +59,7 @@ pub(crate) async fn start(
     Json(request): Json<pb::StartTaskRequest>,
 ) -> Response {
     let call = call::start(&edge.calls, Method::StartTask, &headers);
-    match call.unary(edge.tasks.start(start_draft(request))) {
+    match call.unary(edge.tasks.start(start_draft(request)).await) {
         Ok(task) => {
             let location = format!("/v1/tasks/{}", task.id);
             let body = pb::StartTaskResponse {
@@ -82,7 +82,7 @@ pub(crate) async fn get(
     headers: call::CallHeaders,
 ) -> Response {
     let call = call::start(&edge.calls, Method::GetTask, &headers);
-    match call.unary(edge.tasks.get(&id)) {
+    match call.unary(edge.tasks.get(&id).await) {
         Ok(task) => proto_json(
             StatusCode::OK,
             &pb::GetTaskResponse {
@@ -100,12 +100,17 @@ pub(crate) async fn list(
     uri: Uri,
 ) -> Response {
     let call = call::start(&edge.calls, Method::ListTasks, &headers);
-    let listed = query::<PageQuery>(&uri).and_then(|page| {
-        edge.tasks.list(&ListDraft {
-            page_size: page.page_size,
-            page_token: page.page_token,
-        })
-    });
+    let listed = match query::<PageQuery>(&uri) {
+        Ok(page) => {
+            edge.tasks
+                .list(&ListDraft {
+                    page_size: page.page_size,
+                    page_token: page.page_token,
+                })
+                .await
+        }
+        Err(error) => Err(error),
+    };
     match call.unary(listed) {
         Ok(page) => proto_json(
             StatusCode::OK,
@@ -144,11 +149,14 @@ pub(crate) async fn events(
     uri: Uri,
 ) -> Response {
     let call = call::start(&edge.calls, Method::WatchTask, &headers);
-    let watch =
-        match stream::resume_point(&headers, &uri).and_then(|after| edge.tasks.watch(&id, after)) {
-            Ok(watch) => watch,
-            Err(error) => return ApiError::from(call.fail(error)).into_response(),
-        };
+    let watch = match stream::resume_point(&headers, &uri) {
+        Ok(after) => edge.tasks.watch(&id, after).await,
+        Err(error) => Err(error),
+    };
+    let watch = match watch {
+        Ok(watch) => watch,
+        Err(error) => return ApiError::from(call.fail(error)).into_response(),
+    };
     let events = match call.stream(watch.map(Ok)) {
         Ok(events) => events,
         Err(error) => return ApiError::from(error).into_response(),

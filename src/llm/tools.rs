@@ -50,7 +50,7 @@ pub struct ToolCall {
 /// A piece of one streamed tool call: the first piece of call `index`
 /// carries its `id` and `name`; later pieces carry argument fragments whose
 /// concatenation is the call's JSON arguments.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ToolCallDelta {
     /// Which call of the choice: 0, 1, ... in the order the calls began.
     pub index: u32,

@@ -77,7 +77,7 @@ impl Rag {
     /// Checks `documents` and starts their ingestion as a task of the task
     /// registry, returned at once; the task commits once at the end and
     /// rolls back on failure or cancellation.
-    pub fn ingest(&self, documents: Vec<NewDocument>) -> Result<TaskSnapshot> {
+    pub async fn ingest(&self, documents: Vec<NewDocument>) -> Result<TaskSnapshot> {
         let documents = request::ingest_request(documents)?;
         let index = self.index.clone();
         let metrics = self.metrics.clone();
@@ -92,6 +92,7 @@ impl Rag {
                 }
                 Ok::<_, IngestError>(())
             })
+            .await
     }
 
     /// Checks `draft` and resolves its model; returns the model and the

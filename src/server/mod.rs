@@ -38,8 +38,11 @@ use crate::{
     },
     metrics::{Metrics, ScrapedGauges},
     rag::{DocumentIndex, Rag},
-    streams::{StreamLimits, Streams},
-    tasks::{TaskLimits, TaskRegistry, Tasks},
+    streams::{StreamLimits, Streams, redis::RedisStreams},
+    tasks::{
+        TaskLimits, TaskRegistry, Tasks,
+        redis::{RedisOptions, RedisStore},
+    },
     tokenizer::Tokenizer,
 };
 
@@ -78,6 +81,13 @@ pub enum ServeError {
         model: String,
         /// The models served, comma-separated.
         available: String,
+    },
+    /// `--redis-url` is set but Redis cannot be reached (or the URL is bad).
+    #[error("cannot use Redis for tasks (--redis-url): {source}")]
+    Redis {
+        /// Why.
+        #[source]
+        source: redis::RedisError,
     },
     /// The document index could not be opened.
     #[error("cannot open the document index: {0}")]
@@ -162,9 +172,19 @@ impl Server {
             });
         }
         let models = Arc::new(models);
-        let streams = Streams::in_memory(stream_limits(&config));
+        let redis = redis_store(&config).await?;
+        let streams = match &redis {
+            Some(store) => Streams::new(Arc::new(RedisStreams::new(
+                store.link(),
+                stream_limits(&config),
+            ))),
+            None => Streams::in_memory(stream_limits(&config)),
+        };
         let chat = Chat::new(models.clone(), chat_limits(&config)).with_streams(streams.clone());
-        let registry = TaskRegistry::new(task_limits(&config));
+        let registry = match redis {
+            Some(store) => TaskRegistry::with_store(task_limits(&config), store),
+            None => TaskRegistry::new(task_limits(&config)),
+        };
         tokio::spawn(cancel_tasks_on_abort(registry.clone(), shutdown.clone()));
         let documents = DocumentIndex::open(&config.data_dir).await?;
         let rag = Rag::new(
@@ -314,6 +334,23 @@ fn task_limits(config: &ServeConfig) -> TaskLimits {
         max_events: config.max_task_events,
         max_finished_events: config.max_finished_task_events,
     }
+}
+
+/// The Redis store the configuration names, connected (tasks and
+/// resumable streams share it), or `None` to keep both in memory.
+async fn redis_store(config: &ServeConfig) -> Result<Option<Arc<RedisStore>>, ServeError> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let options = RedisOptions {
+        url: url.clone(),
+        lease: config.redis_lease,
+    };
+    let store = RedisStore::connect(&options, task_limits(config))
+        .await
+        .map_err(|source| ServeError::Redis { source })?;
+    tracing::info!("tasks and resumable streams are kept in Redis");
+    Ok(Some(Arc::new(store)))
 }
 
 fn stream_limits(config: &ServeConfig) -> StreamLimits {

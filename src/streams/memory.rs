@@ -107,7 +107,7 @@ impl StreamStore for MemoryStreams {
     ) -> BoxFuture<'_, Result<Follow>> {
         let started = self.shared.insert(header).map(|entry| {
             // The first reader counts before the task looks at the readers.
-            let follow = follow(entry.clone(), 0);
+            let follow = follow(entry.clone(), 0, Counted::Yes);
             let task_span = tracing::info_span!(
                 parent: None,
                 "resumable_stream",
@@ -124,7 +124,7 @@ impl StreamStore for MemoryStreams {
     fn follow<'a>(&'a self, id: &'a str, after: u64) -> BoxFuture<'a, Result<Follow>> {
         let followed = self.shared.find(id).and_then(|entry| {
             entry.check_resume_point(after)?;
-            Ok(follow(entry, after))
+            Ok(follow(entry, after, Counted::Yes))
         });
         async move { followed }.boxed()
     }
@@ -268,19 +268,64 @@ fn dropped(id: &str, after: u64, oldest: u64) -> Error {
     ))
 }
 
-/// Counts a reader of an entry while it lives.
-struct Reader(Arc<Entry>);
+/// Counts a reader of an entry while it lives (unless it is a tap).
+struct Reader(Arc<Entry>, Counted);
+
+/// Whether a [`Reader`] counts as one (a tap, which copies the stream
+/// elsewhere, does not keep it alive).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Yes,
+    No,
+}
 
 impl Reader {
-    fn new(entry: Arc<Entry>) -> Self {
-        entry.readers.send_modify(|n| *n = n.saturating_add(1));
-        Self(entry)
+    fn new(entry: Arc<Entry>, counted: Counted) -> Self {
+        if counted == Counted::Yes {
+            entry.readers.send_modify(|n| *n = n.saturating_add(1));
+        }
+        Self(entry, counted)
     }
 }
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        self.0.readers.send_modify(|n| *n = n.saturating_sub(1));
+        if self.1 == Counted::Yes {
+            self.0.readers.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+}
+
+/// A reader somewhere else (another replica) that keeps a stream alive here
+/// while this value lives, as a local reader would.
+pub struct Presence {
+    _reader: Reader,
+}
+
+impl MemoryStreams {
+    /// Every chunk of stream `id` from the first, then how it ends, without
+    /// counting as a reader: what copies the stream to a shared store reads.
+    pub fn tap(&self, id: &str) -> Result<Follow> {
+        let entry = self.shared.find(id)?;
+        Ok(follow(entry, 0, Counted::No))
+    }
+
+    /// Counts a reader of stream `id` that is not in this process, while
+    /// the returned value lives; `None` for an unknown stream.
+    pub fn presence(&self, id: &str) -> Option<Presence> {
+        let entry = self.shared.find(id).ok()?;
+        Some(Presence {
+            _reader: Reader::new(entry, Counted::Yes),
+        })
+    }
+
+    /// Stops the generation of stream `id` without waiting (see
+    /// [`StreamStore::cancel`]); false for an unknown stream.
+    pub fn stop(&self, id: &str) -> bool {
+        self.shared
+            .find(id)
+            .map(|entry| entry.stop.cancel())
+            .is_ok()
     }
 }
 
@@ -293,11 +338,11 @@ enum Step {
 }
 
 /// A reader of `entry` from the chunk after `after`.
-fn follow(entry: Arc<Entry>, after: u64) -> Follow {
+fn follow(entry: Arc<Entry>, after: u64, counted: Counted) -> Follow {
     let stream_id = entry.id.clone();
     let header = entry.header.clone();
     let journal = entry.journal.subscribe();
-    let reader = Reader::new(entry);
+    let reader = Reader::new(entry, counted);
     let chunks = futures::stream::unfold(Some((journal, after, reader)), |state| async move {
         let (mut journal, cursor, reader) = state?;
         loop {

@@ -31,6 +31,7 @@
 
 pub mod log;
 pub mod memory;
+pub mod redis;
 
 use std::{fmt, sync::Arc, time::Duration};
 

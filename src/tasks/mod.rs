@@ -14,25 +14,32 @@
 //!   slows the work or the other watchers, and costs no memory but its
 //!   cursor; if it falls behind the log's compaction, its progress events
 //!   are coalesced, but state changes are never dropped.
-//! - The [`registry`] forgets finished tasks after a retention time and
-//!   beyond a retention count, so memory stays bounded on a long-lived
-//!   server.
+//! - Where tasks are kept is a [`store::TaskStore`]: [`memory`] (the
+//!   default) forgets finished tasks after a retention time and beyond a
+//!   retention count, so memory stays bounded on a long-lived server;
+//!   [`redis`] shares tasks between replicas on one Redis.
 //!
 //! The layers: [`service`] is the set of operations both protocol edges
-//! call; [`request`] checks their drafts; [`registry`] owns tasks and their
-//! work; [`log`] is the pure event log; [`state`] is the life cycle;
-//! [`demo`] is the simulated job.
+//! call; [`request`] checks their drafts; [`work`] runs the work of tasks
+//! and cancels it; [`store`] is where tasks are kept; [`watch`] is a task's
+//! journal and how watchers follow it; [`log`] is the pure event log;
+//! [`state`] is the life cycle; [`demo`] is the simulated job.
 //! Other services start their own kinds of task with [`TaskRegistry::start`].
 
 pub mod demo;
 pub mod log;
-pub mod registry;
+pub mod memory;
+pub mod redis;
 pub mod request;
 pub mod service;
 pub mod state;
+pub mod store;
+pub mod watch;
+pub mod work;
 
 pub use demo::{DemoError, DemoSpec};
 pub use log::{Change, TaskEvent, TaskStatus};
-pub use registry::{TaskContext, TaskLimits, TaskPage, TaskRegistry, TaskSnapshot, TaskWatch};
 pub use service::{DEMO_TASK_KIND, TaskListing, Tasks};
 pub use state::TaskState;
+pub use store::{TaskLimits, TaskPage, TaskSnapshot, TaskStore, TaskWatch};
+pub use work::{TaskContext, TaskRegistry};

@@ -31,25 +31,27 @@ impl Tasks {
     }
 
     /// Checks `draft` and starts the task it asks for.
-    pub fn start(&self, draft: StartDraft) -> Result<TaskSnapshot> {
+    pub async fn start(&self, draft: StartDraft) -> Result<TaskSnapshot> {
         match request::start_request(draft)? {
-            TaskSpec::Demo(spec) => self
-                .registry
-                .try_start(DEMO_TASK_KIND, move |context| spec.run(context)),
+            TaskSpec::Demo(spec) => {
+                self.registry
+                    .try_start(DEMO_TASK_KIND, move |context| spec.run(context))
+                    .await
+            }
         }
     }
 
     /// The task `id` as it is now.
-    pub fn get(&self, id: &str) -> Result<TaskSnapshot> {
+    pub async fn get(&self, id: &str) -> Result<TaskSnapshot> {
         request::check_task_id(id)?;
-        self.registry.get(id)
+        self.registry.get(id).await
     }
 
     /// The events of task `id` after `after_sequence`, then the live ones.
-    pub fn watch(&self, id: &str, after_sequence: u64) -> Result<TaskWatch> {
+    pub async fn watch(&self, id: &str, after_sequence: u64) -> Result<TaskWatch> {
         request::check_task_id(id)?;
-        request::check_after_sequence(after_sequence, self.registry.last_sequence(id)?)?;
-        self.registry.watch(id, after_sequence)
+        request::check_after_sequence(after_sequence, self.registry.last_sequence(id).await?)?;
+        self.registry.watch(id, after_sequence).await
     }
 
     /// Cancels task `id` (idempotent) and returns it once its work stopped.
@@ -59,9 +61,10 @@ impl Tasks {
     }
 
     /// One page of the tasks, newest first.
-    pub fn list(&self, draft: &ListDraft) -> Result<TaskListing> {
+    pub async fn list(&self, draft: &ListDraft) -> Result<TaskListing> {
         let list = request::list_request(draft)?;
-        let TaskPage { tasks, next_before } = self.registry.list(list.page_size, list.before);
+        let TaskPage { tasks, next_before } =
+            self.registry.list(list.page_size, list.before).await?;
         Ok(TaskListing {
             tasks,
             next_page_token: next_before.map(request::page_token).unwrap_or_default(),

@@ -227,6 +227,19 @@ pub struct ServeArgs {
     )]
     resumable_buffer_bytes: usize,
 
+    /// Keep tasks and resumable chat streams in Redis
+    /// (`redis://host:port/db`) so that every replica on the same Redis
+    /// serves every task and stream; unset: in this process's memory. The
+    /// server refuses to start when Redis cannot be reached.
+    #[arg(long, env = "AGENTSTREAM_REDIS_URL")]
+    redis_url: Option<String>,
+
+    /// With --redis-url: how long a replica's lease lasts without renewal;
+    /// the unfinished tasks of a replica that stopped renewing (killed) are
+    /// marked FAILED by the others within about this time. At least 300ms.
+    #[arg(long, env = "AGENTSTREAM_REDIS_LEASE", default_value = "10s", value_parser = parse_duration)]
+    redis_lease: Duration,
+
     /// Directory for the server's on-disk state (the document index). One
     /// server at a time may use a directory.
     #[arg(
@@ -294,6 +307,8 @@ impl From<ServeArgs> for ServeConfig {
             resumable_ttl: args.resumable_ttl,
             max_resumable_streams: args.max_resumable_streams,
             resumable_buffer_bytes: args.resumable_buffer_bytes,
+            redis_url: args.redis_url,
+            redis_lease: args.redis_lease,
             data_dir: args.data_dir,
             log_format: match args.log_format {
                 LogFormatArg::Text => LogFormat::Text,

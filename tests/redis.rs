@@ -1,0 +1,656 @@
+//! Tasks on Redis: two agentstream replicas on one real `redis-server`,
+//! started by the test on a free loopback port with a temporary directory.
+//!
+//! Without a `redis-server` binary these tests print SKIPPED and pass, so
+//! a developer without Redis can still run the suite; with
+//! `AGENTSTREAM_REQUIRE_REDIS=1` (set by `.ci/run`) they fail instead, so CI
+//! never skips them.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+};
+
+use agentstream::pb::{self, TaskState, task_service_client::TaskServiceClient};
+use common::{PATIENCE, TestServer};
+use futures::StreamExt;
+use tonic::transport::Channel;
+
+type Client = TaskServiceClient<Channel>;
+
+/// A `redis-server` of this test, killed when dropped.
+struct Redis {
+    child: Child,
+    url: String,
+    port: u16,
+    binary: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `redis-server` on PATH, if any.
+fn redis_server_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Starts a private Redis, or `None` (after saying so) when there is no
+/// `redis-server` and the environment does not require one.
+async fn redis() -> Option<Redis> {
+    let Some(binary) = redis_server_binary() else {
+        assert!(
+            std::env::var_os("AGENTSTREAM_REQUIRE_REDIS").is_none(),
+            "AGENTSTREAM_REQUIRE_REDIS is set but no redis-server is on PATH"
+        );
+        eprintln!(
+            "SKIPPED: no redis-server on PATH; install it (apt-get install redis-server) to run the Redis tests"
+        );
+        return None;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
+        listener.local_addr().expect("addr").port()
+    };
+    let child = spawn_redis(&binary, port, dir.path()).await;
+    Some(Redis {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+        port,
+        binary,
+        _dir: dir,
+    })
+}
+
+impl Redis {
+    /// Kills this Redis (`kill -9`): every key is lost with it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a fresh Redis on the same port after [`Redis::kill`].
+    async fn start_again(&mut self) {
+        self.child = spawn_redis(&self.binary, self.port, self._dir.path()).await;
+    }
+}
+
+/// Starts `redis-server` on `port`, returning once it accepts connections.
+async fn spawn_redis(binary: &std::path::Path, port: u16, dir: &std::path::Path) -> Child {
+    let mut child = Command::new(binary)
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    // Ready once it says so (an event, not a sleep); the rest of its output
+    // is drained so it never blocks on a full pipe.
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("Ready to accept connections"));
+        std::thread::spawn(move || lines.for_each(drop));
+        ready
+    });
+    let ready = tokio::time::timeout(PATIENCE, ready)
+        .await
+        .expect("redis-server ready in time")
+        .expect("reader");
+    assert!(ready, "redis-server exited before it was ready");
+    child
+}
+
+/// A replica on `redis`.
+async fn replica(redis: &Redis) -> TestServer {
+    replica_with(redis, |_| {}).await
+}
+
+/// A replica on `redis`, configured further by `tweak`.
+async fn replica_with(
+    redis: &Redis,
+    tweak: impl FnOnce(&mut agentstream::config::ServeConfig),
+) -> TestServer {
+    let url = redis.url.clone();
+    TestServer::start_with(move |config| {
+        config.redis_url = Some(url);
+        tweak(config);
+    })
+    .await
+}
+
+fn demo(steps: u32, step_delay_ms: u32) -> pb::StartTaskRequest {
+    pb::StartTaskRequest {
+        spec: Some(pb::start_task_request::Spec::Demo(pb::DemoTaskSpec {
+            steps,
+            step_delay_ms,
+            fail_at_step: 0,
+        })),
+    }
+}
+
+async fn start(client: &mut Client, request: pb::StartTaskRequest) -> pb::Task {
+    let response = client.start_task(request).await.expect("StartTask");
+    response.into_inner().task.expect("task")
+}
+
+async fn get(client: &mut Client, task_id: &str) -> pb::Task {
+    let request = pb::GetTaskRequest {
+        task_id: task_id.into(),
+    };
+    let response = client.get_task(request).await.expect("GetTask");
+    response.into_inner().task.expect("task")
+}
+
+async fn watch(
+    client: &mut Client,
+    task_id: &str,
+    after_sequence: u64,
+) -> tonic::Streaming<pb::WatchTaskResponse> {
+    let request = pb::WatchTaskRequest {
+        task_id: task_id.into(),
+        after_sequence,
+    };
+    client
+        .watch_task(request)
+        .await
+        .expect("WatchTask")
+        .into_inner()
+}
+
+/// The next event of `events`, within the test's patience.
+async fn next(events: &mut tonic::Streaming<pb::WatchTaskResponse>) -> Option<pb::TaskEvent> {
+    let item = tokio::time::timeout(PATIENCE, events.next())
+        .await
+        .expect("an event in time")?;
+    Some(item.expect("event").event.expect("event"))
+}
+
+/// Every remaining event of `events`.
+async fn rest(events: &mut tonic::Streaming<pb::WatchTaskResponse>) -> Vec<pb::TaskEvent> {
+    let mut all = Vec::new();
+    while let Some(event) = next(events).await {
+        all.push(event);
+    }
+    all
+}
+
+fn state(event: &pb::TaskEvent) -> TaskState {
+    TaskState::try_from(event.state).expect("state")
+}
+
+#[tokio::test]
+async fn a_task_started_on_one_replica_is_watched_listed_fetched_and_cancelled_through_another() {
+    let Some(redis) = redis().await else { return };
+    let (a, b) = (replica(&redis).await, replica(&redis).await);
+    let (mut on_a, mut on_b) = (a.tasks(), b.tasks());
+    let task = start(&mut on_a, demo(10_000, 5)).await;
+
+    // Watched through B: the replayed start, then live progress.
+    let mut events = watch(&mut on_b, &task.task_id, 0).await;
+    let first = next(&mut events).await.expect("first event");
+    assert_eq!((first.sequence, state(&first)), (1, TaskState::Pending));
+    let mut last = first;
+    while last.step < 3 {
+        let event = next(&mut events).await.expect("progress");
+        assert_eq!(event.sequence, last.sequence + 1, "no gap");
+        last = event;
+    }
+
+    // Fetched and listed through B.
+    let fetched = get(&mut on_b, &task.task_id).await;
+    assert_eq!(fetched.task_id, task.task_id);
+    assert_eq!(fetched.kind, "demo");
+    assert_eq!(fetched.create_time, task.create_time);
+    assert_eq!(TaskState::try_from(fetched.state), Ok(TaskState::Running));
+    let listed = on_b
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .expect("ListTasks")
+        .into_inner();
+    assert_eq!(
+        listed.tasks.first().map(|t| t.task_id.as_str()),
+        Some(task.task_id.as_str())
+    );
+
+    // Cancelled through B: the work on A stops, and B says so.
+    let request = pb::CancelTaskRequest {
+        task_id: task.task_id.clone(),
+    };
+    let cancelled = on_b.cancel_task(request).await.expect("CancelTask");
+    let cancelled = cancelled.into_inner().task.expect("task");
+    assert_eq!(
+        TaskState::try_from(cancelled.state),
+        Ok(TaskState::Cancelled)
+    );
+    assert_eq!(
+        TaskState::try_from(get(&mut on_a, &task.task_id).await.state),
+        Ok(TaskState::Cancelled)
+    );
+    let tail = rest(&mut events).await;
+    let end = tail.last().expect("terminal event");
+    assert_eq!(state(end), TaskState::Cancelled);
+    assert!(end.step < 10_000, "the work stopped early");
+}
+
+#[tokio::test]
+async fn a_watcher_moving_from_one_replica_to_another_misses_nothing() {
+    let Some(redis) = redis().await else { return };
+    let (a, b) = (replica(&redis).await, replica(&redis).await);
+    let (mut on_a, mut on_b) = (a.tasks(), b.tasks());
+    let task = start(&mut on_a, demo(40, 5)).await;
+
+    let mut seen = Vec::new();
+    let mut events = watch(&mut on_a, &task.task_id, 0).await;
+    while seen.len() < 5 {
+        seen.push(next(&mut events).await.expect("event"));
+    }
+    drop(events);
+    let resume = seen.last().map(|e| e.sequence).expect("a sequence");
+    let mut events = watch(&mut on_b, &task.task_id, resume).await;
+    seen.extend(rest(&mut events).await);
+
+    let sequences: Vec<u64> = seen.iter().map(|e| e.sequence).collect();
+    let expected: Vec<u64> = (1..=sequences.len() as u64).collect();
+    assert_eq!(sequences, expected, "every event once, in order");
+    let end = seen.last().expect("terminal event");
+    assert_eq!((state(end), end.step), (TaskState::Succeeded, 40));
+
+    // A full replay through either replica is the same history.
+    let mut replay = watch(&mut on_a, &task.task_id, 0).await;
+    assert_eq!(rest(&mut replay).await, seen);
+}
+
+/// A replica started from the binary (so the test can kill it), and the
+/// address it listens on.
+struct Process {
+    child: Child,
+    addr: std::net::SocketAddr,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn replica_process(redis: &Redis, lease: &str) -> Process {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentstream"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "off"])
+        .args(["--log-format", "json", "--redis-url", &redis.url])
+        .args(["--redis-lease", lease])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let listening = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|line| line.contains("agentstream listening"));
+        std::thread::spawn(move || lines.for_each(drop));
+        line
+    });
+    // A debug binary on a loaded machine takes a while to load its
+    // tokenizer; this bounds a hang, it is not a timing goal.
+    let line = tokio::time::timeout(4 * PATIENCE, listening)
+        .await
+        .expect("listening in time")
+        .expect("reader")
+        .expect("the binary logs its address");
+    let addr = line
+        .split("\"addr\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no addr in {line}"));
+    Process {
+        child,
+        addr,
+        _data_dir: data_dir,
+    }
+}
+
+#[tokio::test]
+async fn the_tasks_of_a_killed_replica_become_failed_on_the_others() {
+    let Some(redis) = redis().await else { return };
+    let mut a = replica_process(&redis, "1s").await;
+    let url = redis.url.clone();
+    let b = TestServer::start_with(move |config| {
+        config.redis_url = Some(url);
+        config.redis_lease = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut on_a = Client::new(common::connect(a.addr).await);
+    let mut on_b = b.tasks();
+    let task = start(&mut on_a, demo(10_000, 10)).await;
+    let mut events = watch(&mut on_b, &task.task_id, 0).await;
+    while next(&mut events).await.expect("event").step < 2 {}
+
+    a.child.kill().expect("kill -9");
+    a.child.wait().expect("reaped");
+
+    let tail = rest(&mut events).await;
+    let end = tail.last().expect("terminal event");
+    assert_eq!(state(end), TaskState::Failed);
+    assert_eq!(end.error, "the replica running this task stopped");
+    let fetched = get(&mut on_b, &task.task_id).await;
+    assert_eq!(TaskState::try_from(fetched.state), Ok(TaskState::Failed));
+}
+
+#[tokio::test]
+async fn a_server_whose_redis_cannot_be_reached_does_not_start() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
+        listener.local_addr().expect("addr").port()
+    };
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = agentstream::config::ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data_dir.path().to_path_buf(),
+        redis_url: Some(format!("redis://127.0.0.1:{port}/")),
+        ..agentstream::config::ServeConfig::default()
+    };
+    let error = agentstream::server::Server::start(config)
+        .await
+        .err()
+        .expect("refuses to start");
+    assert!(error.to_string().contains("cannot use Redis"), "{error}");
+}
+
+#[tokio::test]
+async fn the_http_task_routes_of_one_replica_serve_the_tasks_of_another() {
+    let Some(redis) = redis().await else { return };
+    let (a, b) = (replica(&redis).await, replica(&redis).await);
+    let http = common::http_client();
+    let started: serde_json::Value = http
+        .post(common::http_url(&a, "/v1/tasks"))
+        .json(&serde_json::json!({"demo": {"steps": 5, "stepDelayMs": 1}}))
+        .send()
+        .await
+        .expect("POST /v1/tasks")
+        .json()
+        .await
+        .expect("JSON");
+    let id = started["task"]["taskId"]
+        .as_str()
+        .expect("taskId")
+        .to_owned();
+
+    // B streams the whole history as SSE, `id:` the sequence, to the end.
+    let events = http
+        .get(common::http_url(&b, &format!("/v1/tasks/{id}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET events");
+    assert_eq!(events.status(), 200);
+    let body = events.text().await.expect("events to the end");
+    let ids: Vec<u64> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("id:"))
+        .filter_map(|id| id.trim().parse().ok())
+        .collect();
+    let expected: Vec<u64> = (1..=ids.len() as u64).collect();
+    assert!(ids.len() >= 3, "start, progress and end: {body}");
+    assert_eq!(ids, expected, "every event once, in order");
+    assert!(body.contains("event: succeeded"), "{body}");
+
+    // B fetches it; A lists it.
+    let fetched: serde_json::Value = http
+        .get(common::http_url(&b, &format!("/v1/tasks/{id}")))
+        .send()
+        .await
+        .expect("GET task")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(fetched["task"]["state"], "TASK_STATE_SUCCEEDED");
+    let listed: serde_json::Value = http
+        .get(common::http_url(&a, "/v1/tasks"))
+        .send()
+        .await
+        .expect("GET tasks")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["tasks"][0]["taskId"], id.as_str());
+
+    // A long task started on A is cancelled through B.
+    let started: serde_json::Value = http
+        .post(common::http_url(&a, "/v1/tasks"))
+        .json(&serde_json::json!({"demo": {"steps": 10000, "stepDelayMs": 5}}))
+        .send()
+        .await
+        .expect("POST /v1/tasks")
+        .json()
+        .await
+        .expect("JSON");
+    let id = started["task"]["taskId"]
+        .as_str()
+        .expect("taskId")
+        .to_owned();
+    let cancelled = http
+        .post(common::http_url(&b, &format!("/v1/tasks/{id}/cancel")))
+        .send()
+        .await
+        .expect("POST cancel");
+    assert_eq!(cancelled.status(), 200);
+    let cancelled: serde_json::Value = cancelled.json().await.expect("JSON");
+    assert_eq!(cancelled["task"]["state"], "TASK_STATE_CANCELLED");
+}
+
+/// `tokens` synthetic tokens, asked as a resumable stream.
+fn resumable(tokens: u32) -> pb::StreamChatRequest {
+    pb::StreamChatRequest {
+        model: "synthetic".into(),
+        max_tokens: tokens,
+        messages: vec![common::user("go")],
+        resumable: true,
+        ..Default::default()
+    }
+}
+
+type Chunks = tonic::Streaming<pb::StreamChatResponse>;
+
+async fn chat(server: &TestServer, request: pb::StreamChatRequest) -> Chunks {
+    server
+        .chat()
+        .stream_chat(request)
+        .await
+        .expect("StreamChat")
+        .into_inner()
+}
+
+async fn resume(server: &TestServer, stream_id: &str, after: u64) -> Result<Chunks, tonic::Status> {
+    let request = pb::ResumeStreamRequest {
+        stream_id: stream_id.into(),
+        after_sequence: after,
+    };
+    let response = server.chat().resume_stream(request).await;
+    response.map(tonic::Response::into_inner)
+}
+
+async fn cancel_stream(server: &TestServer, stream_id: &str) -> Result<(), tonic::Status> {
+    let request = pb::CancelStreamRequest {
+        stream_id: stream_id.into(),
+    };
+    server.chat().cancel_stream(request).await.map(|_| ())
+}
+
+async fn take(stream: &mut Chunks, n: usize) -> Vec<pb::StreamChatResponse> {
+    let mut chunks = Vec::new();
+    for _ in 0..n {
+        chunks.push(stream.next().await.expect("a chunk").expect("ok"));
+    }
+    chunks
+}
+
+fn sequences(chunks: &[pb::StreamChatResponse]) -> Vec<u64> {
+    chunks.iter().map(|c| c.sequence).collect()
+}
+
+fn slow(config: &mut agentstream::config::ServeConfig) {
+    config.mock_token_delay = std::time::Duration::from_millis(10);
+}
+
+#[tokio::test]
+async fn a_stream_started_on_one_replica_resumes_on_another_without_a_gap_or_repeat() {
+    let Some(redis) = redis().await else { return };
+    let (a, b) = (replica_with(&redis, slow).await, replica(&redis).await);
+    let request = resumable(120);
+    let mut first = chat(&a, request.clone()).await;
+    let seen = take(&mut first, 5).await;
+    let stream_id = seen[0].stream_id.clone();
+    assert!(stream_id.starts_with("stream-"), "{stream_id}");
+    assert_eq!(sequences(&seen), [1, 2, 3, 4, 5]);
+    drop(first);
+
+    // B replays what A made since, then follows A's generation live.
+    let mut resumed = resume(&b, &stream_id, 5).await.expect("resumes on B");
+    let rest = common::drain_ok(&mut resumed).await;
+    assert_eq!(
+        sequences(&rest),
+        (6..6 + rest.len() as u64).collect::<Vec<_>>(),
+        "every chunk once, in order"
+    );
+    assert!(
+        rest.iter()
+            .all(|c| c.stream_id == stream_id && c.id == seen[0].id)
+    );
+    let whole: Vec<_> = seen.into_iter().chain(rest).collect();
+    let mut straight = request;
+    straight.resumable = false;
+    straight.include_usage = true;
+    let straight = common::drain_ok(&mut chat(&b, straight).await).await;
+    assert_eq!(whole.len(), straight.len());
+    assert_eq!(common::text_of(&whole, 0), common::text_of(&straight, 0));
+    let usage = whole.last().and_then(|c| c.usage).expect("ends with usage");
+    assert_eq!(usage.completion_tokens, 120);
+
+    // A full replay through A is the same stream.
+    let replay = common::drain_ok(&mut resume(&a, &stream_id, 0).await.expect("kept")).await;
+    assert_eq!(replay, whole);
+}
+
+#[tokio::test]
+async fn cancel_stream_on_one_replica_stops_the_generation_on_another() {
+    let Some(redis) = redis().await else { return };
+    let (a, b) = (replica_with(&redis, slow).await, replica(&redis).await);
+    let request = pb::StreamChatRequest {
+        resumable: true,
+        ..common::endless(2)
+    };
+    let mut on_a = chat(&a, request).await;
+    let head = take(&mut on_a, 3).await;
+    let stream_id = head[0].stream_id.clone();
+    let mut on_b = resume(&b, &stream_id, 3).await.expect("resumes on B");
+    take(&mut on_b, 2).await;
+    assert_eq!(a.metrics().live_generations, 2);
+
+    cancel_stream(&b, &stream_id)
+        .await
+        .expect("cancelled through B");
+    // CancelStream answers once the generation on A has stopped.
+    assert_eq!(a.metrics().live_generations, 0);
+    let (rest, end) = common::drain(&mut on_a).await;
+    assert_eq!(
+        end.expect_err("A's reader is told").code(),
+        tonic::Code::Cancelled
+    );
+    let (_, end) = common::drain(&mut on_b).await;
+    assert_eq!(
+        end.expect_err("B's reader is told").code(),
+        tonic::Code::Cancelled
+    );
+    a.assert_no_token_produced_meanwhile().await;
+
+    cancel_stream(&b, &stream_id)
+        .await
+        .expect("again: idempotent");
+    let (replayed, end) = common::drain(&mut resume(&b, &stream_id, 0).await.expect("kept")).await;
+    assert_eq!(end.expect_err("cancelled").code(), tonic::Code::Cancelled);
+    assert_eq!(replayed.len(), head.len() + rest.len());
+    assert_eq!(replayed[..3], head[..]);
+
+    let unknown = resume(&b, "stream-0123", 0).await.expect_err("unknown");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_reader_whose_redis_dies_ends_unavailable_and_service_returns_with_redis() {
+    let Some(mut redis) = redis().await else {
+        return;
+    };
+    let (a, b) = (replica_with(&redis, slow).await, replica(&redis).await);
+    let request = pb::StreamChatRequest {
+        resumable: true,
+        ..common::endless(1)
+    };
+    let mut on_a = chat(&a, request.clone()).await;
+    let head = take(&mut on_a, 2).await;
+    let mut on_b = resume(&b, &head[0].stream_id, 2)
+        .await
+        .expect("resumes on B");
+    take(&mut on_b, 2).await;
+
+    redis.kill();
+    // The reader on B ends (it does not hang) with UNAVAILABLE.
+    let (_, end) = common::drain(&mut on_b).await;
+    assert_eq!(end.expect_err("told").code(), tonic::Code::Unavailable);
+    // New calls fail with a clear error rather than wait.
+    let refused = b.chat().stream_chat(request.clone()).await;
+    let refused = match refused {
+        Ok(response) => common::drain(&mut response.into_inner())
+            .await
+            .1
+            .expect_err("refused"),
+        Err(status) => status,
+    };
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("Redis"), "{refused:?}");
+    drop(on_a);
+
+    // Redis is back (empty): both replicas serve again.
+    redis.start_again().await;
+    let mut fresh = common::eventually("a resumable stream starts again", || {
+        let a = &a;
+        let request = pb::StreamChatRequest {
+            max_tokens: 20,
+            ..request.clone()
+        };
+        async move { a.chat().stream_chat(request).await.ok() }
+    })
+    .await
+    .into_inner();
+    let chunks = common::drain_ok(&mut fresh).await;
+    let stream_id = chunks[0].stream_id.clone();
+    let replay = common::drain_ok(&mut resume(&b, &stream_id, 0).await.expect("on B")).await;
+    assert_eq!(replay, chunks);
+}

@@ -10,7 +10,11 @@
 //! one `data:` line always holds one whole JSON document.
 //!
 //! The response body *pulls* the frames: when the client goes away, hyper
-//! drops the body, which drops the stream and the work behind it.
+//! drops the body, which drops the stream and the work behind it. Frames
+//! that are ready together are handed to hyper as one buffer ([`Coalesce`],
+//! as tonic does for gRPC messages): hyper's cost is per body frame, not
+//! per byte, and a fast stream would otherwise pay it for every chunk. A
+//! frame is never held back waiting for the next one.
 
 use std::{
     pin::Pin,
@@ -23,6 +27,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, Uri, header},
     response::{IntoResponse, Response},
 };
+use bytes::BytesMut;
 use futures::Stream;
 use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
@@ -162,6 +167,7 @@ pub(crate) fn streaming_response(
     frames: impl Stream<Item = Frame> + Send + 'static,
     keep_alive: Option<Duration>,
 ) -> Response {
+    let frames = Coalesce::new(frames);
     let body = match (framing, keep_alive) {
         (Framing::EventStream, Some(interval)) if !interval.is_zero() => {
             Body::from_stream(KeepAlive::new(frames, interval))
@@ -226,6 +232,71 @@ where
                 Poll::Ready(this.end.take().map(Ok))
             }
         }
+    }
+}
+
+/// The most bytes [`Coalesce`] joins into one body frame (tonic's yield
+/// threshold is 32 KiB; a smaller buffer keeps the copy in cache).
+const COALESCE_BYTES: usize = 16 * 1024;
+
+pin_project! {
+    /// Joins the frames that `frames` has ready at once (up to
+    /// [`COALESCE_BYTES`]) into one. An error or the end that follows ready
+    /// frames is kept for the next poll, so the frames before it go out
+    /// whole and the body still ends with it.
+    pub(crate) struct Coalesce<S> {
+        #[pin]
+        frames: S,
+        // What ended a batch early: `Some(None)` is the end of the stream.
+        held: Option<Option<std::io::Error>>,
+    }
+}
+
+impl<S> Coalesce<S> {
+    pub(crate) fn new(frames: S) -> Self {
+        Self { frames, held: None }
+    }
+}
+
+impl<S: Stream<Item = Frame>> Stream for Coalesce<S> {
+    type Item = Frame;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        let mut this = self.project();
+        if let Some(held) = this.held.take() {
+            // Once the end is held, it stays: nothing is polled after it.
+            if held.is_none() {
+                *this.held = Some(None);
+            }
+            return Poll::Ready(held.map(Err));
+        }
+        let first = match std::task::ready!(this.frames.as_mut().poll_next(cx)) {
+            Some(Ok(first)) => first,
+            other => return Poll::Ready(other),
+        };
+        let mut batch: Option<BytesMut> = None;
+        while batch.as_ref().map_or(first.len(), BytesMut::len) < COALESCE_BYTES {
+            let next = match this.frames.as_mut().poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(next))) => next,
+                Poll::Ready(Some(Err(error))) => {
+                    *this.held = Some(Some(error));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    *this.held = Some(None);
+                    break;
+                }
+            };
+            batch
+                .get_or_insert_with(|| {
+                    let mut joined = BytesMut::with_capacity(COALESCE_BYTES);
+                    joined.extend_from_slice(&first);
+                    joined
+                })
+                .extend_from_slice(&next);
+        }
+        Poll::Ready(Some(Ok(batch.map_or(first, BytesMut::freeze))))
     }
 }
 
@@ -377,5 +448,68 @@ mod tests {
             .collect()
             .await;
         assert_eq!(frames, [&[1u8][..], b"E"]);
+    }
+
+    #[tokio::test]
+    async fn ready_frames_go_out_together_and_an_error_after_them() {
+        let frames = futures::stream::iter([
+            Ok(Bytes::from_static(b"a")),
+            Ok(Bytes::from_static(b"b")),
+            Err(std::io::Error::other("boom")),
+            Ok(Bytes::from_static(b"never")),
+        ]);
+        let mut coalesced = Box::pin(Coalesce::new(frames));
+        assert_eq!(
+            coalesced.next().await.map(|f| f.ok()),
+            Some(Some(Bytes::from_static(b"ab")))
+        );
+        assert!(matches!(coalesced.next().await, Some(Err(_))));
+        // The stream goes on after an error only if the inner one does.
+        assert_eq!(
+            coalesced.next().await.map(|f| f.ok()),
+            Some(Some(Bytes::from_static(b"never")))
+        );
+
+        let ended =
+            futures::stream::iter([Ok(Bytes::from_static(b"a")), Ok(Bytes::from_static(b"b"))]);
+        let all: Vec<_> = Coalesce::new(ended)
+            .map(|f| f.expect("frame"))
+            .collect()
+            .await;
+        assert_eq!(all, [Bytes::from_static(b"ab")]);
+    }
+
+    #[tokio::test]
+    async fn a_frame_is_not_held_back_for_the_next_one() {
+        let (sender, receiver) = futures::channel::mpsc::unbounded::<Frame>();
+        let mut coalesced = Box::pin(Coalesce::new(receiver));
+        sender
+            .unbounded_send(Ok(Bytes::from_static(b"a")))
+            .expect("send");
+        assert_eq!(
+            coalesced.next().await.map(|f| f.ok()),
+            Some(Some(Bytes::from_static(b"a")))
+        );
+        sender
+            .unbounded_send(Ok(Bytes::from_static(b"b")))
+            .expect("send");
+        drop(sender);
+        assert_eq!(
+            coalesced.next().await.map(|f| f.ok()),
+            Some(Some(Bytes::from_static(b"b")))
+        );
+        assert!(coalesced.next().await.is_none());
+        assert!(coalesced.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_batch_stops_near_the_coalescing_limit() {
+        let big = Bytes::from(vec![b'x'; COALESCE_BYTES / 2 + 1]);
+        let frames = futures::stream::iter([Ok(big.clone()), Ok(big.clone()), Ok(big.clone())]);
+        let sizes: Vec<_> = Coalesce::new(frames)
+            .map(|f| f.expect("frame").len())
+            .collect()
+            .await;
+        assert_eq!(sizes, [2 * big.len(), big.len()]);
     }
 }

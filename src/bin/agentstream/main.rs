@@ -27,6 +27,8 @@ use error::CliError;
 /// mimalloc instead of the system allocator: every chunk allocates its
 /// strings and frees them once encoded, and glibc's malloc/free pair cost
 /// several hundred instructions a chunk more (BENCHMARKS.md, "Tuning").
+/// Built without transparent huge pages (Cargo.toml), which would make an
+/// idle server's memory grow by whole 2 MiB pages.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -17,12 +17,11 @@ const TOKENS_PER_NAME: usize = 1;
 /// Tokens that prime the assistant's reply.
 const TOKENS_PER_REPLY: usize = 3;
 
-/// The cl100k_base tokenizer. Cheap to copy; its tables (about 20 MB once
-/// decoded) are loaded on first use, once per process, so a server that
-/// only serves RAG or upstream models with usage never holds them.
+/// The cl100k_base tokenizer. Cheap to copy; the tables are loaded once per
+/// process (call [`Tokenizer::cl100k`] at start-up to pay for that early).
 #[derive(Clone, Copy)]
 pub struct Tokenizer {
-    _cl100k: (),
+    bpe: &'static CoreBPE,
 }
 
 /// Text that ends on a character boundary, and the tokens it was made of.
@@ -37,17 +36,14 @@ pub struct Piece {
 impl Tokenizer {
     /// The cl100k_base tokenizer.
     pub fn cl100k() -> Self {
-        Self { _cl100k: () }
-    }
-
-    /// The tables, loaded by the first call that needs them.
-    fn bpe(&self) -> &'static CoreBPE {
-        cl100k_base_singleton()
+        Self {
+            bpe: cl100k_base_singleton(),
+        }
     }
 
     /// Number of tokens in `text`.
     pub fn count(&self, text: &str) -> usize {
-        self.bpe().encode_ordinary(text).len()
+        self.bpe.encode_ordinary(text).len()
     }
 
     /// Tokens of a chat prompt, counted the way OpenAI bills chat models.
@@ -66,7 +62,7 @@ impl Tokenizer {
     /// Splits `text` into tokens, grouped into pieces that never split a
     /// character.
     pub fn pieces(&self, text: &str) -> Vec<Piece> {
-        let tokens = self.bpe().encode_ordinary(text);
+        let tokens = self.bpe.encode_ordinary(text);
         let mut pieces = Vec::with_capacity(tokens.len());
         let mut assembler = Utf8Assembler::default();
         let mut pending_tokens = 0;
@@ -92,7 +88,7 @@ impl Tokenizer {
     /// The bytes of one token; empty for a token the table does not know
     /// (which `encode_ordinary` never produces).
     fn token_bytes(&self, token: Rank) -> Vec<u8> {
-        self.bpe().decode_bytes(&[token]).unwrap_or_default()
+        self.bpe.decode_bytes(&[token]).unwrap_or_default()
     }
 }
 

@@ -69,9 +69,13 @@ impl TestServer {
 
     /// Waits until no choice is being generated any more.
     fn until_idle(&self) {
+        self.until_live_generations(0);
+    }
+
+    fn until_live_generations(&self, live: i64) {
         let deadline = Instant::now() + PATIENCE;
-        while self.metrics.snapshot().live_generations != 0 {
-            assert!(Instant::now() < deadline, "generation still live");
+        while self.metrics.snapshot().live_generations != live {
+            assert!(Instant::now() < deadline, "live generations never {live}");
             std::thread::yield_now();
         }
     }
@@ -349,6 +353,9 @@ fn ctrl_c_cancels_the_answer_not_the_conversation_and_ctrl_d_leaves() {
     for turn in 1..=2 {
         let before = chat.stdout.text().len();
         chat.type_line("go on");
+        // Output of the previous answer may still be in the pipe: wait for
+        // this turn's generation itself, then for some of its text.
+        server.until_live_generations(1);
         chat.stdout
             .until("answer text", |out| out.len() > before + 20);
         chat.interrupt();

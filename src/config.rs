@@ -74,7 +74,7 @@ pub struct ServeConfig {
     /// Default 1 MiB.
     pub max_request_bytes: usize,
     /// Requests with at least this many bytes of prompt have their tokens
-    /// counted on blocking threads, off the async workers. Default 16 KiB.
+    /// counted on blocking threads, off the async workers. Default 8 KiB.
     pub offload_threshold_bytes: usize,
     /// Most large prompts counted at once. Default: half the cores (at
     /// least 1).

@@ -186,6 +186,17 @@ pub struct ServeArgs {
     )]
     max_unfinished_tasks: usize,
 
+    /// Most bytes of documents that ingestions waiting for the index writer
+    /// (and the running one) may hold; IngestDocuments beyond it gets
+    /// RESOURCE_EXHAUSTED with a retry hint. One ingestion is always
+    /// admitted when no other is queued.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_MAX_QUEUED_INGEST_BYTES",
+        default_value_t = agentstream::rag::queue::DEFAULT_MAX_QUEUED_INGEST_BYTES
+    )]
+    max_queued_ingest_bytes: usize,
+
     /// Events kept per running task; older progress events are compacted
     /// (state changes never are). At least 4.
     #[arg(long, env = "AGENTSTREAM_MAX_TASK_EVENTS", default_value_t = 1_000)]
@@ -302,6 +313,7 @@ impl From<ServeArgs> for ServeConfig {
             task_retention: args.task_retention,
             max_finished_tasks: args.max_finished_tasks,
             max_unfinished_tasks: args.max_unfinished_tasks,
+            max_queued_ingest_bytes: args.max_queued_ingest_bytes,
             max_task_events: args.max_task_events,
             max_finished_task_events: args.max_finished_task_events,
             resumable_ttl: args.resumable_ttl,

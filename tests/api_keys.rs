@@ -408,3 +408,101 @@ async fn without_a_keys_file_the_server_stays_open() {
         .expect("response");
     assert_eq!(models.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_resumable_stream_is_only_seen_by_the_key_that_started_it() {
+    let (server, _dir) = keyed_server(|_| {}).await;
+    let mut chat = server.chat();
+    let request = pb::StreamChatRequest {
+        resumable: true,
+        ..endless(1)
+    };
+    let mut alices = chat
+        .stream_chat(with_key(request, ALICE))
+        .await
+        .expect("StreamChat")
+        .into_inner();
+    let first = alices.next().await.expect("a chunk").expect("ok");
+    let stream_id = first.stream_id.clone();
+    let resume = |key: &str, id: &str| {
+        let request = pb::ResumeStreamRequest {
+            stream_id: id.into(),
+            after_sequence: 1,
+        };
+        let mut chat = server.chat();
+        let request = with_key(request, key);
+        async move { chat.resume_stream(request).await }
+    };
+    let cancel = |key: &str, id: &str| {
+        let request = pb::CancelStreamRequest {
+            stream_id: id.into(),
+        };
+        let mut chat = server.chat();
+        let request = with_key(request, key);
+        async move { chat.cancel_stream(request).await }
+    };
+
+    // Bob is told exactly what an unknown id gets: NOT_FOUND, same words.
+    let unknown = "stream-00000000000000000000000000000000";
+    let not_found = resume(BOB, unknown).await.expect_err("unknown");
+    assert_eq!(not_found.code(), Code::NotFound);
+    let bobs = resume(BOB, &stream_id).await.expect_err("not bob's");
+    assert_eq!(bobs.code(), Code::NotFound, "{bobs:?}");
+    assert_eq!(
+        bobs.message().replace(&stream_id, unknown),
+        not_found.message()
+    );
+    let bobs = cancel(BOB, &stream_id).await.expect_err("not bob's");
+    assert_eq!(bobs.code(), Code::NotFound, "{bobs:?}");
+
+    // Over HTTP too: 404 for resume and cancel, like an unknown id.
+    let client = http_client();
+    let path = format!("/v1/chat/streams/{stream_id}");
+    let resumed = client
+        .get(http_url(&server, &path))
+        .bearer_auth(BOB)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resumed.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = resumed.json().await.expect("JSON");
+    assert!(!body.to_string().contains("alice"), "{body}");
+    let cancelled = client
+        .post(http_url(&server, &format!("{path}/cancel")))
+        .bearer_auth(BOB)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(cancelled.status(), StatusCode::NOT_FOUND);
+
+    // Bob's cancels did nothing: Alice's stream still generates, and she
+    // reads and cancels it from anywhere.
+    let next = alices.next().await.expect("a chunk").expect("ok");
+    assert_eq!(next.sequence, 2);
+    let mut resumed = resume(ALICE, &stream_id)
+        .await
+        .expect("alice resumes")
+        .into_inner();
+    assert_eq!(
+        resumed.next().await.expect("a chunk").expect("ok").sequence,
+        2
+    );
+    let resumed_http = client
+        .get(http_url(&server, &path))
+        .bearer_auth(ALICE)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resumed_http.status(), StatusCode::OK);
+    drop(resumed_http);
+    let cancelled = client
+        .post(http_url(&server, &format!("{path}/cancel")))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let (_, end) = common::drain(&mut alices).await;
+    assert_eq!(end.expect_err("cancelled").code(), Code::Cancelled);
+}

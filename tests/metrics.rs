@@ -399,3 +399,55 @@ async fn upstream_requests_errors_and_retries_are_counted_by_upstream() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn kept_resumable_streams_are_gauged_by_state() {
+    let server = start().await;
+    let generating = "agentstream_resumable_streams{state=\"generating\"}";
+    let ended = "agentstream_resumable_streams{state=\"ended\"}";
+    let before = scrape(&server).await;
+    assert_eq!(
+        (get(&before, generating), get(&before, ended)),
+        (0.0, 0.0),
+        "both series are exposed from the start: {before:?}"
+    );
+    assert!(before.contains_key(generating) && before.contains_key(ended));
+
+    let request = pb::StreamChatRequest {
+        resumable: true,
+        ..common::endless(1)
+    };
+    let mut stream = server
+        .chat()
+        .stream_chat(request)
+        .await
+        .expect("StreamChat")
+        .into_inner();
+    let first = stream.next().await.expect("a chunk").expect("ok");
+    let short = pb::StreamChatRequest {
+        resumable: true,
+        ..chat_request("synthetic", 3)
+    };
+    let finished = common::drain_ok(
+        &mut server
+            .chat()
+            .stream_chat(short)
+            .await
+            .expect("StreamChat")
+            .into_inner(),
+    )
+    .await;
+    assert!(!finished.is_empty());
+    let during = scrape(&server).await;
+    assert_eq!((get(&during, generating), get(&during, ended)), (1.0, 1.0));
+
+    server
+        .chat()
+        .cancel_stream(pb::CancelStreamRequest {
+            stream_id: first.stream_id.clone(),
+        })
+        .await
+        .expect("CancelStream");
+    let after = scrape(&server).await;
+    assert_eq!((get(&after, generating), get(&after, ended)), (0.0, 2.0));
+}

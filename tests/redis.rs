@@ -85,6 +85,84 @@ impl Redis {
     async fn start_again(&mut self) {
         self.child = spawn_redis(&self.binary, self.port, self._dir.path()).await;
     }
+
+    /// `CONFIG SET name value` on this Redis.
+    async fn config_set(&self, name: &str, value: &str) {
+        let client = redis::Client::open(self.url.as_str()).expect("url");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connects");
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async::<()>(&mut connection)
+            .await
+            .expect("CONFIG SET");
+    }
+}
+
+/// A TCP proxy in front of a Redis that can stall: while stalled it
+/// forwards nothing in either direction (a Redis that stopped answering,
+/// or a network that lost its packets); once it resumes, every byte held
+/// back is delivered.
+struct Proxy {
+    url: String,
+    stalled: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(redis: &Redis) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let addr = listener.local_addr().expect("addr");
+        let (stalled, _) = tokio::sync::watch::channel(false);
+        let upstream = format!("127.0.0.1:{}", redis.port);
+        let gate = stalled.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(forward(client_read, server_write, gate.subscribe()));
+                tokio::spawn(forward(server_read, client_write, gate.subscribe()));
+            }
+        });
+        Self {
+            url: format!("redis://{addr}/"),
+            stalled,
+        }
+    }
+
+    fn stall(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
+    }
+}
+
+/// Copies `from` to `to`, holding the bytes while the proxy is stalled.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if stalled.wait_for(|stalled| !*stalled).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Starts `redis-server` on `port`, returning once it accepts connections.
@@ -128,7 +206,15 @@ async fn replica_with(
     redis: &Redis,
     tweak: impl FnOnce(&mut agentstream::config::ServeConfig),
 ) -> TestServer {
-    let url = redis.url.clone();
+    replica_at(&redis.url, tweak).await
+}
+
+/// A replica on the Redis at `url`, configured further by `tweak`.
+async fn replica_at(
+    url: &str,
+    tweak: impl FnOnce(&mut agentstream::config::ServeConfig),
+) -> TestServer {
+    let url = url.to_owned();
     TestServer::start_with(move |config| {
         config.redis_url = Some(url);
         tweak(config);
@@ -293,12 +379,13 @@ impl Drop for Process {
     }
 }
 
-async fn replica_process(redis: &Redis, lease: &str) -> Process {
+async fn replica_process(redis: &Redis, lease: &str, extra: &[&str]) -> Process {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_agentstream"))
         .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "off"])
         .args(["--log-format", "json", "--redis-url", &redis.url])
         .args(["--redis-lease", lease])
+        .args(extra)
         .arg("--data-dir")
         .arg(data_dir.path())
         .env("RUST_LOG", "info")
@@ -339,7 +426,7 @@ async fn replica_process(redis: &Redis, lease: &str) -> Process {
 #[tokio::test]
 async fn the_tasks_of_a_killed_replica_become_failed_on_the_others() {
     let Some(redis) = redis().await else { return };
-    let mut a = replica_process(&redis, "1s").await;
+    let mut a = replica_process(&redis, "1s", &[]).await;
     let url = redis.url.clone();
     let b = TestServer::start_with(move |config| {
         config.redis_url = Some(url);
@@ -653,4 +740,328 @@ async fn a_reader_whose_redis_dies_ends_unavailable_and_service_returns_with_red
     let stream_id = chunks[0].stream_id.clone();
     let replay = common::drain_ok(&mut resume(&b, &stream_id, 0).await.expect("on B")).await;
     assert_eq!(replay, chunks);
+}
+
+#[tokio::test]
+async fn a_stream_whose_generating_replica_is_killed_ends_unavailable_and_stays_readable() {
+    let Some(redis) = redis().await else { return };
+    let mut a = replica_process(&redis, "1s", &["--mock-token-delay", "10ms"]).await;
+    let b = replica_with(&redis, |config| {
+        config.redis_lease = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut on_a = pb::chat_service_client::ChatServiceClient::new(common::connect(a.addr).await);
+    let request = pb::StreamChatRequest {
+        resumable: true,
+        ..common::endless(1)
+    };
+    let mut first = on_a
+        .stream_chat(request)
+        .await
+        .expect("StreamChat")
+        .into_inner();
+    let head = take(&mut first, 3).await;
+    let stream_id = head[0].stream_id.clone();
+    let mut on_b = resume(&b, &stream_id, 3).await.expect("resumes on B");
+    take(&mut on_b, 2).await;
+
+    a.child.kill().expect("kill -9");
+    a.child.wait().expect("reaped");
+    drop(first);
+
+    // B's reader does not hang: it ends with UNAVAILABLE (within about two
+    // lease times; PATIENCE bounds a hang, it is not a timing goal).
+    let (tail, end) = tokio::time::timeout(PATIENCE, common::drain(&mut on_b))
+        .await
+        .expect("the reader ends");
+    let end = end.expect_err("told the stream failed");
+    assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+    assert!(end.message().contains("is gone"), "{end:?}");
+    let made = 5 + tail.len();
+
+    // What A made before it died stays readable, every chunk once, and a
+    // later reader is told at once how the stream ended.
+    let (replayed, end) = tokio::time::timeout(
+        PATIENCE,
+        common::drain(&mut resume(&b, &stream_id, 0).await.expect("kept")),
+    )
+    .await
+    .expect("the replay ends");
+    assert_eq!(end.expect_err("failed").code(), tonic::Code::Unavailable);
+    assert_eq!(sequences(&replayed), (1..=made as u64).collect::<Vec<_>>());
+    assert_eq!(replayed[..3], head[..]);
+}
+
+/// `message` with `authorization: Bearer key`.
+fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let bearer = format!("Bearer {key}").parse().expect("ascii");
+    request.metadata_mut().insert("authorization", bearer);
+    request
+}
+
+#[tokio::test]
+async fn a_stream_is_bound_to_its_key_on_every_replica() {
+    const ALICE: &str = "sk-alice-3f9a0c1e7b2d4a68";
+    const BOB: &str = "sk-bob-51c7e2a9d0b34f16";
+    let Some(redis) = redis().await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, format!("alice:{ALICE}\nbob:{BOB}\n")).expect("keys file");
+    let keyed = |config: &mut agentstream::config::ServeConfig| {
+        config.api_keys_file = Some(keys.clone());
+        slow(config);
+    };
+    let (a, b) = (
+        replica_with(&redis, keyed).await,
+        replica_with(&redis, keyed).await,
+    );
+    let request = pb::StreamChatRequest {
+        resumable: true,
+        ..common::endless(1)
+    };
+    let mut alices = a
+        .chat()
+        .stream_chat(with_key(request, ALICE))
+        .await
+        .expect("StreamChat")
+        .into_inner();
+    let head = take(&mut alices, 2).await;
+    let stream_id = head[0].stream_id.clone();
+
+    // On B, Bob gets what an unknown id gets.
+    let resume_as = |key: &str, id: &str| {
+        let request = pb::ResumeStreamRequest {
+            stream_id: id.into(),
+            after_sequence: 2,
+        };
+        let request = with_key(request, key);
+        let mut chat = b.chat();
+        async move { chat.resume_stream(request).await }
+    };
+    let unknown = "stream-00000000000000000000000000000000";
+    let not_found = resume_as(BOB, unknown).await.expect_err("unknown");
+    assert_eq!(not_found.code(), tonic::Code::NotFound);
+    let bobs = resume_as(BOB, &stream_id).await.expect_err("not bob's");
+    assert_eq!(bobs.code(), tonic::Code::NotFound, "{bobs:?}");
+    assert_eq!(
+        bobs.message().replace(&stream_id, unknown),
+        not_found.message()
+    );
+    let cancel = pb::CancelStreamRequest {
+        stream_id: stream_id.clone(),
+    };
+    let bobs = b
+        .chat()
+        .cancel_stream(with_key(cancel.clone(), BOB))
+        .await
+        .expect_err("not bob's");
+    assert_eq!(bobs.code(), tonic::Code::NotFound, "{bobs:?}");
+    let http = common::http_client();
+    let path = format!("/v1/chat/streams/{stream_id}");
+    for response in [
+        http.get(common::http_url(&b, &path))
+            .bearer_auth(BOB)
+            .send(),
+        http.post(common::http_url(&b, &format!("{path}/cancel")))
+            .bearer_auth(BOB)
+            .send(),
+    ] {
+        let response = response.await.expect("response");
+        assert_eq!(response.status(), reqwest::StatusCode::NOT_FOUND);
+    }
+
+    // Alice's stream still generates; she follows it on B and cancels it.
+    assert_eq!(take(&mut alices, 1).await[0].sequence, 3);
+    let mut on_b = resume_as(ALICE, &stream_id)
+        .await
+        .expect("alice resumes on B")
+        .into_inner();
+    assert_eq!(take(&mut on_b, 1).await[0].sequence, 3);
+    b.chat()
+        .cancel_stream(with_key(cancel, ALICE))
+        .await
+        .expect("alice cancels on B");
+    let (_, end) = common::drain(&mut alices).await;
+    assert_eq!(end.expect_err("cancelled").code(), tonic::Code::Cancelled);
+}
+
+/// A task and a resumable stream started on A and followed on B.
+struct InFlight {
+    task_id: String,
+    stream_id: String,
+    on_a: Chunks,
+    on_b: Chunks,
+}
+
+async fn in_flight(a: &TestServer, b: &TestServer) -> InFlight {
+    let task = start(&mut a.tasks(), demo(10_000, 10)).await;
+    let request = pb::StreamChatRequest {
+        resumable: true,
+        ..common::endless(1)
+    };
+    let mut on_a = chat(a, request).await;
+    let head = take(&mut on_a, 2).await;
+    let stream_id = head[0].stream_id.clone();
+    let mut on_b = resume(b, &stream_id, 2).await.expect("resumes on B");
+    take(&mut on_b, 1).await;
+    InFlight {
+        task_id: task.task_id,
+        stream_id,
+        on_a,
+        on_b,
+    }
+}
+
+/// How `stream` ends (after any chunks), within a bound that only stops a
+/// hang (it is not a timing goal).
+async fn end_of(stream: &mut Chunks) -> tonic::Status {
+    let (_, end) = tokio::time::timeout(3 * PATIENCE, common::drain(stream))
+        .await
+        .expect("the stream ends rather than hang");
+    end.expect_err("the stream fails")
+}
+
+/// A call's status, bounded as in [`end_of`].
+async fn status_of<T>(
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> tonic::Status {
+    match tokio::time::timeout(3 * PATIENCE, call).await {
+        Ok(Ok(_)) => panic!("the call succeeded"),
+        Ok(Err(status)) => status,
+        Err(_) => panic!("the call hung"),
+    }
+}
+
+#[tokio::test]
+async fn a_full_redis_is_answered_with_resource_exhausted_and_service_returns_with_room() {
+    let Some(redis) = redis().await else { return };
+    let (a, b) = (replica_with(&redis, slow).await, replica(&redis).await);
+    let mut flight = in_flight(&a, &b).await;
+
+    // No write fits any more (noeviction: Redis refuses writes, not data).
+    redis.config_set("maxmemory-policy", "noeviction").await;
+    redis.config_set("maxmemory", "1").await;
+
+    // New work that needs Redis is refused with RESOURCE_EXHAUSTED (gRPC)
+    // and 429 (HTTP), saying why; nothing is INTERNAL, nothing panics.
+    let started = status_of(b.tasks().start_task(demo(3, 1))).await;
+    assert_eq!(
+        started.code(),
+        tonic::Code::ResourceExhausted,
+        "{started:?}"
+    );
+    assert!(started.message().contains("full"), "{started:?}");
+    let keep = pb::StreamChatRequest {
+        resumable: true,
+        ..common::endless(1)
+    };
+    let refused = status_of(b.chat().stream_chat(keep)).await;
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    let http = common::http_client();
+    let response = http
+        .post(common::http_url(&b, "/v1/tasks"))
+        .json(&serde_json::json!({"demo": {"steps": 3}}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("full")),
+        "{body}"
+    );
+
+    // The stream whose chunks no longer fit ends for both readers, and its
+    // generation stops (nothing piles up on A).
+    let end = end_of(&mut flight.on_b).await;
+    assert_eq!(end.code(), tonic::Code::ResourceExhausted, "{end:?}");
+    let end = end_of(&mut flight.on_a).await;
+    assert_eq!(end.code(), tonic::Code::ResourceExhausted, "{end:?}");
+    a.until("the generation stopped", |m| m.live_generations == 0)
+        .await;
+
+    // Chat that keeps nothing in Redis is still served.
+    common::drain_ok(&mut chat(&b, common::ask("still here")).await).await;
+
+    // With room again, both replicas serve tasks and streams again; the
+    // task that ran meanwhile is still known.
+    redis.config_set("maxmemory", "0").await;
+    let fetched = get(&mut b.tasks(), &flight.task_id).await;
+    assert_eq!(fetched.task_id, flight.task_id);
+    let task = start(&mut b.tasks(), demo(3, 1)).await;
+    let events = rest(&mut watch(&mut a.tasks(), &task.task_id, 0).await).await;
+    assert_eq!(events.last().map(state), Some(TaskState::Succeeded));
+    let chunks = common::drain_ok(&mut chat(&a, resumable(5)).await).await;
+    let mut replay = resume(&b, &chunks[0].stream_id, 0).await.expect("on B");
+    assert_eq!(common::drain_ok(&mut replay).await, chunks);
+    let _ = flight.stream_id;
+}
+
+#[tokio::test]
+async fn a_stalled_redis_times_calls_out_with_unavailable_and_service_returns() {
+    let Some(redis) = redis().await else { return };
+    let proxy = Proxy::start(&redis).await;
+    let (a, b) = (
+        replica_at(&proxy.url, slow).await,
+        replica_at(&proxy.url, |_| {}).await,
+    );
+    let mut flight = in_flight(&a, &b).await;
+
+    proxy.stall(true);
+    // Every call that needs Redis ends with UNAVAILABLE, saying Redis did
+    // not answer, instead of waiting for it.
+    let (mut getter, mut starter) = (b.tasks(), b.tasks());
+    let get_task = getter.get_task(pb::GetTaskRequest {
+        task_id: flight.task_id.clone(),
+    });
+    let start_task = starter.start_task(demo(3, 1));
+    let resumed = resume(&b, &flight.stream_id, 0);
+    let (got, started, resumed) = tokio::join!(
+        status_of(get_task),
+        status_of(start_task),
+        status_of(resumed)
+    );
+    for status in [got, started, resumed] {
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("Redis"), "{status:?}");
+    }
+    // Readers end rather than wait, and the generation that can no longer
+    // be shared stops: nothing accumulates while Redis is stalled.
+    let end = end_of(&mut flight.on_b).await;
+    assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+    let end = end_of(&mut flight.on_a).await;
+    assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+    a.until("the generation stopped", |m| m.live_generations == 0)
+        .await;
+
+    // Redis answers again: both replicas serve, the task is still known,
+    // and the chunks kept before the stall are still there.
+    proxy.stall(false);
+    let fetched = common::eventually("B reads the task again", || {
+        let mut tasks = b.tasks();
+        let id = flight.task_id.clone();
+        async move {
+            let request = pb::GetTaskRequest { task_id: id };
+            tasks.get_task(request).await.ok()
+        }
+    })
+    .await;
+    assert_eq!(
+        fetched.into_inner().task.expect("task").task_id,
+        flight.task_id
+    );
+    let mut replay = resume(&b, &flight.stream_id, 0).await.expect("kept");
+    let (replayed, end) = common::drain(&mut replay).await;
+    assert!(replayed.len() >= 3, "the chunks read before the stall");
+    assert_eq!(end.expect_err("failed").code(), tonic::Code::Unavailable);
+    let task = start(&mut b.tasks(), demo(3, 1)).await;
+    let events = rest(&mut watch(&mut a.tasks(), &task.task_id, 0).await).await;
+    assert_eq!(events.last().map(state), Some(TaskState::Succeeded));
 }

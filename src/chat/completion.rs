@@ -57,8 +57,14 @@ impl Chat {
     /// Checks `draft` and starts it as a resumable stream: it generates to
     /// its end whether or not the returned reader (the starting call's) is
     /// read; see [`crate::streams`].
-    pub async fn start_resumable(&self, draft: ChatDraft, span: &Span) -> Result<Follow> {
-        self.streams.start(self, draft, span).await
+    /// `owner` is the caller's API key name, to which the stream is bound.
+    pub async fn start_resumable(
+        &self,
+        draft: ChatDraft,
+        owner: Option<&str>,
+        span: &Span,
+    ) -> Result<Follow> {
+        self.streams.start(self, draft, owner, span).await
     }
 
     /// Checks `draft` and resolves its model.

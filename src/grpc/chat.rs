@@ -97,7 +97,7 @@ impl ChatService for ChatApi {
         let resumed = self
             .chat
             .streams()
-            .resume(&request.stream_id, request.after_sequence)
+            .resume(&request.stream_id, request.after_sequence, call.owner())
             .await;
         let follow = match resumed {
             Ok(follow) => follow,
@@ -115,7 +115,7 @@ impl ChatService for ChatApi {
         let cancelled = self
             .chat
             .streams()
-            .cancel(&request.into_inner().stream_id)
+            .cancel(&request.into_inner().stream_id, call.owner())
             .await;
         call::unary(call, cancelled.map(|()| pb::CancelStreamResponse {}))
     }
@@ -129,17 +129,23 @@ impl ChatApi {
         mut call: Call,
         request: pb::StreamChatRequest,
     ) -> Result<Response<GrpcStream<pb::StreamChatResponse>>, Status> {
-        let follow = match self.chat.start_resumable(draft(request), call.span()).await {
+        let started = self
+            .chat
+            .start_resumable(draft(request), call.owner(), call.span())
+            .await;
+        let follow = match started {
             Ok(follow) => follow,
             Err(error) => return Err(call.fail(error).into()),
         };
         call.record_model(&follow.header.model);
         let stream_id = follow.stream_id.clone();
         call.in_span(|| tracing::info!(%stream_id, "resumable stream started"));
+        let owner = call.owner().map(str::to_owned);
         let answered = call.stream(follow_to_wire(follow));
         if answered.is_err() {
             // Refused (drain, capacity) before anyone could read it: stop it.
-            let _ = self.chat.streams().cancel(&stream_id).await;
+            let streams = self.chat.streams();
+            let _ = streams.cancel(&stream_id, owner.as_deref()).await;
         }
         let mut response = call::stream(answered)?;
         // Also in the response headers, so a client has the id before the

@@ -106,7 +106,11 @@ async fn resumable(
         )]);
         return ApiError::from(call.fail(error)).into_response();
     }
-    match edge.chat.start_resumable(draft, call.span()).await {
+    let started = edge
+        .chat
+        .start_resumable(draft, call.owner(), call.span())
+        .await;
+    match started {
         Ok(follow) => streams::started(edge, call, headers, follow).await,
         Err(error) => ApiError::from(call.fail(names.rename(error))).into_response(),
     }

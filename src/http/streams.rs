@@ -49,10 +49,12 @@ pub(crate) async fn started(
 ) -> Response {
     let stream_id = follow.stream_id.clone();
     call.in_span(|| tracing::info!(%stream_id, "resumable stream started"));
+    let owner = call.owner().map(str::to_owned);
     let response = respond(edge, call, headers, follow);
     if !response.status().is_success() {
         // Refused (drain, capacity) before anyone could read it: stop it.
-        let _ = edge.chat.streams().cancel(&stream_id).await;
+        let streams = edge.chat.streams();
+        let _ = streams.cancel(&stream_id, owner.as_deref()).await;
     }
     response
 }
@@ -66,7 +68,10 @@ pub(crate) async fn resume(
 ) -> Response {
     let call = call::start(&edge.calls, Method::ResumeStream, &headers);
     let resumed = match stream::resume_point(&headers, &uri) {
-        Ok(after) => edge.chat.streams().resume(&stream_id, after).await,
+        Ok(after) => {
+            let streams = edge.chat.streams();
+            streams.resume(&stream_id, after, call.owner()).await
+        }
         Err(error) => Err(error),
     };
     match resumed {
@@ -82,7 +87,8 @@ pub(crate) async fn cancel(
     headers: call::CallHeaders,
 ) -> Response {
     let call = call::start(&edge.calls, Method::CancelStream, &headers);
-    match call.unary(edge.chat.streams().cancel(&stream_id).await) {
+    let cancelled = edge.chat.streams().cancel(&stream_id, call.owner()).await;
+    match call.unary(cancelled) {
         Ok(()) => axum::Json(serde_json::json!({})).into_response(),
         Err(error) => ApiError::from(error).into_response(),
     }

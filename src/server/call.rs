@@ -201,6 +201,12 @@ impl Call {
         self.usage = Some(meter);
     }
 
+    /// The name of the API key the call presented (`None` on an open
+    /// server): what owns the resumable streams it starts.
+    pub fn owner(&self) -> Option<&str> {
+        self.caller.as_ref().map(Caller::name)
+    }
+
     /// The call's span, for work done on its behalf.
     pub fn span(&self) -> &Span {
         &self.span

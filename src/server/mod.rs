@@ -208,7 +208,7 @@ impl Server {
         )
         .with_max_queued_ingest_bytes(config.max_queued_ingest_bytes)
         .with_metrics(metrics.clone());
-        register_scraped(&metrics, &registry, &documents);
+        register_scraped(&metrics, &registry, &documents, &streams);
         let tasks = Tasks::new(registry);
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -428,8 +428,30 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Gauges read at each scrape: tasks by kind and state, the index's size.
-fn register_scraped(metrics: &Metrics, registry: &TaskRegistry, documents: &DocumentIndex) {
+/// Gauges read at each scrape: tasks by kind and state, resumable streams
+/// by state, the index's size.
+fn register_scraped(
+    metrics: &Metrics,
+    registry: &TaskRegistry,
+    documents: &DocumentIndex,
+    streams: &Streams,
+) {
+    let kept = streams.clone();
+    metrics.register_scraped(ScrapedGauges::new(
+        "resumable_streams",
+        "Resumable chat streams kept by this process, by state (generating, or ended and kept \
+         for their time to live); with Redis, the streams this replica generates",
+        move || {
+            let kept = kept.kept();
+            [("generating", kept.generating), ("ended", kept.ended)]
+                .into_iter()
+                .map(|(state, n)| {
+                    let labels = vec![("state", state.to_owned())];
+                    (labels, i64::try_from(n).unwrap_or(i64::MAX))
+                })
+                .collect()
+        },
+    ));
     let registry = registry.clone();
     metrics.register_scraped(ScrapedGauges::new(
         "tasks",

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
 use super::{
-    ChunkStream, Follow, StreamLimits, StreamStore,
+    ChunkStream, Follow, KeptStreams, StreamLimits, StreamStore,
     log::{ChunkLog, Kept, Next},
 };
 use crate::{
@@ -57,11 +57,16 @@ struct Shared {
 struct Entry {
     id: String,
     header: CompletionHeader,
+    /// The API key name that started it (`None` on an open server).
+    owner: Option<String>,
     journal: watch::Sender<Journal>,
     /// How many readers follow the stream now.
     readers: watch::Sender<usize>,
-    /// Stops the generation (CancelStream, close).
+    /// Stops the generation (CancelStream, close, a failing shared store).
     stop: CancellationToken,
+    /// Why the generation was stopped, when it was not a cancel: the error
+    /// its readers end with.
+    failure: Mutex<Option<Error>>,
     /// Removes the entry at once (eviction at the limit, close).
     forget: CancellationToken,
 }
@@ -99,13 +104,14 @@ impl MemoryStreams {
 }
 
 impl StreamStore for MemoryStreams {
-    fn start(
-        &self,
+    fn start<'a>(
+        &'a self,
         header: CompletionHeader,
         chunks: ChunkStream,
-        span: &Span,
-    ) -> BoxFuture<'_, Result<Follow>> {
-        let started = self.shared.insert(header).map(|entry| {
+        owner: Option<&'a str>,
+        span: &'a Span,
+    ) -> BoxFuture<'a, Result<Follow>> {
+        let started = self.shared.insert(header, owner).map(|entry| {
             // The first reader counts before the task looks at the readers.
             let follow = follow(entry.clone(), 0, Counted::Yes);
             let task_span = tracing::info_span!(
@@ -121,16 +127,21 @@ impl StreamStore for MemoryStreams {
         async move { started }.boxed()
     }
 
-    fn follow<'a>(&'a self, id: &'a str, after: u64) -> BoxFuture<'a, Result<Follow>> {
-        let followed = self.shared.find(id).and_then(|entry| {
+    fn follow<'a>(
+        &'a self,
+        id: &'a str,
+        after: u64,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Follow>> {
+        let followed = self.shared.find_owned(id, owner).and_then(|entry| {
             entry.check_resume_point(after)?;
             Ok(follow(entry, after, Counted::Yes))
         });
         async move { followed }.boxed()
     }
 
-    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
-        let found = self.shared.find(id);
+    fn cancel<'a>(&'a self, id: &'a str, owner: Option<&'a str>) -> BoxFuture<'a, Result<()>> {
+        let found = self.shared.find_owned(id, owner);
         async move {
             let entry = found?;
             entry.stop.cancel();
@@ -146,6 +157,18 @@ impl StreamStore for MemoryStreams {
         .boxed()
     }
 
+    fn kept(&self) -> KeptStreams {
+        let streams = self.shared.lock();
+        let ended = streams
+            .values()
+            .filter(|entry| entry.journal.borrow().end.is_some())
+            .count();
+        KeptStreams {
+            generating: streams.len().saturating_sub(ended),
+            ended,
+        }
+    }
+
     fn close(&self) {
         self.shared.closed.cancel();
     }
@@ -158,7 +181,7 @@ impl Shared {
 
     /// Registers a new stream, making room at the limit by forgetting the
     /// finished, unread stream that ended first.
-    fn insert(&self, header: CompletionHeader) -> Result<Arc<Entry>> {
+    fn insert(&self, header: CompletionHeader, owner: Option<&str>) -> Result<Arc<Entry>> {
         if self.closed.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
@@ -181,6 +204,7 @@ impl Shared {
         }
         let entry = Arc::new(Entry::new(
             header,
+            owner,
             &self.closed,
             self.limits.max_buffer_bytes,
         ));
@@ -188,13 +212,20 @@ impl Shared {
         Ok(entry)
     }
 
+    /// Stream `id`, whoever owns it.
     fn find(&self, id: &str) -> Result<Arc<Entry>> {
-        self.lock().get(id).cloned().ok_or_else(|| {
-            Error::NotFound(format!(
-                "resumable stream `{}` (unknown, or expired after its time to live)",
-                id.escape_debug()
-            ))
-        })
+        self.lock().get(id).cloned().ok_or_else(|| not_found(id))
+    }
+
+    /// Stream `id` if `owner` owns it: another key's stream is as unknown
+    /// as a stream that does not exist.
+    fn find_owned(&self, id: &str, owner: Option<&str>) -> Result<Arc<Entry>> {
+        let entry = self.find(id)?;
+        if entry.owner.as_deref() == owner {
+            Ok(entry)
+        } else {
+            Err(not_found(id))
+        }
     }
 
     fn remove(&self, entry: &Entry) {
@@ -209,16 +240,23 @@ impl Shared {
 }
 
 impl Entry {
-    fn new(header: CompletionHeader, closed: &CancellationToken, max_bytes: usize) -> Self {
+    fn new(
+        header: CompletionHeader,
+        owner: Option<&str>,
+        closed: &CancellationToken,
+        max_bytes: usize,
+    ) -> Self {
         Self {
             id: format!("stream-{}", uuid::Uuid::new_v4().simple()),
             header,
+            owner: owner.map(str::to_owned),
             journal: watch::Sender::new(Journal {
                 log: ChunkLog::new(max_bytes),
                 end: None,
             }),
             readers: watch::Sender::new(0),
             stop: closed.child_token(),
+            failure: Mutex::new(None),
             forget: closed.child_token(),
         }
     }
@@ -258,6 +296,14 @@ impl Entry {
             journal.end.get_or_insert((ending, Instant::now()));
         });
     }
+}
+
+/// The error of an unknown stream (or one of another key).
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!(
+        "resumable stream `{}` (unknown, or expired after its time to live)",
+        id.escape_debug()
+    ))
 }
 
 /// The error of a reader whose next chunks were dropped from the buffer.
@@ -326,6 +372,22 @@ impl MemoryStreams {
             .find(id)
             .map(|entry| entry.stop.cancel())
             .is_ok()
+    }
+
+    /// Stops the generation of stream `id` because of `error` (the shared
+    /// store cannot keep it): its readers end with `error` rather than
+    /// CANCELLED. False for an unknown stream.
+    pub fn fail(&self, id: &str, error: Error) -> bool {
+        let Ok(entry) = self.shared.find(id) else {
+            return false;
+        };
+        entry
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(error);
+        entry.stop.cancel();
+        true
     }
 }
 
@@ -444,8 +506,18 @@ async fn run(shared: Arc<Shared>, entry: Arc<Entry>, mut chunks: ChunkStream) {
             entry.end(Ending::Failed(Error::ShuttingDown));
         }
         None => {
-            tracing::info!(chunks = chunks_made, "resumable stream cancelled");
-            entry.end(Ending::Cancelled);
+            let failure = entry
+                .failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(error) = failure {
+                tracing::warn!(chunks = chunks_made, %error, "resumable stream stopped: its store failed");
+                entry.end(Ending::Failed(error));
+            } else {
+                tracing::info!(chunks = chunks_made, "resumable stream cancelled");
+                entry.end(Ending::Cancelled);
+            }
         }
     }
     tokio::select! {

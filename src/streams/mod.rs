@@ -23,6 +23,11 @@
 //!   122 random bits from the OS generator, so knowing one id tells nothing
 //!   about another.
 //!
+//! - A stream belongs to the API key that started it (its name, the
+//!   *owner*; `None` on a server without keys): resuming or cancelling it
+//!   with another key answers NOT_FOUND, exactly as for an unknown id, so
+//!   a key cannot learn that another key's stream exists.
+//!
 //! [`StreamStore`] is what an engine implements; [`memory::MemoryStreams`]
 //! keeps everything in this process. The trait is object-safe with boxed
 //! futures, so an engine that keeps the chunks in a shared store (Redis)
@@ -100,29 +105,50 @@ impl fmt::Debug for Follow {
 
 /// Where resumable streams are kept, and who runs their generation.
 pub trait StreamStore: Send + Sync + fmt::Debug + 'static {
-    /// Keeps a new stream of `chunks` under a fresh id, starts generating it
-    /// whether or not anyone reads, and returns its first reader (from
-    /// sequence 1). Refuses with RESOURCE_EXHAUSTED at the limit of streams.
-    /// `span` is the starting call's: the generation's own span follows it.
-    fn start(
-        &self,
+    /// Keeps a new stream of `chunks`, owned by `owner`, under a fresh id,
+    /// starts generating it whether or not anyone reads, and returns its
+    /// first reader (from sequence 1). Refuses with RESOURCE_EXHAUSTED at
+    /// the limit of streams. `span` is the starting call's: the
+    /// generation's own span follows it.
+    fn start<'a>(
+        &'a self,
         header: CompletionHeader,
         chunks: ChunkStream,
-        span: &Span,
-    ) -> BoxFuture<'_, Result<Follow>>;
+        owner: Option<&'a str>,
+        span: &'a Span,
+    ) -> BoxFuture<'a, Result<Follow>>;
 
     /// A new reader of stream `id` from the chunk after `after`; NOT_FOUND
-    /// for an unknown or expired id, OUT_OF_RANGE when `after` is beyond
-    /// the last chunk or the chunks after it are no longer kept.
-    fn follow<'a>(&'a self, id: &'a str, after: u64) -> BoxFuture<'a, Result<Follow>>;
+    /// for an unknown or expired id or one `owner` does not own,
+    /// OUT_OF_RANGE when `after` is beyond the last chunk or the chunks
+    /// after it are no longer kept.
+    fn follow<'a>(
+        &'a self,
+        id: &'a str,
+        after: u64,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Follow>>;
 
     /// Stops the generation of stream `id` (idempotent: a stream that has
     /// ended is left as it is); its readers end with CANCELLED after the
-    /// chunks made so far, which stay kept. NOT_FOUND for an unknown id.
-    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// chunks made so far, which stay kept. NOT_FOUND for an unknown id or
+    /// one `owner` does not own.
+    fn cancel<'a>(&'a self, id: &'a str, owner: Option<&'a str>) -> BoxFuture<'a, Result<()>>;
+
+    /// How many streams this process keeps now (for the metrics gauge).
+    fn kept(&self) -> KeptStreams;
 
     /// Stops every generation and forgets every stream (server shutdown).
     fn close(&self);
+}
+
+/// How many resumable streams a process keeps, by whether they generate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeptStreams {
+    /// Streams still generating.
+    pub generating: usize,
+    /// Streams that ended and are kept for their time to live.
+    pub ended: usize,
 }
 
 /// The resumable streams of the server, as the edges use them.
@@ -142,27 +168,39 @@ impl Streams {
         Self::new(Arc::new(memory::MemoryStreams::new(limits)))
     }
 
-    /// Checks `draft` and starts it as a resumable stream; the returned
-    /// reader is the starting call's. The usage chunk is always included,
-    /// so that whoever resumes the stream learns its final usage.
-    pub async fn start(&self, chat: &Chat, mut draft: ChatDraft, span: &Span) -> Result<Follow> {
+    /// Checks `draft` and starts it as a resumable stream owned by `owner`
+    /// (the caller's API key name); the returned reader is the starting
+    /// call's. The usage chunk is always included, so that whoever resumes
+    /// the stream learns its final usage.
+    pub async fn start(
+        &self,
+        chat: &Chat,
+        mut draft: ChatDraft,
+        owner: Option<&str>,
+        span: &Span,
+    ) -> Result<Follow> {
         draft.include_usage = true;
         let completion = span.in_scope(|| chat.start(draft))?;
         let (header, chunks) = span.in_scope(|| completion.into_chunks());
-        self.store.start(header, chunks.boxed(), span).await
+        self.store.start(header, chunks.boxed(), owner, span).await
     }
 
     /// Resumes stream `id` after sequence `after` (0: from its first kept
-    /// chunk).
-    pub async fn resume(&self, id: &str, after: u64) -> Result<Follow> {
+    /// chunk) for `owner`.
+    pub async fn resume(&self, id: &str, after: u64, owner: Option<&str>) -> Result<Follow> {
         check_id(id)?;
-        self.store.follow(id, after).await
+        self.store.follow(id, after, owner).await
     }
 
-    /// Stops stream `id`; idempotent.
-    pub async fn cancel(&self, id: &str) -> Result<()> {
+    /// Stops stream `id` for `owner`; idempotent.
+    pub async fn cancel(&self, id: &str, owner: Option<&str>) -> Result<()> {
         check_id(id)?;
-        self.store.cancel(id).await
+        self.store.cancel(id, owner).await
+    }
+
+    /// How many streams this process keeps now.
+    pub fn kept(&self) -> KeptStreams {
+        self.store.kept()
     }
 
     /// Stops every generation and forgets every stream (server shutdown).

@@ -24,8 +24,11 @@
 //!   notice the flusher waits on; the flusher stops the local generation,
 //!   and the canceller answers once Redis says the stream has ended.
 //! - Faults: a reader whose reads keep failing for [`FAULT_WAIT`] ends
-//!   with UNAVAILABLE (never hangs); a stream whose generating replica lost
-//!   its lease (killed) ends its readers with UNAVAILABLE.
+//!   with UNAVAILABLE (never hangs). A stream whose generating replica lost
+//!   its lease (killed) is marked failed by the first reader that notices,
+//!   after a lease time without a chunk: every reader then ends with
+//!   UNAVAILABLE after the chunks that were kept, which stay readable for
+//!   `ttl`.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -34,18 +37,18 @@ use std::{
 };
 
 use futures::{FutureExt, StreamExt, future::BoxFuture};
-use redis::{AsyncCommands, streams::StreamRangeReply};
+use redis::{AsyncCommands, Script, streams::StreamRangeReply};
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
 use super::{
-    ChunkStream, Follow, Kept, StreamLimits, StreamStore,
+    ChunkStream, Follow, Kept, KeptStreams, StreamLimits, StreamStore,
     memory::{MemoryStreams, Presence},
 };
 use crate::{
     chat::{ChatChunk, CompletionHeader},
     error::{Error, ErrorKind, Result},
-    tasks::redis::{NOTICE_CHANNEL, Notice, RedisLink},
+    tasks::redis::{NOTICE_CHANNEL, Notice, RedisLink, store_error},
 };
 
 /// How long a reader or the flusher waits between looks without a notice.
@@ -80,6 +83,21 @@ const BYTES_PER_CHUNK: usize = 128;
 /// chunk (a replica killed mid-stream leaves keys that still expire).
 const GENERATING_SLACK: Duration = Duration::from_secs(60);
 
+/// Ends a stream that is still running: KEYS record, chunks; ARGV state,
+/// error kind, error message, time to live in ms, notice channel, stream
+/// id. Returns 1 when it ended it, 0 when it had ended (or is gone).
+const END: &str = r"
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'error_kind', ARGV[2], 'error', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+";
+
+/// Longest pause between two attempts to write a stream's end.
+const MAX_END_PAUSE: Duration = Duration::from_secs(5);
+
 /// Resumable streams shared by every replica on one Redis.
 #[derive(Debug)]
 pub struct RedisStreams {
@@ -104,17 +122,18 @@ impl RedisStreams {
 }
 
 impl StreamStore for RedisStreams {
-    fn start(
-        &self,
+    fn start<'a>(
+        &'a self,
         header: CompletionHeader,
         chunks: ChunkStream,
-        span: &Span,
-    ) -> BoxFuture<'_, Result<Follow>> {
-        let span = span.clone();
+        owner: Option<&'a str>,
+        span: &'a Span,
+    ) -> BoxFuture<'a, Result<Follow>> {
         async move {
-            let follow = self.local.start(header, chunks, &span).await?;
+            let follow = self.local.start(header, chunks, owner, span).await?;
             let id = follow.stream_id.clone();
-            if let Err(error) = create(&self.link, &id, &follow.header, self.limits.ttl).await {
+            let created = create(&self.link, &id, &follow.header, owner, self.limits.ttl).await;
+            if let Err(error) = created {
                 self.local.stop(&id);
                 return Err(redis_error(error));
             }
@@ -128,21 +147,28 @@ impl StreamStore for RedisStreams {
             };
             let flush_span =
                 tracing::info_span!(parent: None, "resumable_stream_flush", stream_id = %id);
-            flush_span.follows_from(&span);
+            flush_span.follows_from(span);
             tokio::spawn(flusher.run(tap).instrument(flush_span));
             Ok(follow)
         }
         .boxed()
     }
 
-    fn follow<'a>(&'a self, id: &'a str, after: u64) -> BoxFuture<'a, Result<Follow>> {
+    fn follow<'a>(
+        &'a self,
+        id: &'a str,
+        after: u64,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Follow>> {
         async move {
             let mut notice = self.link.notice(id);
             let deadline = Instant::now() + FLUSH_LAG;
             let record = loop {
                 notice.mark_seen();
                 let record = record_of(&self.link, id).await.map_err(redis_error)?;
-                let record = record.ok_or_else(|| not_found(id))?;
+                let record = record
+                    .filter(|record| record.key.as_deref() == owner)
+                    .ok_or_else(|| not_found(id))?;
                 // The generating replica's reader may be a little ahead of
                 // what its flusher has written: wait for it a moment.
                 let lagging = after > record.last_sequence && record.ending.is_none();
@@ -178,11 +204,13 @@ impl StreamStore for RedisStreams {
         .boxed()
     }
 
-    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+    fn cancel<'a>(&'a self, id: &'a str, owner: Option<&'a str>) -> BoxFuture<'a, Result<()>> {
         async move {
             let mut notice = self.link.notice(id);
             let record = record(&self.link, id).await.map_err(redis_error)?;
-            let record = Record::parse(&record).ok_or_else(|| not_found(id))?;
+            let record = Record::parse(&record)
+                .filter(|record| record.key.as_deref() == owner)
+                .ok_or_else(|| not_found(id))?;
             if record.ending.is_some() {
                 return Ok(());
             }
@@ -218,6 +246,12 @@ impl StreamStore for RedisStreams {
         .boxed()
     }
 
+    /// The streams this replica generates, and their local copies kept
+    /// after they ended (the streams other replicas generate are theirs).
+    fn kept(&self) -> KeptStreams {
+        self.local.kept()
+    }
+
     fn close(&self) {
         self.local.close();
     }
@@ -235,7 +269,10 @@ enum Ending {
 #[derive(Debug)]
 struct Record {
     header: CompletionHeader,
+    /// The replica that generates it.
     owner: String,
+    /// The API key name that started it (`None` on an open server).
+    key: Option<String>,
     last_sequence: u64,
     ending: Option<Ending>,
 }
@@ -260,6 +297,7 @@ impl Record {
                 model: get("model")?,
             },
             owner: get("owner")?,
+            key: get("key"),
             last_sequence: get("last_sequence")?.parse().ok()?,
             ending,
         })
@@ -271,10 +309,11 @@ async fn create(
     link: &RedisLink,
     id: &str,
     header: &CompletionHeader,
+    key: Option<&str>,
     ttl: Duration,
 ) -> redis::RedisResult<()> {
     let mut redis = link.connection();
-    let fields = [
+    let mut fields = vec![
         ("completion_id", header.id.clone()),
         ("created", header.created.to_string()),
         ("model", header.model.clone()),
@@ -283,6 +322,9 @@ async fn create(
         ("last_sequence", "0".to_owned()),
         ("read_at", now_ms().to_string()),
     ];
+    if let Some(key) = key {
+        fields.push(("key", key.to_owned()));
+    }
     redis::pipe()
         .atomic()
         .hset_multiple(record_key(id), &fields)
@@ -326,13 +368,15 @@ impl Flusher {
             };
             let waited = next.is_none();
             let ending = match next {
-                Some(Some(Ok(kept))) => {
-                    if !self.write_chunk(&kept).await {
-                        self.local.stop(&self.id);
-                        return;
+                Some(Some(Ok(kept))) => match self.write_chunk(&kept).await {
+                    Ok(()) => None,
+                    Err(error) => {
+                        // The chunks can no longer be shared: stop making
+                        // them, and tell every reader why.
+                        self.local.fail(&self.id, error.clone());
+                        Some(Ending::Failed(error))
                     }
-                    None
-                }
+                },
                 Some(Some(Err(Error::Cancelled(_)))) => Some(Ending::Cancelled),
                 Some(Some(Err(error))) => Some(Ending::Failed(error)),
                 Some(None) => Some(Ending::Finished),
@@ -379,12 +423,11 @@ impl Flusher {
         }
     }
 
-    /// Appends one chunk, retrying for [`FAULT_WAIT`]; false if Redis kept
-    /// failing.
-    async fn write_chunk(&self, kept: &Kept) -> bool {
-        let Ok(encoded) = serde_json::to_string(&kept.chunk) else {
-            return false;
-        };
+    /// Appends one chunk, retrying for [`FAULT_WAIT`]; the error if Redis
+    /// kept failing (RESOURCE_EXHAUSTED when it is full).
+    async fn write_chunk(&self, kept: &Kept) -> Result<()> {
+        let encoded = serde_json::to_string(&kept.chunk)
+            .map_err(|error| Error::Internal(format!("cannot encode a chunk: {error}")))?;
         let deadline = Instant::now() + FAULT_WAIT;
         loop {
             let mut redis = self.link.connection();
@@ -409,10 +452,10 @@ impl Flusher {
                 .query_async(&mut redis)
                 .await;
             match written {
-                Ok(()) => return true,
+                Ok(()) => return Ok(()),
                 Err(error) if Instant::now() >= deadline => {
                     tracing::warn!(%error, "cannot write a resumable stream's chunk to Redis; stopping it");
-                    return false;
+                    return Err(redis_error(error));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot write a resumable stream's chunk to Redis; retrying");
@@ -422,52 +465,77 @@ impl Flusher {
         }
     }
 
-    /// Records how the stream ended (an expired stream is deleted).
+    /// Records how the stream ended (an expired stream is deleted). Redis
+    /// may be failing (that may be why the stream ended): the end is retried
+    /// until it is written or the stream's keys would have expired, so that
+    /// no reader anywhere waits for a stream that has stopped.
     async fn write_end(&self, ending: Ending) {
-        let deadline = Instant::now() + FAULT_WAIT;
+        let deadline = Instant::now() + self.ttl + GENERATING_SLACK;
+        let mut pause = POLL_INTERVAL;
+        let mut warned = false;
         loop {
-            let mut redis = self.link.connection();
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            match &ending {
+            let written = match &ending {
+                // Expired: nobody read it within the time to live.
                 Ending::Failed(Error::NotFound(_)) => {
-                    // Expired: nobody read it within the time to live.
-                    pipe.del(record_key(&self.id)).ignore();
-                    pipe.del(chunks_key(&self.id)).ignore();
+                    let mut redis = self.link.connection();
+                    redis::pipe()
+                        .del(record_key(&self.id))
+                        .ignore()
+                        .del(chunks_key(&self.id))
+                        .ignore()
+                        .publish(NOTICE_CHANNEL, &self.id)
+                        .ignore()
+                        .query_async::<()>(&mut redis)
+                        .await
                 }
-                ending => {
-                    let (state, kind, message) = match ending {
-                        Ending::Finished => ("finished", String::new(), String::new()),
-                        Ending::Cancelled => ("cancelled", String::new(), String::new()),
-                        Ending::Failed(error) => (
-                            "failed",
-                            error.kind().as_str().to_owned(),
-                            error.to_string(),
-                        ),
-                    };
-                    let fields = [
-                        ("state", state.to_owned()),
-                        ("error_kind", kind),
-                        ("error", message),
-                    ];
-                    pipe.hset_multiple(record_key(&self.id), &fields).ignore();
-                    pipe.pexpire(record_key(&self.id), expiry(self.ttl))
-                        .ignore();
-                    pipe.pexpire(chunks_key(&self.id), expiry(self.ttl))
-                        .ignore();
-                }
-            }
-            pipe.publish(NOTICE_CHANNEL, &self.id).ignore();
-            match pipe.query_async::<()>(&mut redis).await {
+                ending => end(&self.link, &self.id, ending, self.ttl).await.map(drop),
+            };
+            match written {
                 Ok(()) => return,
                 Err(error) if Instant::now() >= deadline => {
-                    tracing::warn!(%error, "cannot write a resumable stream's end to Redis");
+                    tracing::warn!(%error, "cannot write a resumable stream's end to Redis; giving up");
                     return;
                 }
-                Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
+                Err(error) => {
+                    if !warned {
+                        tracing::warn!(%error, "cannot write a resumable stream's end to Redis; retrying");
+                        warned = true;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_END_PAUSE);
+                }
             }
         }
     }
+}
+
+/// Records that stream `id` ended with `ending` unless it already ended
+/// (or is gone), keeps its keys `ttl` and wakes its readers; true when
+/// written.
+async fn end(
+    link: &RedisLink,
+    id: &str,
+    ending: &Ending,
+    ttl: Duration,
+) -> redis::RedisResult<bool> {
+    let (state, kind, message) = match ending {
+        Ending::Finished => ("finished", "", String::new()),
+        Ending::Cancelled => ("cancelled", "", String::new()),
+        Ending::Failed(error) => ("failed", error.kind().as_str(), error.to_string()),
+    };
+    let mut redis = link.connection();
+    let written: i64 = Script::new(END)
+        .key(record_key(id))
+        .key(chunks_key(id))
+        .arg(state)
+        .arg(kind)
+        .arg(message)
+        .arg(expiry(ttl))
+        .arg(NOTICE_CHANNEL)
+        .arg(id)
+        .invoke_async(&mut redis)
+        .await?;
+    Ok(written == 1)
 }
 
 /// A reader of a stream in Redis, on any replica.
@@ -596,12 +664,26 @@ impl Reader {
         }
         let stalled = self.progressed.elapsed() >= self.link.lease();
         if stalled && !self.link.replica_alive(&record.owner).await? {
-            return Ok(Step::End(Some(Error::Unavailable(format!(
-                "the replica generating resumable stream `{}` is gone",
-                self.id
-            )))));
+            // Ended for every reader, here and on other replicas: the next
+            // look (of anyone) reads how it ended from the record.
+            self.orphaned().await?;
+            return Ok(Step::Again);
         }
         Ok(Step::Wait)
+    }
+
+    /// Records that the stream's generating replica is gone (unless the
+    /// stream ended meanwhile): it ends with UNAVAILABLE for every reader,
+    /// its kept chunks stay readable, and its keys expire `ttl` later.
+    async fn orphaned(&self) -> redis::RedisResult<()> {
+        let error = Error::Unavailable(format!(
+            "the replica generating resumable stream `{}` is gone; the chunks it made are kept",
+            self.id
+        ));
+        if end(&self.link, &self.id, &Ending::Failed(error), self.ttl).await? {
+            tracing::warn!(stream_id = %self.id, "resumable stream of a stopped replica marked failed");
+        }
+        Ok(())
     }
 
     /// Stamps `read_at` about once a second, and keeps an ended stream's
@@ -675,11 +757,7 @@ fn not_found(id: &str) -> Error {
 
 /// Redis out of memory is RESOURCE_EXHAUSTED; anything else UNAVAILABLE.
 fn redis_error(error: redis::RedisError) -> Error {
-    if error.code() == Some("OOM") {
-        Error::ResourceExhausted(format!("the stream store is full: {error}"))
-    } else {
-        Error::Unavailable(format!("the stream store (Redis) failed: {error}"))
-    }
+    store_error("stream store", &error)
 }
 
 fn record_key(id: &str) -> String {

@@ -783,12 +783,34 @@ fn not_found(id: &str) -> Error {
     Error::NotFound(format!("task `{id}`"))
 }
 
-/// Redis out of memory (`maxmemory`) is RESOURCE_EXHAUSTED; anything else
-/// UNAVAILABLE.
-fn redis_error(error: redis::RedisError) -> Error {
-    if error.code() == Some("OOM") {
-        Error::ResourceExhausted(format!("the task store is full: {error}"))
+/// A Redis failure as the error a client gets: `what` (the task store,
+/// the stream store) is full (RESOURCE_EXHAUSTED) when Redis is out of
+/// memory under `maxmemory` with `noeviction`, else unavailable (down,
+/// unreachable, or slower than the response timeout).
+pub fn store_error(what: &str, error: &redis::RedisError) -> Error {
+    if is_full(error) {
+        Error::ResourceExhausted(format!(
+            "the {what} (Redis) is full (maxmemory); retry later: {error}"
+        ))
+    } else if error.is_timeout() {
+        Error::Unavailable(format!(
+            "the {what} (Redis) did not answer in time: {error}"
+        ))
     } else {
-        Error::Unavailable(format!("the task store (Redis) failed: {error}"))
+        Error::Unavailable(format!("the {what} (Redis) failed: {error}"))
     }
+}
+
+/// Whether Redis refused a write for want of memory: an `OOM` reply, also
+/// inside a pipeline or an aborted transaction (`EXECABORT`).
+fn is_full(error: &redis::RedisError) -> bool {
+    error.code() == Some("OOM")
+        || error
+            .clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "OOM"))
+}
+
+fn redis_error(error: redis::RedisError) -> Error {
+    store_error("task store", &error)
 }

@@ -9,6 +9,8 @@
 //!   messages, byte for byte the same size, from a hand-written stream;
 //! - `report` turns the JSON lines of interleaved runs into medians and
 //!   ratios to the baseline (the tables of BENCHMARKS.md);
+//! - `task-store` measures task event throughput and WatchTask latency of
+//!   servers keeping tasks in memory and in Redis, side by side;
 //! - `rag-eval` measures RagService's retrieval and answers on a corpus
 //!   with known answers (eval/rag, docs/rag.md).
 //!
@@ -22,6 +24,7 @@ mod report;
 mod scenarios;
 mod server;
 mod stats;
+mod task_store;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -54,6 +57,9 @@ enum Command {
     /// Retrieval and answer quality of RagService on a corpus with known
     /// answers (eval/rag).
     RagEval(rag_eval::RagEvalArgs),
+    /// Task event throughput and WatchTask latency of servers keeping tasks
+    /// in memory and in Redis, interleaved round by round.
+    TaskStore(task_store::TaskStoreArgs),
 }
 
 /// The scenarios of issue 7.
@@ -168,6 +174,7 @@ fn main() -> ExitCode {
         Command::Baseline(args) => runtime(args.threads).block_on(baseline::serve(args)),
         Command::Report(args) => report::run(&args),
         Command::RagEval(args) => runtime(1).block_on(rag_eval::run(args)),
+        Command::TaskStore(args) => runtime(1).block_on(task_store::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

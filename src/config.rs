@@ -13,7 +13,11 @@ use std::{
     time::Duration,
 };
 
-use crate::{llm::openai::UpstreamSpec, server::transport::TransportLimits};
+use crate::{
+    llm::openai::UpstreamSpec,
+    offload::{self, OffloadLimits},
+    server::transport::TransportLimits,
+};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,6 +73,15 @@ pub struct ServeConfig {
     /// Largest total message content of one chat request, in bytes.
     /// Default 1 MiB.
     pub max_request_bytes: usize,
+    /// Requests with at least this many bytes of prompt have their tokens
+    /// counted on blocking threads, off the async workers. Default 16 KiB.
+    pub offload_threshold_bytes: usize,
+    /// Most large prompts counted at once. Default: half the cores (at
+    /// least 1).
+    pub max_offload_running: usize,
+    /// Most large prompts waiting for their turn; beyond it such requests
+    /// get RESOURCE_EXHAUSTED. Default 64.
+    pub max_offload_queued: usize,
     /// Most streaming calls served at once. Default 50000.
     pub max_active_streams: usize,
     /// Most client connections open at once; beyond it new connections are
@@ -77,6 +90,10 @@ pub struct ServeConfig {
     /// Most concurrent streams on one HTTP/2 connection (advertised as
     /// SETTINGS_MAX_CONCURRENT_STREAMS). Default 2000.
     pub max_streams_per_connection: u32,
+    /// Most streaming calls one connection may have open at once, so one
+    /// client's connection cannot take the whole `max_active_streams`
+    /// budget. Default: a quarter of `max_active_streams` (at least 1).
+    pub max_active_streams_per_connection: Option<usize>,
     /// Time a new connection has to send its HTTP/2 preface or first HTTP/1
     /// request. Default 10 s.
     pub handshake_timeout: Duration,
@@ -99,6 +116,10 @@ pub struct ServeConfig {
     pub max_finished_tasks: usize,
     /// Most tasks pending or running at once. Default 1000.
     pub max_unfinished_tasks: usize,
+    /// Most demo tasks pending or running at once, within
+    /// `max_unfinished_tasks`, so that demo tasks cannot take the room
+    /// ingestion needs. Default 16.
+    pub max_demo_tasks: usize,
     /// Events kept per running task (at least 4). Default 1000.
     pub max_task_events: usize,
     /// Events kept per finished task (at least 4). Default 100.
@@ -145,9 +166,13 @@ impl Default for ServeConfig {
             default_max_tokens: 512,
             max_tokens_limit: 262_144,
             max_request_bytes: 1 << 20,
+            offload_threshold_bytes: offload::DEFAULT_THRESHOLD_BYTES,
+            max_offload_running: offload::default_max_running(),
+            max_offload_queued: 64,
             max_active_streams: 50_000,
             max_connections: 10_000,
             max_streams_per_connection: 2_000,
+            max_active_streams_per_connection: None,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             keepalive_interval: Duration::from_secs(30),
@@ -157,6 +182,7 @@ impl Default for ServeConfig {
             task_retention: Duration::from_secs(3600),
             max_finished_tasks: 10_000,
             max_unfinished_tasks: 1_000,
+            max_demo_tasks: 16,
             max_task_events: 1_000,
             max_finished_task_events: 100,
             resumable_ttl: Duration::from_secs(600),
@@ -172,11 +198,29 @@ impl Default for ServeConfig {
 }
 
 impl ServeConfig {
+    /// The streaming calls one connection may have open: as configured, or
+    /// a quarter of `max_active_streams` (at least 1).
+    pub fn active_streams_per_connection(&self) -> usize {
+        self.max_active_streams_per_connection
+            .unwrap_or(self.max_active_streams / 4)
+            .max(1)
+    }
+
+    /// The bounds of the offloaded request work.
+    pub fn offload_limits(&self) -> OffloadLimits {
+        OffloadLimits {
+            threshold_bytes: self.offload_threshold_bytes,
+            max_running: self.max_offload_running,
+            max_queued: self.max_offload_queued,
+        }
+    }
+
     /// The limits of the connection layer.
     pub fn transport_limits(&self) -> TransportLimits {
         TransportLimits {
             max_connections: self.max_connections,
             max_streams_per_connection: self.max_streams_per_connection,
+            max_active_streams_per_connection: self.active_streams_per_connection(),
             handshake_timeout: self.handshake_timeout,
             idle_timeout: self.idle_timeout,
             keepalive_interval: self.keepalive_interval,

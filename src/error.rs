@@ -18,11 +18,13 @@ pub enum Error {
     #[error("invalid request: {}", ViolationList(.0))]
     InvalidArgument(Vec<FieldViolation>),
     /// The request names a model that no backend serves.
-    #[error("model `{model}` is not served here; available: {available}")]
+    #[error("model `{model}` is not served here; {}", ModelHint(.available))]
     ModelNotFound {
         /// The model asked for.
         model: String,
-        /// The models served, comma-separated.
+        /// The models served, comma-separated; empty when the server does
+        /// not list them in errors (API keys configured: callers ask
+        /// ListModels).
         available: String,
     },
     /// A named resource (task, document) does not exist.
@@ -162,6 +164,20 @@ impl Error {
             Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::Internal(_) => ErrorKind::Internal,
             Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
+        }
+    }
+}
+
+/// The end of a model-not-found message: the models served, or where to
+/// find them.
+struct ModelHint<'a>(&'a str);
+
+impl fmt::Display for ModelHint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("ListModels (GET /v1/models) lists the models served")
+        } else {
+            write!(f, "available: {}", self.0)
         }
     }
 }

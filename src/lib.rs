@@ -28,6 +28,8 @@
 //! - [`streams`] keeps resumable chat streams (the one place chat work
 //!   outlives its call), behind a trait an engine implements;
 //! - [`error`] is the core's one error type; each edge converts it once;
+//! - [`offload`] runs CPU-heavy request work (counting large prompts) on
+//!   blocking threads, bounded, so small calls keep their latency;
 //! - [`grpc`] is the gRPC edge, the only user of [`pb`] in the server;
 //! - [`http`] is the HTTP edge (axum, its own port): OpenAI-compatible chat,
 //!   event streams (SSE, NDJSON, text, WebSocket), gRPC-Web over the gRPC
@@ -46,6 +48,7 @@ pub mod grpc;
 pub mod http;
 pub mod llm;
 pub mod metrics;
+pub mod offload;
 pub mod pb;
 pub mod rag;
 pub mod server;

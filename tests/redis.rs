@@ -381,6 +381,42 @@ async fn a_task_started_on_one_replica_is_watched_listed_fetched_and_cancelled_t
 }
 
 #[tokio::test]
+async fn a_page_token_of_one_replica_pages_on_another_and_forged_ones_are_refused() {
+    let Some(redis) = redis().await else { return };
+    let (a, b) = (replica(&redis).await, replica(&redis).await);
+    let (mut on_a, mut on_b) = (a.tasks(), b.tasks());
+    for _ in 0..3 {
+        start(&mut on_a, demo(1, 0)).await;
+    }
+    let page = |page_token: String| pb::ListTasksRequest {
+        page_size: 1,
+        page_token,
+    };
+    let first = on_a
+        .list_tasks(page(String::new()))
+        .await
+        .expect("ListTasks");
+    let token = first.into_inner().next_page_token;
+    assert!(!token.is_empty());
+    let second = on_b
+        .list_tasks(page(token.clone()))
+        .await
+        .expect("A's token pages on B")
+        .into_inner();
+    assert_eq!(second.tasks.len(), 1);
+    // A replica started later shares the same key.
+    let c = replica(&redis).await;
+    let again = c.tasks().list_tasks(page(token)).await.expect("and on C");
+    let ids = |tasks: &[pb::Task]| tasks.iter().map(|t| t.task_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&again.into_inner().tasks), ids(&second.tasks));
+    let status = on_b
+        .list_tasks(page("before-99999999999999".into()))
+        .await
+        .expect_err("forged");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+}
+
+#[tokio::test]
 async fn a_watcher_moving_from_one_replica_to_another_misses_nothing() {
     let Some(redis) = redis().await else { return };
     let (a, b) = (replica(&redis).await, replica(&redis).await);

@@ -471,6 +471,65 @@ async fn list_pages_newest_first() {
     assert!(all.next_page_token.is_empty());
 }
 
+/// One ListTasks page.
+async fn list_page(
+    client: &mut Client,
+    page_size: u32,
+    page_token: &str,
+) -> Result<pb::ListTasksResponse, Status> {
+    let request = pb::ListTasksRequest {
+        page_size,
+        page_token: page_token.into(),
+    };
+    client
+        .list_tasks(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn forged_page_tokens_are_refused() {
+    let server = TestServer::start().await;
+    let mut client = server.tasks();
+    for _ in 0..3 {
+        start(&mut client, demo(1, 0, 0)).await;
+    }
+    let first = list_page(&mut client, 1, "").await.expect("first page");
+    let token = first.next_page_token;
+    assert!(!token.is_empty());
+    let second = list_page(&mut client, 1, &token)
+        .await
+        .expect("a real token works");
+    assert_eq!(second.tasks.len(), 1);
+    assert_ne!(second.tasks[0].task_id, first.tasks[0].task_id);
+
+    // A token the server did not issue: a cursor written by hand (the
+    // format tokens used to have), any edited character, another server's.
+    let other = TestServer::start().await;
+    let mut other_client = other.tasks();
+    for _ in 0..2 {
+        start(&mut other_client, demo(1, 0, 0)).await;
+    }
+    let foreign = list_page(&mut other_client, 1, "")
+        .await
+        .expect("page")
+        .next_page_token;
+    let mut forged = vec![
+        "before-18446744073709551615".to_owned(),
+        "before-2".to_owned(),
+        foreign,
+    ];
+    for i in [token.len() / 2, token.len() - 1] {
+        let mut edited = token.clone().into_bytes();
+        edited[i] = if edited[i] == b'0' { b'1' } else { b'0' };
+        forged.push(String::from_utf8(edited).expect("ascii"));
+    }
+    for bad in forged {
+        let status = list_page(&mut client, 1, &bad).await.expect_err(&bad);
+        assert_eq!(bad_request_fields(&status), ["page_token"], "{bad}");
+    }
+}
+
 #[tokio::test]
 async fn finished_tasks_beyond_the_retention_count_are_forgotten() {
     let server = TestServer::start_with(|config| config.max_finished_tasks = 1).await;

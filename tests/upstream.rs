@@ -457,6 +457,154 @@ async fn a_rejected_request_is_invalid_argument_with_the_upstream_message() {
     assert_eq!(fake.requests(), 1, "never retried");
 }
 
+/// Asserts that `message` names upstream `fake` and nothing of where it
+/// runs (`host` is its `127.0.0.1:PORT`) or of its raw body.
+fn assert_sanitized(message: &str, host: &str) {
+    let port = host.rsplit(':').next().expect("port");
+    for leak in [
+        host,
+        "127.0.0.1",
+        port,
+        "cluster.local",
+        "internal-gpu-7",
+        "<html>",
+        "/v1/",
+    ] {
+        assert!(!message.contains(leak), "{leak:?} leaked in {message:?}");
+    }
+    assert!(message.contains("upstream `fake`"), "{message}");
+}
+
+#[tokio::test]
+async fn upstream_error_bodies_never_reach_clients_with_the_upstreams_address() {
+    let said =
+        "backend http://{host}/v1/chat/completions (gpu-7.cluster.local:8000 behind {host}) failed";
+    let html = "<html><body>502 from internal-gpu-7 at {host}</body></html>";
+    let replies = [
+        (
+            error(400, said, Some("http://{host}/")),
+            Code::InvalidArgument,
+        ),
+        (error(401, said, None), Code::FailedPrecondition),
+        (error(404, said, None), Code::FailedPrecondition),
+        (error(418, said, None), Code::Internal),
+        (error(500, said, None), Code::Unavailable),
+        (
+            Reply::Status {
+                status: 502,
+                headers: Vec::new(),
+                body: html.into(),
+            },
+            Code::Unavailable,
+        ),
+        (
+            Reply::Status {
+                status: 429,
+                headers: vec![("retry-after", "30".into())],
+                body: serde_json::json!({"error": {"message": said}}).to_string(),
+            },
+            Code::ResourceExhausted,
+        ),
+    ];
+    for (reply, code) in replies {
+        let fake = FakeOpenAi::start(vec![reply], &[]).await;
+        let host = fake.addr.to_string();
+        let server = server_for(&fake.url(), ",retries=0").await;
+        let (_, status) = failure(&server, ask("hi")).await;
+        assert_eq!(status.code(), code, "{status:?}");
+        assert_sanitized(status.message(), &host);
+        if let Some(bad) = status.get_details_bad_request() {
+            assert!(
+                bad.field_violations
+                    .iter()
+                    .all(|v| !v.field.contains(&host))
+            );
+        }
+        // The HTTP edge says the same.
+        let http = common::http_client()
+            .post(common::http_url(&server, "/v1/chat/completions"))
+            .json(&serde_json::json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .expect("HTTP call");
+        let body = http.text().await.expect("body");
+        assert_sanitized(&body, &host);
+    }
+
+    // Mid-stream, in an error event.
+    let frames = vec![
+        data(&content(0, "partial ", None)),
+        data(&serde_json::json!({"error": {"message": said}}).to_string()),
+    ];
+    let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
+    let host = fake.addr.to_string();
+    let server = server_for(&fake.url(), "").await;
+    let (_, end) = drain(&mut open(&server, ask("hi")).await).await;
+    let status = end.expect_err("fails");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_sanitized(status.message(), &host);
+    assert!(status.message().contains("failed"), "{}", status.message());
+
+    // Nobody listening: the client hears why, not where.
+    let url = refused_url().await;
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_owned();
+    let server = server_for(&url, ",retries=0").await;
+    let (_, status) = failure(&server, ask("hi")).await;
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_sanitized(status.message(), &host);
+    assert!(status.message().contains("refused"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn with_api_keys_an_unknown_model_lists_no_model() {
+    let fake = FakeOpenAi::start(
+        vec![stream(completion(&["up"], "stop", None))],
+        &["secret-upstream-model"],
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "tester:sk-agentstream-test-key-0001\n").expect("keys");
+    let spec = upstream_spec(&fake.url(), "");
+    let server = TestServer::start_with(move |c| {
+        c.upstreams = vec![spec];
+        c.api_keys_file = Some(keys);
+    })
+    .await;
+    let mut request = tonic::Request::new(ask("hi"));
+    request.get_mut().model = "gpt-99".into();
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer sk-agentstream-test-key-0001"
+            .parse()
+            .expect("header"),
+    );
+    let status = match server.chat().stream_chat(request).await {
+        Err(status) => status,
+        Ok(response) => drain(&mut response.into_inner())
+            .await
+            .1
+            .expect_err("not found"),
+    };
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("gpt-99"), "{}", status.message());
+    for model in [MODEL, "echo", "synthetic"] {
+        assert!(
+            !status.message().contains(model),
+            "{model} listed: {}",
+            status.message()
+        );
+    }
+    assert!(
+        status.message().contains("ListModels"),
+        "{}",
+        status.message()
+    );
+}
+
 #[tokio::test]
 async fn bad_credentials_are_the_servers_problem_and_the_key_never_leaks() {
     for status_code in [401, 403] {

@@ -10,14 +10,16 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use futures::Stream;
+use futures::{Stream, StreamExt, TryStreamExt, stream};
 use tracing::Span;
 
 use super::{ChatChunk, ChatDraft, ChatLimits, ChatRequest, chat_chunks};
 use crate::{
     error::Result,
-    llm::{Backend, Models, UsageMeter},
+    llm::{Backend, GenerationRequest, GenerationStream, Models, UsageMeter},
+    offload::{Offload, Ticket},
     streams::{Follow, Streams},
+    tokenizer::Tokenizer,
 };
 
 /// Runs chat completions over the server's models within its limits.
@@ -26,6 +28,7 @@ pub struct Chat {
     models: Arc<Models>,
     limits: ChatLimits,
     streams: Streams,
+    offload: Offload,
 }
 
 impl Chat {
@@ -36,7 +39,13 @@ impl Chat {
             models,
             limits,
             streams: Streams::default(),
+            offload: Offload::default(),
         }
+    }
+
+    /// The same completions, large prompts counted in `offload`.
+    pub fn with_offload(self, offload: Offload) -> Self {
+        Self { offload, ..self }
     }
 
     /// The same completions, resumable ones kept by `streams`.
@@ -67,15 +76,20 @@ impl Chat {
         self.streams.start(self, draft, owner, span).await
     }
 
-    /// Checks `draft` and resolves its model.
+    /// Checks `draft`, resolves its model and, for a large prompt, takes
+    /// its place in the offload pool (RESOURCE_EXHAUSTED when the pool is
+    /// full): its tokens are then counted off the async workers when the
+    /// chunks are first pulled.
     pub fn start(&self, draft: ChatDraft) -> Result<Completion> {
         let mut request = ChatRequest::validate(draft, &self.limits)?;
         let (model, backend) = self.models.resolve(&request.generation.model)?;
         request.generation.model = model;
+        let offload = self.offload.admit(prompt_bytes(&request.generation))?;
         Ok(Completion {
             header: CompletionHeader::new(&request.generation.model),
             request,
             backend,
+            offload,
         })
     }
 }
@@ -85,6 +99,8 @@ pub struct Completion {
     header: CompletionHeader,
     request: ChatRequest,
     backend: Arc<dyn Backend>,
+    /// The prompt's place in the offload pool, when it is large.
+    offload: Option<Ticket>,
 }
 
 impl Completion {
@@ -106,9 +122,43 @@ impl Completion {
         CompletionHeader,
         impl Stream<Item = Result<ChatChunk>> + Send + 'static,
     ) {
-        let events = self.backend.generate(self.request.generation);
+        let events = match self.offload {
+            None => self.backend.generate(self.request.generation),
+            Some(ticket) => offloaded(ticket, self.backend, self.request.generation),
+        };
         (self.header, chat_chunks(events, self.request.include_usage))
     }
+}
+
+/// Bytes of a request that the tokenizer reads: what makes counting its
+/// prompt (and echoing it) expensive.
+fn prompt_bytes(request: &GenerationRequest) -> usize {
+    request
+        .messages
+        .iter()
+        .map(|m| m.content.len() + m.name.len())
+        .sum()
+}
+
+/// The generation of a large prompt: when first pulled, the prompt is
+/// counted and the backend's setup done (a built-in model tokenizes its
+/// answer then) on a blocking thread of the offload pool; the events then
+/// flow as usual. Waiting for a turn happens inside the stream, so the
+/// call's deadline and cancel apply to it.
+fn offloaded(
+    ticket: Ticket,
+    backend: Arc<dyn Backend>,
+    mut request: GenerationRequest,
+) -> GenerationStream {
+    // The backend's spans are children of the call's, on any thread.
+    let span = Span::current();
+    let setup = ticket.run(move || {
+        span.in_scope(|| {
+            request.prompt_tokens = Some(Tokenizer::cl100k().prompt_tokens(&request.messages));
+            backend.generate(request)
+        })
+    });
+    stream::once(setup).try_flatten().boxed()
 }
 
 /// What every chunk of one completion repeats.

@@ -203,6 +203,7 @@ impl ChatRequest {
                 tool_choice,
                 parallel_tool_calls: raw.parallel_tool_calls,
                 usage: UsageMeter::default(),
+                prompt_tokens: None,
             },
             include_usage: raw.include_usage,
         })

@@ -12,7 +12,10 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     error::{Error, Result},
-    server::{Call, CallMeta, CallStream, Calls, Method, auth::Caller, call::REQUEST_ID_HEADER},
+    server::{
+        Call, CallMeta, CallStream, Calls, ConnectionStreams, Method, auth::Caller,
+        call::REQUEST_ID_HEADER,
+    },
     telemetry,
 };
 
@@ -33,6 +36,7 @@ pub fn start<T>(calls: &Calls, method: Method, request: &Request<T>) -> Call {
             request_id,
             timeout: grpc_timeout(metadata),
             caller: request.extensions().get::<Caller>(),
+            connection: request.extensions().get::<ConnectionStreams>(),
         },
     );
     telemetry::accept_trace_context(call.span(), metadata.as_ref());

@@ -10,7 +10,9 @@ use std::{convert::Infallible, ops::Deref};
 
 use axum::{extract::FromRequestParts, http::HeaderMap, http::request::Parts};
 
-use crate::server::{Call, CallMeta, Calls, Method, auth::Caller, call::REQUEST_ID_HEADER};
+use crate::server::{
+    Call, CallMeta, Calls, ConnectionStreams, Method, auth::Caller, call::REQUEST_ID_HEADER,
+};
 
 /// A request's headers and the caller the API key check let in (when keys
 /// are configured): what a handler needs to start its call.
@@ -18,6 +20,7 @@ use crate::server::{Call, CallMeta, Calls, Method, auth::Caller, call::REQUEST_I
 pub(crate) struct CallHeaders {
     headers: HeaderMap,
     caller: Option<Caller>,
+    connection: Option<ConnectionStreams>,
 }
 
 impl Deref for CallHeaders {
@@ -35,6 +38,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CallHeaders {
         Ok(Self {
             headers: parts.headers.clone(),
             caller: parts.extensions.get::<Caller>().cloned(),
+            connection: parts.extensions.get::<ConnectionStreams>().cloned(),
         })
     }
 }
@@ -44,6 +48,11 @@ impl CallHeaders {
     pub(crate) fn caller(&self) -> Option<&Caller> {
         self.caller.as_ref()
     }
+
+    /// The share of streams of the connection the request came on.
+    pub(crate) fn connection(&self) -> Option<&ConnectionStreams> {
+        self.connection.as_ref()
+    }
 }
 
 /// Starts the call of `method` for a request with `headers`. The request id
@@ -51,17 +60,25 @@ impl CallHeaders {
 /// sent none. HTTP clients have no standard deadline header, so the call
 /// has none (a client that gives up closes the connection, which cancels).
 pub(crate) fn start(calls: &Calls, method: Method, headers: &CallHeaders) -> Call {
-    let call = start_with_id(calls, method, request_id(headers), headers.caller());
+    let call = start_with_id(
+        calls,
+        method,
+        request_id(headers),
+        headers.caller(),
+        headers.connection(),
+    );
     crate::telemetry::accept_trace_context(call.span(), headers);
     call
 }
 
-/// Starts the call of `method` under `request_id`, made by `caller`.
+/// Starts the call of `method` under `request_id`, made by `caller` on
+/// `connection`.
 pub(crate) fn start_with_id(
     calls: &Calls,
     method: Method,
     request_id: &str,
     caller: Option<&Caller>,
+    connection: Option<&ConnectionStreams>,
 ) -> Call {
     calls.start(
         method,
@@ -69,6 +86,7 @@ pub(crate) fn start_with_id(
             request_id,
             timeout: None,
             caller,
+            connection,
         },
     )
 }

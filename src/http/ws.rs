@@ -42,7 +42,7 @@ use super::{
 use crate::{
     chat::ChatChunk,
     error::Error,
-    server::{Method, auth::Caller},
+    server::{ConnectionStreams, Method, auth::Caller},
 };
 
 /// Messages waiting for a slow client before it is disconnected.
@@ -112,6 +112,8 @@ struct Origin {
     request_id: Arc<str>,
     /// The key that opened it, when keys are configured.
     caller: Option<Caller>,
+    /// The share of streams of the connection it runs on.
+    connection: Option<ConnectionStreams>,
 }
 
 /// `GET /v1/chat/ws`.
@@ -123,6 +125,7 @@ pub(crate) async fn upgrade(
     let origin = Origin {
         request_id: Arc::from(call::request_id(&headers)),
         caller: headers.caller().cloned(),
+        connection: headers.connection().cloned(),
     };
     let limit = edge.body_limit.0;
     upgrade
@@ -241,6 +244,7 @@ fn start(
         Method::StreamChat,
         &format!("{}/{id}", origin.request_id),
         origin.caller.as_ref(),
+        origin.connection.as_ref(),
     );
     let include_usage = request.include_usage();
     let completion = call.in_span(|| request.start(&edge.chat, include_usage));

@@ -64,7 +64,7 @@ impl MockBackend {
     }
 
     fn run(&self, script: Script, request: GenerationRequest) -> GenerationStream {
-        let prompt_tokens = self.tokenizer.prompt_tokens(&request.messages);
+        let prompt_tokens = request.prompt_tokens_with(&self.tokenizer);
         let tokens = self.metrics.tokens_of(&request.model);
         tokens.prompt(u64::from(prompt_tokens));
         request.usage.set_prompt(prompt_tokens);

@@ -233,6 +233,19 @@ pub struct GenerationRequest {
     pub parallel_tool_calls: Option<bool>,
     /// Where the backend counts the tokens as it goes.
     pub usage: UsageMeter,
+    /// The prompt's tokens when they were counted before the generation
+    /// (large prompts are, off the async workers: see [`crate::offload`]);
+    /// `None`: the backend counts them when it needs them.
+    pub prompt_tokens: Option<u32>,
+}
+
+impl GenerationRequest {
+    /// The prompt's tokens: as counted before, or counted now with
+    /// `tokenizer`.
+    pub fn prompt_tokens_with(&self, tokenizer: &crate::tokenizer::Tokenizer) -> u32 {
+        self.prompt_tokens
+            .unwrap_or_else(|| tokenizer.prompt_tokens(&self.messages))
+    }
 }
 
 /// One event of a generation.
@@ -318,6 +331,9 @@ pub trait Backend: Send + Sync + 'static {
 pub struct Models {
     backends: BTreeMap<String, Arc<dyn Backend>>,
     default_model: String,
+    /// Whether an unknown model's error lists the models served (not
+    /// when API keys are configured: the list is for ListModels).
+    list_in_errors: bool,
     /// When the registry was built (the server started serving), Unix
     /// seconds: every model's `created` in listings.
     created: i64,
@@ -343,8 +359,16 @@ impl Models {
         Self {
             backends: BTreeMap::new(),
             default_model: default_model.into(),
+            list_in_errors: true,
             created,
         }
+    }
+
+    /// Whether the error for an unknown model lists the models served
+    /// (the default); a server with API keys turns it off, so that model
+    /// names (an upstream's, too) reach callers through ListModels only.
+    pub fn list_models_in_errors(&mut self, list: bool) {
+        self.list_in_errors = list;
     }
 
     /// Serves every model of `backend` (later registrations win).
@@ -366,7 +390,11 @@ impl Models {
             Some(backend) => Ok((name.to_owned(), backend.clone())),
             None => Err(Error::ModelNotFound {
                 model: name.to_owned(),
-                available: self.names().join(", "),
+                available: if self.list_in_errors {
+                    self.names().join(", ")
+                } else {
+                    String::new()
+                },
             }),
         }
     }

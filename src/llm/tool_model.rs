@@ -68,7 +68,7 @@ impl ToolModel {
 
     /// Streams `calls` as tool-call pieces for every choice, then the usage.
     fn call(&self, calls: &[PlannedCall], request: GenerationRequest) -> GenerationStream {
-        let prompt_tokens = self.tokenizer.prompt_tokens(&request.messages);
+        let prompt_tokens = request.prompt_tokens_with(&self.tokenizer);
         request.usage.set_prompt(prompt_tokens);
         let completion = request.usage.completion_counter();
         let pieces: Arc<Vec<_>> = Arc::new(

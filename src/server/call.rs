@@ -112,6 +112,30 @@ pub struct CallMeta<'a> {
     pub timeout: Option<Duration>,
     /// The API key's caller, when keys are configured.
     pub caller: Option<&'a Caller>,
+    /// The share of streams of the connection the call came on (set by the
+    /// server's transport; absent for calls made in-process).
+    pub connection: Option<&'a ConnectionStreams>,
+}
+
+/// One connection's share of streaming calls
+/// (`--max-active-streams-per-connection`): the transport makes one per
+/// connection and hands it to every request of it, so that one client's
+/// connection cannot take the whole `--max-active-streams` budget.
+#[derive(Debug, Clone)]
+pub struct ConnectionStreams {
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl ConnectionStreams {
+    /// A connection that may have `limit` streams open at once.
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.min(Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
 }
 
 /// Starts the bookkeeping of calls; one per server, shared by every service
@@ -162,6 +186,7 @@ impl Calls {
             started: Instant::now(),
             timeout: meta.timeout,
             caller: meta.caller.cloned(),
+            connection: meta.connection.cloned(),
             calls: self.clone(),
         }
     }
@@ -184,6 +209,7 @@ pub struct Call {
     started: Instant,
     timeout: Option<Duration>,
     caller: Option<Caller>,
+    connection: Option<ConnectionStreams>,
     calls: Calls,
 }
 
@@ -249,8 +275,8 @@ impl Call {
     }
 
     /// Answers with a stream of items; refuses when the server is draining
-    /// or already serves its maximum of streams, or the caller's key its
-    /// share of them.
+    /// or already serves its maximum of streams, or the call's connection
+    /// or the caller's key its share of them.
     pub fn stream<T: Send + 'static>(
         self,
         items: impl Stream<Item = Result<T>> + Send + 'static,
@@ -263,6 +289,19 @@ impl Call {
             return Err(self.fail(Error::ResourceExhausted(format!(
                 "the server is at its limit of {limit} concurrent streams; retry later"
             ))));
+        };
+        let connection_permit = match &self.connection {
+            None => None,
+            Some(connection) => match connection.permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let limit = connection.limit;
+                    return Err(self.fail(Error::ResourceExhausted(format!(
+                        "this connection is at its limit of {limit} concurrent streams; \
+                         retry later or open another connection"
+                    ))));
+                }
+            },
         };
         let key_permit = match self.caller.as_ref().map(Caller::admit_stream) {
             None | Some(Ok(None)) => None,
@@ -287,6 +326,7 @@ impl Call {
             shutdown: self.calls.shutdown.clone(),
             registered: None,
             _permit: permit,
+            _connection_permit: connection_permit,
             _key_permit: key_permit,
             _live: metrics.stream(),
             series: self
@@ -315,6 +355,8 @@ pin_project! {
         registered: Option<Waker>,
         // The stream's place under `--max-active-streams`.
         _permit: OwnedSemaphorePermit,
+        // Its place in its connection's share, when it came on one.
+        _connection_permit: Option<OwnedSemaphorePermit>,
         // Its place under `--max-streams-per-key`, when that applies.
         _key_permit: Option<OwnedSemaphorePermit>,
         _live: LiveGuard,

@@ -22,7 +22,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use auth::{ApiKeys, RequireKeyLayer};
-pub use call::{Call, CallMeta, CallStream, Calls, Method};
+pub use call::{Call, CallMeta, CallStream, Calls, ConnectionStreams, Method};
 pub use shutdown::Shutdown;
 use transport::{Protocols, Transport, tls::Tls};
 
@@ -37,6 +37,7 @@ use crate::{
         tool_model::ToolModel,
     },
     metrics::{Metrics, ScrapedGauges},
+    offload::Offload,
     rag::{DocumentIndex, Rag},
     streams::{StreamLimits, Streams, redis::RedisStreams},
     tasks::{
@@ -108,6 +109,7 @@ pub enum ServeError {
 
 /// A running server.
 pub struct Server {
+    offload: Offload,
     addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
@@ -152,6 +154,7 @@ impl Server {
 
         let tokenizer = Tokenizer::cl100k();
         let mut models = Models::new(config.default_model.clone());
+        models.list_models_in_errors(config.api_keys_file.is_none());
         models.register(Arc::new(MockBackend::new(
             config.mock_token_delay,
             tokenizer,
@@ -180,7 +183,10 @@ impl Server {
             ))),
             None => Streams::in_memory(stream_limits(&config)),
         };
-        let chat = Chat::new(models.clone(), chat_limits(&config)).with_streams(streams.clone());
+        let offload = Offload::new(config.offload_limits());
+        let chat = Chat::new(models.clone(), chat_limits(&config))
+            .with_streams(streams.clone())
+            .with_offload(offload.clone());
         let registry = match redis {
             Some(store) => TaskRegistry::with_store(task_limits(&config), store),
             None => TaskRegistry::new(task_limits(&config)),
@@ -254,6 +260,7 @@ impl Server {
         });
         tracing::info!(%addr, scheme, default_model = %config.default_model, %access, "agentstream listening");
         Ok(Self {
+            offload,
             addr,
             http_addr,
             metrics_addr,
@@ -294,6 +301,12 @@ impl Server {
         self.documents.clone()
     }
 
+    /// The pool of CPU-heavy request work (for tests and tools in the same
+    /// process).
+    pub fn offload(&self) -> Offload {
+        self.offload.clone()
+    }
+
     /// Waits until the server has stopped.
     pub async fn wait(self) -> Result<(), ServeError> {
         self.task.await?
@@ -331,6 +344,7 @@ fn task_limits(config: &ServeConfig) -> TaskLimits {
         retention: config.task_retention,
         max_finished_tasks: config.max_finished_tasks,
         max_unfinished_tasks: config.max_unfinished_tasks,
+        max_demo_tasks: config.max_demo_tasks,
         max_events: config.max_task_events,
         max_finished_events: config.max_finished_task_events,
     }

@@ -20,6 +20,7 @@ use futures::{
 use tokio::time::Instant;
 
 use super::{
+    page_token,
     store::{CancelRequest, TaskCounts, TaskLimits, TaskPage, TaskSnapshot, TaskStore, TaskWatch},
     watch::Journal,
 };
@@ -30,6 +31,8 @@ use crate::error::{Error, Result};
 pub struct MemoryStore {
     limits: TaskLimits,
     tasks: Mutex<Index>,
+    /// Signs page tokens: random per process, like the tasks themselves.
+    page_token_key: page_token::SigningKey,
 }
 
 /// The index of tasks, behind the store's lock.
@@ -49,6 +52,7 @@ impl MemoryStore {
         Self {
             limits,
             tasks: Mutex::default(),
+            page_token_key: page_token::SigningKey::random(),
         }
     }
 
@@ -159,5 +163,9 @@ impl TaskStore for MemoryStore {
             *counts.entry((journal.kind, journal.state())).or_insert(0) += 1;
         }
         Some(counts)
+    }
+
+    fn page_token_key(&self) -> &[u8] {
+        self.page_token_key.as_bytes()
     }
 }

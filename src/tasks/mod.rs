@@ -23,12 +23,14 @@
 //! call; [`request`] checks their drafts; [`work`] runs the work of tasks
 //! and cancels it; [`store`] is where tasks are kept; [`watch`] is a task's
 //! journal and how watchers follow it; [`log`] is the pure event log;
-//! [`state`] is the life cycle; [`demo`] is the simulated job.
+//! [`state`] is the life cycle; [`demo`] is the simulated job;
+//! [`page_token`] signs ListTasks page tokens.
 //! Other services start their own kinds of task with [`TaskRegistry::start`].
 
 pub mod demo;
 pub mod log;
 pub mod memory;
+pub mod page_token;
 pub mod redis;
 pub mod request;
 pub mod service;

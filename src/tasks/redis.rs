@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, watch};
 use super::{
     TaskState,
     log::{Change, TaskEvent, TaskStatus},
+    page_token::SigningKey,
     store::{CancelRequest, TaskLimits, TaskPage, TaskSnapshot, TaskStore, TaskWatch},
     watch::Journal,
 };
@@ -65,6 +66,10 @@ const LIST_KEY: &str = "agentstream:tasks";
 
 /// The ids of unfinished tasks, which the lease sweep checks.
 const UNFINISHED_KEY: &str = "agentstream:unfinished";
+
+/// The key that signs ListTasks page tokens, shared by every replica
+/// (hex; created by the first replica with `SET NX`, never expires).
+const PAGE_TOKEN_KEY: &str = "agentstream:page-token-key";
 
 /// Appends one event: KEYS record, stream; ARGV sequence, keep, retention
 /// in ms (0 while unfinished), then the entry's field/value pairs.
@@ -127,6 +132,8 @@ struct Shared {
     notices: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Cancel requests for the runner, until it takes them.
     cancels: Mutex<Option<mpsc::Receiver<CancelRequest>>>,
+    /// Signs page tokens; the same on every replica.
+    page_token_key: SigningKey,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -150,6 +157,7 @@ impl RedisStore {
             .set_response_timeout(Some(Duration::from_secs(5)));
         let redis = ConnectionManager::new_with_config(client.clone(), config).await?;
         let (cancel_tx, cancel_rx) = mpsc::channel(CANCEL_QUEUE);
+        let page_token_key = shared_page_token_key(&mut redis.clone()).await?;
         let shared = Arc::new(Shared {
             limits,
             lease: options.lease.max(Duration::from_millis(300)),
@@ -158,11 +166,33 @@ impl RedisStore {
             append: Script::new(APPEND),
             notices: Mutex::default(),
             cancels: Mutex::new(Some(cancel_rx)),
+            page_token_key,
         });
         shared.renew_lease().await?;
         tokio::spawn(listen(client, Arc::downgrade(&shared), cancel_tx));
         tokio::spawn(keep_lease(Arc::downgrade(&shared)));
         Ok(Self { shared })
+    }
+}
+
+/// The page-token key every replica on this Redis uses: the one stored,
+/// or a new random one stored now (`SET NX`, so that replicas starting
+/// together agree on the first one written).
+async fn shared_page_token_key(redis: &mut ConnectionManager) -> redis::RedisResult<SigningKey> {
+    let _: Option<String> = redis::cmd("SET")
+        .arg(PAGE_TOKEN_KEY)
+        .arg(SigningKey::random().to_hex())
+        .arg("NX")
+        .query_async(redis)
+        .await?;
+    let stored: Option<String> = redis.get(PAGE_TOKEN_KEY).await?;
+    match stored.as_deref().and_then(SigningKey::from_hex) {
+        Some(key) => Ok(key),
+        None => Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "the page-token key in Redis is not 32 bytes of hex",
+            PAGE_TOKEN_KEY.to_owned(),
+        ))),
     }
 }
 
@@ -353,6 +383,10 @@ impl TaskStore for RedisStore {
             .unwrap_or_else(PoisonError::into_inner)
             .take()?;
         Some(tokio_stream_from(receiver))
+    }
+
+    fn page_token_key(&self) -> &[u8] {
+        self.shared.page_token_key.as_bytes()
     }
 }
 

@@ -4,7 +4,7 @@
 //! calls the checks here before any work starts, so limits and field paths
 //! are the same for every protocol.
 
-use super::DemoSpec;
+use super::{DemoSpec, page_token::PageTokens};
 use crate::{
     error::Result,
     validation::{PageDraft, Violations, invalid},
@@ -16,10 +16,6 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 1_000;
 /// Longest task id accepted; the server's own are 37 bytes.
 pub const MAX_TASK_ID_BYTES: usize = 128;
-
-/// What page tokens start with; the rest is the creation order of the last
-/// task of the previous page, so pages stay stable as tasks come and go.
-const PAGE_TOKEN_PREFIX: &str = "before-";
 
 /// A StartTask request as a client sent it: which kind of task, with its
 /// raw parameters.
@@ -98,8 +94,10 @@ pub struct ListRequest {
     pub before: Option<u64>,
 }
 
-/// Checks a ListTasks request.
-pub fn list_request(draft: &ListDraft) -> Result<ListRequest> {
+/// Checks a ListTasks request; its page token must be one that `tokens`
+/// issued (the list key of the last task of the previous page, signed, so
+/// pages stay stable as tasks come and go and forged tokens are refused).
+pub fn list_request(draft: &ListDraft, tokens: &PageTokens) -> Result<ListRequest> {
     let mut violations = Violations::new();
     violations.require(draft.page_size <= MAX_PAGE_SIZE, "page_size", || {
         format!("must be at most {MAX_PAGE_SIZE}, got {}", draft.page_size)
@@ -107,14 +105,11 @@ pub fn list_request(draft: &ListDraft) -> Result<ListRequest> {
     let before = if draft.page_token.is_empty() {
         None
     } else {
-        let order = draft
-            .page_token
-            .strip_prefix(PAGE_TOKEN_PREFIX)
-            .and_then(|order| order.parse::<u64>().ok());
-        violations.require(order.is_some(), "page_token", || {
-            "not a token returned by ListTasks; leave empty for the first page".into()
+        let before = tokens.verify(&draft.page_token);
+        violations.require(before.is_some(), "page_token", || {
+            "not a token this server's ListTasks returned; leave empty for the first page".into()
         });
-        order
+        before
     };
     violations.finish()?;
     let page_size = match draft.page_size {
@@ -127,29 +122,30 @@ pub fn list_request(draft: &ListDraft) -> Result<ListRequest> {
     })
 }
 
-/// The page token of the page after the task of creation order `order`.
-pub fn page_token(order: u64) -> String {
-    format!("{PAGE_TOKEN_PREFIX}{order}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn tokens() -> PageTokens {
+        PageTokens::new(b"test key")
+    }
+
     fn page(page_size: u32, page_token: &str) -> Result<(usize, Option<u64>)> {
-        list_request(&ListDraft {
+        let draft = ListDraft {
             page_size,
             page_token: page_token.into(),
-        })
-        .map(|list| (list.page_size, list.before))
+        };
+        list_request(&draft, &tokens()).map(|list| (list.page_size, list.before))
     }
 
     #[test]
     fn page_tokens_round_trip_and_garbage_is_refused() {
         assert_eq!(page(0, "").ok(), Some((50, None)));
-        assert_eq!(page(1000, &page_token(42)).ok(), Some((1000, Some(42))));
+        let token = tokens().issue(42);
+        assert_eq!(page(1000, &token).ok(), Some((1000, Some(42))));
         assert!(page(1001, "").is_err());
-        for bad in ["42", "before-", "before-x", "before--1"] {
+        let other = PageTokens::new(b"another key").issue(42);
+        for bad in ["42", "before-42", "before-x", &other] {
             assert!(page(10, bad).is_err(), "{bad}");
         }
     }

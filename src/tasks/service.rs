@@ -62,12 +62,15 @@ impl Tasks {
 
     /// One page of the tasks, newest first.
     pub async fn list(&self, draft: &ListDraft) -> Result<TaskListing> {
-        let list = request::list_request(draft)?;
+        let tokens = self.registry.page_tokens();
+        let list = request::list_request(draft, tokens)?;
         let TaskPage { tasks, next_before } =
             self.registry.list(list.page_size, list.before).await?;
         Ok(TaskListing {
             tasks,
-            next_page_token: next_before.map(request::page_token).unwrap_or_default(),
+            next_page_token: next_before
+                .map(|before| tokens.issue(before))
+                .unwrap_or_default(),
         })
     }
 }

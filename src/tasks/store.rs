@@ -28,6 +28,10 @@ pub struct TaskLimits {
     pub max_finished_tasks: usize,
     /// Most unfinished tasks `TaskRegistry::try_start` accepts (per replica).
     pub max_unfinished_tasks: usize,
+    /// Most unfinished demo tasks `TaskRegistry::try_start` accepts (per
+    /// replica), within `max_unfinished_tasks`: demo tasks have a small
+    /// budget of their own, so they cannot take the room ingestion needs.
+    pub max_demo_tasks: usize,
     /// Most events kept per unfinished task (older progress is compacted).
     pub max_events: usize,
     /// Most events kept per finished task.
@@ -40,6 +44,7 @@ impl Default for TaskLimits {
             retention: Duration::from_secs(3600),
             max_finished_tasks: 10_000,
             max_unfinished_tasks: 1_000,
+            max_demo_tasks: 16,
             max_events: 1_000,
             max_finished_events: 100,
         }
@@ -119,6 +124,11 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     fn counts(&self) -> Option<TaskCounts> {
         None
     }
+
+    /// The key that signs ListTasks page tokens
+    /// ([`super::page_token`]): the same for every replica that sees this
+    /// store's tasks, so a token from one is honoured by all.
+    fn page_token_key(&self) -> &[u8];
 }
 
 /// Tasks by kind and state.

@@ -16,12 +16,15 @@ use std::{
 };
 
 use futures::{FutureExt, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
     TaskState,
     memory::MemoryStore,
+    page_token::PageTokens,
+    service::DEMO_TASK_KIND,
     store::{CancelRequest, TaskCounts, TaskLimits, TaskPage, TaskSnapshot, TaskStore, TaskWatch},
     watch::{Ending, Journal},
 };
@@ -42,9 +45,30 @@ pub struct TaskRegistry {
 
 struct Shared {
     limits: TaskLimits,
+    /// Kinds of task with a budget of their own (within the limit of
+    /// unfinished tasks): a permit per unfinished task of the kind.
+    budgets: HashMap<&'static str, KindBudget>,
     store: Arc<dyn TaskStore>,
+    /// Issues and checks ListTasks page tokens with the store's key.
+    page_tokens: PageTokens,
     /// The tasks whose work runs in this process, until they end.
     running: Mutex<HashMap<String, Arc<Running>>>,
+}
+
+/// The budget of one kind of task.
+struct KindBudget {
+    limit: usize,
+    permits: Arc<Semaphore>,
+}
+
+impl KindBudget {
+    fn new(limit: usize) -> Self {
+        let limit = limit.min(Semaphore::MAX_PERMITS);
+        Self {
+            limit,
+            permits: Arc::new(Semaphore::new(limit)),
+        }
+    }
 }
 
 /// A task whose work runs here: its journal and its cancellation.
@@ -53,6 +77,8 @@ struct Running {
     cancel: CancellationToken,
     /// Why cancellation was requested (the first reason wins).
     cancel_reason: Mutex<Option<String>>,
+    /// The task's place in its kind's budget, given back when it ends.
+    budget: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl TaskRegistry {
@@ -64,8 +90,11 @@ impl TaskRegistry {
     /// A registry over `store`; must be called within a tokio runtime when
     /// the store delivers cancel requests from other replicas.
     pub fn with_store(limits: TaskLimits, store: Arc<dyn TaskStore>) -> Self {
+        let budgets = HashMap::from([(DEMO_TASK_KIND, KindBudget::new(limits.max_demo_tasks))]);
         let shared = Arc::new(Shared {
             limits,
+            budgets,
+            page_tokens: PageTokens::new(store.page_token_key()),
             store,
             running: Mutex::default(),
         });
@@ -91,11 +120,13 @@ impl TaskRegistry {
         E: std::error::Error + Send + 'static,
     {
         let journal = self.shared.store.create(kind).await?;
-        Ok(self.spawn(journal, work))
+        Ok(self.spawn(journal, None, work))
     }
 
     /// Like [`TaskRegistry::start`], but refuses with RESOURCE_EXHAUSTED when
-    /// `max_unfinished_tasks` tasks of this replica are pending or running.
+    /// `max_unfinished_tasks` tasks of this replica are pending or running,
+    /// or when `kind` has a budget of its own (demo tasks:
+    /// `max_demo_tasks`) and that is full.
     pub async fn try_start<F, Fut, E>(&self, kind: &'static str, work: F) -> Result<TaskSnapshot>
     where
         F: FnOnce(TaskContext) -> Fut + Send + 'static,
@@ -108,7 +139,21 @@ impl TaskRegistry {
                 "the server is at its limit of {limit} unfinished tasks; retry later"
             )));
         }
-        self.start(kind, work).await
+        let permit = match self.shared.budgets.get(kind) {
+            None => None,
+            Some(budget) => match budget.permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    return Err(Error::ResourceExhausted(format!(
+                        "the server runs at most {} {kind} tasks at once; retry when one has \
+                         finished or cancel one",
+                        budget.limit
+                    )));
+                }
+            },
+        };
+        let journal = self.shared.store.create(kind).await?;
+        Ok(self.spawn(journal, permit, work))
     }
 
     /// The task with `id` as it is now.
@@ -186,13 +231,24 @@ impl TaskRegistry {
         counts
     }
 
+    /// The page tokens of [`TaskRegistry::list`]: valid on every replica
+    /// of the store.
+    pub fn page_tokens(&self) -> &PageTokens {
+        &self.shared.page_tokens
+    }
+
     /// Up to `page_size` tasks created before the list key `before` (from
     /// the newest when `None`), newest first.
     pub async fn list(&self, page_size: usize, before: Option<u64>) -> Result<TaskPage> {
         self.shared.store.list(page_size, before).await
     }
 
-    fn spawn<F, Fut, E>(&self, journal: Arc<Journal>, work: F) -> TaskSnapshot
+    fn spawn<F, Fut, E>(
+        &self,
+        journal: Arc<Journal>,
+        budget: Option<OwnedSemaphorePermit>,
+        work: F,
+    ) -> TaskSnapshot
     where
         F: FnOnce(TaskContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
@@ -203,6 +259,7 @@ impl TaskRegistry {
             journal,
             cancel: CancellationToken::new(),
             cancel_reason: Mutex::new(None),
+            budget: Mutex::new(budget),
         });
         let id = task.journal.id.clone();
         self.shared.running().insert(id.clone(), task.clone());
@@ -306,6 +363,12 @@ impl Shared {
     fn end(&self, task: &Running, ending: Ending) {
         if task.journal.end(ending, self.limits.max_finished_events) {
             self.running().remove(&task.journal.id);
+            drop(
+                task.budget
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take(),
+            );
             self.store.ended(&task.journal);
         }
     }
@@ -576,6 +639,34 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn demo_tasks_have_a_budget_of_their_own() {
+        let registry = registry(TaskLimits {
+            max_unfinished_tasks: 3,
+            max_demo_tasks: 1,
+            ..TaskLimits::default()
+        });
+        let forever = |c: TaskContext| async move {
+            c.cancellation().cancelled().await;
+            Outcome::Err(Failure("stopped"))
+        };
+        let demo = registry
+            .try_start(DEMO_TASK_KIND, forever)
+            .await
+            .expect("first demo");
+        let refused = registry.try_start(DEMO_TASK_KIND, forever).await;
+        assert!(matches!(refused, Err(Error::ResourceExhausted(_))));
+        // Other kinds still have the rest of the room.
+        let other = registry.try_start("ingest", forever).await.expect("ingest");
+        registry.cancel(&demo.id).await.expect("cancel");
+        registry
+            .try_start(DEMO_TASK_KIND, forever)
+            .await
+            .expect("room again once the first ended");
+        registry.cancel_all("done");
+        let _ = other;
     }
 
     #[tokio::test]

@@ -207,12 +207,20 @@ async fn chat(
         record.bodies.len() - 1
     };
     let reply = state.script[index.min(state.script.len() - 1)].clone();
+    // `{host}` in a scripted body or frame becomes the fake's own
+    // `host:port`, as a real server's error text may name itself.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     match reply {
         Reply::Status {
             status,
             headers,
             body,
         } => {
+            let body = body.replace("{host}", &host);
             let mut response = Response::builder()
                 .status(StatusCode::from_u16(status).expect("status"))
                 .header(header::CONTENT_TYPE, "application/json");
@@ -225,10 +233,13 @@ async fn chat(
             frames,
             delay,
             after,
-        } => Response::builder()
-            .header(header::CONTENT_TYPE, "text/event-stream")
-            .body(Body::from_stream(sse(frames, delay, after, state.dropped)))
-            .expect("response"),
+        } => {
+            let frames = frames.iter().map(|f| f.replace("{host}", &host)).collect();
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(Body::from_stream(sse(frames, delay, after, state.dropped)))
+                .expect("response")
+        }
         Reply::Bytes { chunks, delay } => Response::builder()
             .header(header::CONTENT_TYPE, "text/event-stream")
             .body(Body::from_stream(async_stream::stream! {

@@ -136,6 +136,45 @@ impl Conn {
             Conn::Sse(addr, resumable) => sse_stream(*addr, max_tokens, *resumable, on_chunk).await,
         }
     }
+
+    /// One call to the default model (`echo`) with `prompt` as its message
+    /// and a one-token answer, read to its end (gRPC only): the large
+    /// requests whose prompt counting loads the server while `ttft` runs.
+    pub async fn prompt_call(&self, prompt: &str) -> BenchResult<u64> {
+        let Conn::Grpc(client, _) = self else {
+            return Err("large prompts are sent over gRPC only".into());
+        };
+        let mut client = client.clone();
+        client.ready().await.map_err(|e| e.to_string())?;
+        let request = pb::StreamChatRequest {
+            messages: vec![pb::ChatMessage {
+                role: pb::Role::User as i32,
+                content: prompt.to_owned(),
+                ..Default::default()
+            }],
+            max_tokens: 1,
+            ..Default::default()
+        };
+        let mut stream = client
+            .server_streaming(
+                tonic::Request::new(request),
+                tonic::codegen::http::uri::PathAndQuery::from_static(STREAM_CHAT),
+                CountingCodec,
+            )
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        let mut chunks = 0;
+        while stream
+            .message()
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .is_some()
+        {
+            chunks += 1;
+        }
+        Ok(chunks)
+    }
 }
 
 /// A gRPC codec that encodes the request with prost but does not decode

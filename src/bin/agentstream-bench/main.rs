@@ -148,6 +148,15 @@ pub struct RunArgs {
     /// Calls made by `ttft`.
     #[arg(long, default_value_t = 2_000)]
     pub calls: usize,
+    /// While `ttft` measures, this many other connections each keep one
+    /// call with a `--heavy-bytes` prompt in flight (gRPC only), so the
+    /// figures say what large prompts cost everyone else.
+    #[arg(long, default_value_t = 0)]
+    pub heavy_calls: usize,
+    /// Bytes of each heavy call's prompt (plain English words; at most the
+    /// server's `--max-request-bytes`).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub heavy_bytes: usize,
     /// Client runtime worker threads (1 when the client is pinned to one core).
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,

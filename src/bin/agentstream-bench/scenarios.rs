@@ -157,6 +157,7 @@ async fn ttft(args: &RunArgs, target: &Target, outcome: &mut Outcome) -> BenchRe
     for _ in 0..20 {
         conn.stream(1, |_, _| {}).await?;
     }
+    let heavy = HeavyLoad::start(args, target).await?;
     let mut firsts = Vec::with_capacity(args.calls);
     let mut totals = Vec::with_capacity(args.calls);
     for _ in 0..args.calls {
@@ -170,12 +171,75 @@ async fn ttft(args: &RunArgs, target: &Target, outcome: &mut Outcome) -> BenchRe
         firsts.push((first - start).as_micros() as u64);
         totals.push(start.elapsed().as_micros() as u64);
     }
+    if let Some(heavy) = heavy {
+        heavy.stop(outcome).await?;
+    }
     firsts.sort_unstable();
     totals.sort_unstable();
     outcome.figure("ttft_p50", percentile(&firsts, 50.0) as f64, "us");
     outcome.figure("ttft_p99", percentile(&firsts, 99.0) as f64, "us");
     outcome.figure("call_p50", percentile(&totals, 50.0) as f64, "us");
     Ok(())
+}
+
+/// `--heavy-calls` connections, each with one large-prompt call in flight
+/// at all times, for as long as `ttft` measures.
+struct HeavyLoad {
+    tasks: JoinSet<BenchResult<u64>>,
+    stop: tokio_util::sync::CancellationToken,
+    started: Instant,
+}
+
+impl HeavyLoad {
+    async fn start(args: &RunArgs, target: &Target) -> BenchResult<Option<Self>> {
+        if args.heavy_calls == 0 {
+            return Ok(None);
+        }
+        // Plain English words, as a long document pasted into a chat.
+        let sentence = "The quick brown fox jumps over the lazy dog near the river bank. ";
+        let prompt: Arc<str> = sentence
+            .repeat(args.heavy_bytes / sentence.len() + 1)
+            .chars()
+            .take(args.heavy_bytes)
+            .collect::<String>()
+            .into();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for _ in 0..args.heavy_calls {
+            let conn = target.connect().await?;
+            let (prompt, stop) = (prompt.clone(), stop.clone());
+            tasks.spawn(async move {
+                let mut done = 0u64;
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(done),
+                        called = conn.prompt_call(&prompt) => {
+                            called?;
+                            done += 1;
+                        }
+                    }
+                }
+            });
+        }
+        Ok(Some(Self {
+            tasks,
+            stop,
+            started: Instant::now(),
+        }))
+    }
+
+    async fn stop(mut self, outcome: &mut Outcome) -> BenchResult<()> {
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.stop.cancel();
+        let mut done = 0;
+        let calls = self.tasks.len();
+        while let Some(joined) = self.tasks.join_next().await {
+            done += joined.map_err(|e| e.to_string())??;
+        }
+        outcome.param("heavy_calls", calls as u64);
+        outcome.figure("heavy_calls_per_s", done as f64 / seconds, "1/s");
+        Ok(())
+    }
 }
 
 /// Opens `--connections` connections (SSE: one address; each stream makes

@@ -121,10 +121,33 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTSTREAM_MAX_REQUEST_BYTES", default_value_t = 1 << 20)]
     max_request_bytes: usize,
 
+    /// Requests with at least this many bytes of prompt have their tokens
+    /// counted on blocking threads, so small calls keep their latency;
+    /// smaller ones are counted in place.
+    #[arg(long, env = "AGENTSTREAM_OFFLOAD_THRESHOLD_BYTES", default_value_t = agentstream::offload::DEFAULT_THRESHOLD_BYTES)]
+    offload_threshold_bytes: usize,
+
+    /// Most large prompts counted at once (default: half the cores, at
+    /// least 1).
+    #[arg(long, env = "AGENTSTREAM_MAX_OFFLOAD_RUNNING", default_value_t = agentstream::offload::default_max_running())]
+    max_offload_running: usize,
+
+    /// Most large prompts waiting for their turn; beyond it such requests
+    /// get RESOURCE_EXHAUSTED at once. A waiting request is bounded by its
+    /// deadline.
+    #[arg(long, env = "AGENTSTREAM_MAX_OFFLOAD_QUEUED", default_value_t = 64)]
+    max_offload_queued: usize,
+
     /// Most streaming calls served at once; beyond it new calls get
     /// RESOURCE_EXHAUSTED instead of degrading every stream.
     #[arg(long, env = "AGENTSTREAM_MAX_ACTIVE_STREAMS", default_value_t = 50_000)]
     max_active_streams: usize,
+
+    /// Most streaming calls one connection may have open at once; beyond it
+    /// RESOURCE_EXHAUSTED, so one client's connection cannot take every
+    /// stream. Default: a quarter of `--max-active-streams` (at least 1).
+    #[arg(long, env = "AGENTSTREAM_MAX_ACTIVE_STREAMS_PER_CONNECTION")]
+    max_active_streams_per_connection: Option<usize>,
 
     /// Most client connections open at once; beyond it new connections are
     /// closed as soon as they are accepted.
@@ -185,6 +208,13 @@ pub struct ServeArgs {
         default_value_t = 1_000
     )]
     max_unfinished_tasks: usize,
+
+    /// Most demo tasks pending or running at once (within
+    /// `--max-unfinished-tasks`); StartTask beyond it gets
+    /// RESOURCE_EXHAUSTED. Small, so demo tasks cannot take the room
+    /// ingestion needs.
+    #[arg(long, env = "AGENTSTREAM_MAX_DEMO_TASKS", default_value_t = 16)]
+    max_demo_tasks: usize,
 
     /// Events kept per running task; older progress events are compacted
     /// (state changes never are). At least 4.
@@ -290,7 +320,11 @@ impl From<ServeArgs> for ServeConfig {
             default_max_tokens: args.default_max_tokens,
             max_tokens_limit: args.max_tokens_limit,
             max_request_bytes: args.max_request_bytes,
+            offload_threshold_bytes: args.offload_threshold_bytes,
+            max_offload_running: args.max_offload_running,
+            max_offload_queued: args.max_offload_queued,
             max_active_streams: args.max_active_streams,
+            max_active_streams_per_connection: args.max_active_streams_per_connection,
             max_connections: args.max_connections,
             max_streams_per_connection: args.max_streams_per_connection,
             handshake_timeout: args.handshake_timeout,
@@ -302,6 +336,7 @@ impl From<ServeArgs> for ServeConfig {
             task_retention: args.task_retention,
             max_finished_tasks: args.max_finished_tasks,
             max_unfinished_tasks: args.max_unfinished_tasks,
+            max_demo_tasks: args.max_demo_tasks,
             max_task_events: args.max_task_events,
             max_finished_task_events: args.max_finished_task_events,
             resumable_ttl: args.resumable_ttl,

@@ -7,13 +7,18 @@
 //! | connection refused, reset, TLS failure, connect timeout | UNAVAILABLE | yes |
 //! | 5xx, 408 | UNAVAILABLE | yes |
 //! | 429 | RESOURCE_EXHAUSTED, with the retry-after hint (and `RetryInfo`) | yes, if the hint is at most [`MAX_RETRY_WAIT`] |
-//! | 400, 413, 422 | INVALID_ARGUMENT with the upstream's message | no |
+//! | 400, 413, 422 | INVALID_ARGUMENT with the upstream's explanation (redacted) | no |
 //! | 401, 403 | FAILED_PRECONDITION: the server's key is wrong, not the caller's fault | no |
 //! | 404 | FAILED_PRECONDITION: the configured URL or model does not exist there | no |
 //! | no answer before the first-token timeout | UNAVAILABLE | no |
 //!
 //! Retries happen only here, before any event was read, so a client never
 //! sees text twice.
+//!
+//! Clients never see the upstream's URL, host, port or raw body: each
+//! message names the upstream as configured, the status class and at most
+//! a redacted explanation ([`super::redact`]); the full detail (status,
+//! body, error chain) is logged as a warning with the call's span.
 
 use std::time::Duration;
 
@@ -23,6 +28,7 @@ use tokio::time::{Instant, sleep, timeout_at};
 
 use super::{
     config::{ApiKey, Timeouts, UpstreamSpec},
+    redact::Redactor,
     wire::{ChatCompletionRequest, ModelList, UpstreamMessage},
 };
 use tracing::Span;
@@ -74,6 +80,8 @@ pub struct Upstream {
     chat_url: Url,
     models_url: Url,
     key: Option<ApiKey>,
+    /// Cleans the upstream's words before clients see them.
+    redactor: Redactor,
     http: reqwest::Client,
     timeouts: Timeouts,
     retries: u32,
@@ -108,11 +116,17 @@ impl Upstream {
             builder = builder.no_proxy();
         }
         let http = builder.build()?;
+        let redactor = Redactor::new(
+            &spec.name,
+            spec.url.host_str().unwrap_or_default(),
+            key.clone(),
+        );
         Ok(Self {
             name: spec.name.clone(),
             chat_url: spec.endpoint("chat/completions"),
             models_url: spec.endpoint("models"),
             key,
+            redactor,
             http,
             timeouts: spec.timeouts,
             retries: spec.retries,
@@ -137,6 +151,11 @@ impl Upstream {
     /// The upstream's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What cleans the upstream's words for clients.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// The upstream's timeouts.
@@ -266,12 +285,17 @@ impl Upstream {
         } else {
             "lost the connection to"
         };
+        tracing::warn!(
+            upstream = %self.name,
+            detail = %self.scrub(&error_chain(error)),
+            "{what} the upstream"
+        );
         Failure {
-            error: Error::Unavailable(self.scrub(&format!(
+            error: Error::Unavailable(format!(
                 "{what} upstream `{}`: {}",
                 self.name,
-                error_chain(error)
-            ))),
+                short_cause(error)
+            )),
             retry: Retry::After(None),
         }
     }
@@ -284,15 +308,28 @@ impl Upstream {
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .unwrap_or_default();
         let said = UpstreamMessage::parse(&body);
-        let message = self.scrub(&said.message);
+        tracing::warn!(
+            upstream = %self.name,
+            status = status.as_u16(),
+            detail = %self.scrub(&said.message),
+            "the upstream refused the request"
+        );
+        // What the client may read of it: a redacted explanation, only
+        // when the upstream gave one in JSON; otherwise the status's name.
+        let reason = said
+            .explained
+            .then(|| self.redactor.reason(&said.message))
+            .flatten()
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("no reason").to_owned());
         let name = &self.name;
+        let code = status.as_u16();
         let (error, retry) = match status {
             StatusCode::TOO_MANY_REQUESTS => {
                 let hint = retry_after.map_or_else(String::new, |d| {
                     format!("; retry after {}", humantime::format_duration(d))
                 });
                 let error = Error::RateLimited {
-                    message: format!("upstream `{name}` is rate limiting: {message}{hint}"),
+                    message: format!("upstream `{name}` is rate limiting: {reason}{hint}"),
                     retry_after,
                 };
                 (error, Retry::After(retry_after))
@@ -301,35 +338,34 @@ impl Upstream {
             | StatusCode::PAYLOAD_TOO_LARGE
             | StatusCode::UNPROCESSABLE_ENTITY => {
                 let error = Error::UpstreamRejected {
-                    message,
-                    field: said.param,
+                    message: format!("upstream `{name}` answered HTTP {code}: {reason}"),
+                    field: self.redactor.field(said.param),
                 };
                 (error, Retry::Never)
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 let error = Error::FailedPrecondition(format!(
-                    "upstream `{name}` refused this server's credentials (HTTP {status}): \
+                    "upstream `{name}` refused this server's credentials (HTTP {code}): \
                      its API key is missing, wrong or lacks access; the operator must fix \
-                     the key-env/key-file of `{name}` ({message})"
+                     the key-env/key-file of `{name}` (the server log has the details)"
                 ));
                 (error, Retry::Never)
             }
             StatusCode::NOT_FOUND => {
                 let error = Error::FailedPrecondition(format!(
                     "upstream `{name}` answered 404: its url or this model is misconfigured \
-                     ({message})"
+                     (the server log has the details)"
                 ));
                 (error, Retry::Never)
             }
             s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
-                let error = Error::Unavailable(format!(
-                    "upstream `{name}` failed (HTTP {status}): {message}"
-                ));
+                let error =
+                    Error::Unavailable(format!("upstream `{name}` failed (HTTP {code}): {reason}"));
                 (error, Retry::After(None))
             }
             _ => {
                 let error = Error::Internal(format!(
-                    "upstream `{name}` answered with unexpected HTTP {status}: {message}"
+                    "upstream `{name}` answered with unexpected HTTP {code}"
                 ));
                 (error, Retry::Never)
             }
@@ -374,12 +410,10 @@ impl Upstream {
         }
     }
 
-    /// Removes the API key from text that came from the upstream.
+    /// Removes the API key from text that came from the upstream (for the
+    /// server's log; clients get [`Redactor::reason`]).
     pub fn scrub(&self, text: &str) -> String {
-        match &self.key {
-            Some(key) => key.scrub(text),
-            None => text.to_owned(),
-        }
+        self.redactor.scrub(text)
     }
 }
 
@@ -420,6 +454,25 @@ pub fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
         .map(|ms| ms / 1000.0)
         .or_else(|| value(header::RETRY_AFTER.as_str()))?;
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)))
+}
+
+/// A failure's cause in a few words a client may read ("connection
+/// refused", "timed out"): the kind of the I/O error underneath, never
+/// the error's text, which names the URL.
+pub fn short_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return io.kind().to_string();
+        }
+        if let Some(http) = cause.downcast_ref::<reqwest::Error>()
+            && http.is_timeout()
+        {
+            return "timed out".to_owned();
+        }
+        source = cause.source();
+    }
+    "transport error".to_owned()
 }
 
 /// An error and its causes, `outer: inner: root`, which is where reqwest

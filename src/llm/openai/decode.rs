@@ -30,7 +30,10 @@
 
 use std::collections::HashSet;
 
-use super::wire::{ChunkDelta, StreamChunk, UpstreamMessage, WireUsage, finish_reason};
+use super::{
+    redact::Redactor,
+    wire::{ChunkDelta, StreamChunk, UpstreamMessage, WireUsage, finish_reason},
+};
 use crate::{
     error::{Error, Result},
     llm::{
@@ -59,7 +62,8 @@ pub enum Step {
 /// The state of one generation's stream.
 #[derive(Debug)]
 pub struct ChunkDecoder {
-    upstream: String,
+    /// The upstream's name, and what cleans its words for clients.
+    upstream: Redactor,
     max_tokens: u32,
     choices: Vec<ChoiceState>,
     usage: Option<WireUsage>,
@@ -87,8 +91,8 @@ struct ChoiceState {
 }
 
 impl ChunkDecoder {
-    /// A decoder for `request`, served by upstream `upstream`.
-    pub fn new(upstream: &str, request: &GenerationRequest, tokenizer: Tokenizer) -> Self {
+    /// A decoder for `request`, served by the upstream of `upstream`.
+    pub fn new(upstream: &Redactor, request: &GenerationRequest, tokenizer: Tokenizer) -> Self {
         let choices = (0..request.n.max(1))
             .map(|_| ChoiceState {
                 stop: StopSequenceFilter::new(&request.stop),
@@ -100,7 +104,7 @@ impl ChunkDecoder {
             })
             .collect();
         Self {
-            upstream: upstream.to_owned(),
+            upstream: upstream.clone(),
             max_tokens: request.max_tokens,
             choices,
             usage: None,
@@ -127,7 +131,7 @@ impl ChunkDecoder {
     ) -> Result<Step> {
         let data = data.trim();
         if name == "error" {
-            return Err(self.upstream_error(&UpstreamMessage::parse(data).message));
+            return Err(self.upstream_error(&UpstreamMessage::parse(data)));
         }
         if data == DONE {
             self.saw_done = true;
@@ -137,13 +141,14 @@ impl ChunkDecoder {
             return Ok(Step::More);
         }
         let chunk: StreamChunk = serde_json::from_str(data).map_err(|e| {
+            tracing::warn!(upstream = %self.upstream.name(), detail = %e, "upstream sent malformed data mid-stream");
             Error::Internal(format!(
-                "upstream `{}` sent malformed data mid-stream: {e}",
-                self.upstream
+                "upstream `{}` sent malformed data mid-stream",
+                self.upstream.name()
             ))
         })?;
         if let Some(error) = &chunk.error {
-            return Err(self.upstream_error(&UpstreamMessage::from_json(error).message));
+            return Err(self.upstream_error(&UpstreamMessage::from_json(error)));
         }
         for choice in chunk.choices {
             let reason = choice
@@ -171,7 +176,7 @@ impl ChunkDecoder {
         if missing > 0 && self.saw_done && self.choices.len() > 1 {
             return Err(Error::Internal(format!(
                 "upstream `{}` answered {} of {} choices; does it support n > 1?",
-                self.upstream,
+                self.upstream.name(),
                 self.choices.len() - missing,
                 self.choices.len()
             )));
@@ -180,7 +185,7 @@ impl ChunkDecoder {
         if unfinished && !self.saw_done {
             return Err(Error::Unavailable(format!(
                 "upstream `{}` closed the stream before the generation finished",
-                self.upstream
+                self.upstream.name()
             )));
         }
         // `[DONE]` without a finish_reason: tolerated (some servers omit it).
@@ -213,7 +218,7 @@ impl ChunkDecoder {
             FinishReason::Stop
         };
         tracing::warn!(
-            upstream = %self.upstream,
+            upstream = %self.upstream.name(),
             finish_reason = %raw.escape_debug(),
             mapped = ?reason,
             "upstream sent an unknown finish_reason"
@@ -277,7 +282,7 @@ impl ChunkDecoder {
             if first && state.calls.len() >= MAX_CALLS_PER_CHOICE {
                 return Err(Error::Internal(format!(
                     "upstream `{}` made more than {MAX_CALLS_PER_CHOICE} tool calls in one choice",
-                    self.upstream
+                    self.upstream.name()
                 )));
             }
             state.calls.insert(piece.index);
@@ -322,7 +327,7 @@ impl ChunkDecoder {
         let Some(state) = self.choices.get_mut(i) else {
             return Err(Error::Internal(format!(
                 "upstream `{}` sent choice {index}, but only {} were asked for",
-                self.upstream,
+                self.upstream.name(),
                 self.choices.len()
             )));
         };
@@ -401,7 +406,7 @@ impl ChunkDecoder {
                 completion_tokens: usage.completion_tokens,
             },
             None => Usage {
-                prompt_tokens: self.tokenizer.prompt_tokens(&request.messages),
+                prompt_tokens: request.prompt_tokens_with(&self.tokenizer),
                 completion_tokens: self.counted_tokens,
             },
         };
@@ -409,11 +414,17 @@ impl ChunkDecoder {
         usage
     }
 
-    fn upstream_error(&self, message: &str) -> Error {
-        Error::Unavailable(format!(
-            "upstream `{}` failed mid-stream: {message}",
-            self.upstream
-        ))
+    /// An upstream's error event: its explanation, redacted, for the
+    /// client; the whole of it in the log.
+    fn upstream_error(&self, said: &UpstreamMessage) -> Error {
+        let name = self.upstream.name();
+        tracing::warn!(upstream = %name, detail = %self.upstream.scrub(&said.message), "upstream failed mid-stream");
+        let reason = said
+            .explained
+            .then(|| self.upstream.reason(&said.message))
+            .flatten()
+            .unwrap_or_else(|| "an error event".to_owned());
+        Error::Unavailable(format!("upstream `{name}` failed mid-stream: {reason}"))
     }
 }
 
@@ -450,7 +461,8 @@ mod tests {
 
     /// Feeds `events`, then finishes; returns the events and the outcome.
     fn run(request: &GenerationRequest, events: &[String]) -> (Vec<GenerationEvent>, Result<Step>) {
-        let mut decoder = ChunkDecoder::new("up", request, Tokenizer::cl100k());
+        let mut decoder =
+            ChunkDecoder::new(&Redactor::new("up", "", None), request, Tokenizer::cl100k());
         let mut out = Vec::new();
         for data in events {
             match decoder.on_event("", data, &mut out) {
@@ -607,7 +619,8 @@ mod tests {
         let (_, end) = run(&r, &[chunk(0, "x", None), "{not json".into()]);
         assert_eq!(end.expect_err("malformed").kind(), ErrorKind::Internal);
 
-        let mut decoder = ChunkDecoder::new("up", &r, Tokenizer::cl100k());
+        let mut decoder =
+            ChunkDecoder::new(&Redactor::new("up", "", None), &r, Tokenizer::cl100k());
         let error = decoder
             .on_event("error", r#"{"message":"overloaded"}"#, &mut Vec::new())
             .expect_err("error event");

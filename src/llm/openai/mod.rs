@@ -7,7 +7,9 @@
 //!   one mapping of HTTP failures to gRPC codes;
 //! - [`wire`]: the JSON of the protocol;
 //! - [`decode`]: server-sent events (parsed by `eventsource-stream`) to
-//!   generation events, enforcing the [`Backend`] contract.
+//!   generation events, enforcing the [`Backend`] contract;
+//! - [`redact`]: what of the upstream's words clients may see (never its
+//!   address or raw body; the server log has the detail).
 //!
 //! **Cancellation.** The generation is one pulled stream and spawns no
 //! task: the HTTP request is sent when the stream is first polled, and the
@@ -26,6 +28,7 @@
 pub mod client;
 pub mod config;
 pub mod decode;
+pub mod redact;
 pub mod wire;
 
 use std::{
@@ -270,7 +273,7 @@ fn generation(
             .await?;
         tracing::debug!(upstream = %upstream.name(), model = %request.model, "upstream stream open");
         let mut events = bounded_events(response);
-        let mut decoder = ChunkDecoder::new(upstream.name(), &request, tokenizer);
+        let mut decoder = ChunkDecoder::new(upstream.redactor(), &request, tokenizer);
         let mut out = Vec::new();
         let mut wait = Wait::FirstToken(first_token_deadline);
         loop {
@@ -315,7 +318,7 @@ impl Drop for PromptIfCutShort<'_> {
     fn drop(&mut self) {
         let meter = &self.request.usage;
         if meter.get().prompt_tokens == 0 {
-            let prompt = self.tokenizer.prompt_tokens(&self.request.messages);
+            let prompt = self.request.prompt_tokens_with(self.tokenizer);
             meter.set_prompt(prompt);
             self.tokens.prompt(u64::from(prompt));
         }
@@ -378,14 +381,20 @@ async fn next_event(
         Ok(Some(Ok(event))) => Ok(Some(event)),
         Ok(Some(Err(EventStreamError::Transport(e)))) => {
             upstream.count_error("stream");
-            Err(Error::Unavailable(
-                upstream.scrub(&format!("upstream `{name}` stream failed: {e}")),
-            ))
+            tracing::warn!(upstream = %name, detail = %upstream.scrub(&e.to_string()), "upstream stream failed");
+            let cause = match &e {
+                BodyError::Transport(e) => client::short_cause(e),
+                BodyError::EventTooLarge => e.to_string(),
+            };
+            Err(Error::Unavailable(format!(
+                "upstream `{name}` stream failed: {cause}"
+            )))
         }
         Ok(Some(Err(e))) => {
             upstream.count_error("stream");
+            tracing::warn!(upstream = %name, detail = %upstream.scrub(&e.to_string()), "upstream sent a malformed event stream");
             Err(Error::Internal(format!(
-                "upstream `{name}` sent a malformed event stream: {e}"
+                "upstream `{name}` sent a malformed event stream"
             )))
         }
         Err(_) => {

@@ -269,6 +269,9 @@ pub struct UpstreamMessage {
     pub message: String,
     /// The request field it blames, when it names one (OpenAI's `param`).
     pub param: Option<String>,
+    /// Whether `message` is the upstream's own explanation (a message
+    /// field of its JSON) rather than its raw body.
+    pub explained: bool,
 }
 
 /// Longest upstream explanation passed on, in bytes.
@@ -288,10 +291,12 @@ impl UpstreamMessage {
     /// Like [`UpstreamMessage::parse`], on JSON already parsed.
     pub fn from_json(json: &serde_json::Value) -> Self {
         let error = json.get("error").unwrap_or(json);
-        let message = error
+        let explanation = error
             .get("message")
             .and_then(|m| m.as_str())
-            .or_else(|| error.as_str())
+            .or_else(|| error.as_str());
+        let explained = explanation.is_some();
+        let message = explanation
             .map(str::to_owned)
             .unwrap_or_else(|| json.to_string());
         let param = error
@@ -302,6 +307,7 @@ impl UpstreamMessage {
         Self {
             message: truncate(message.trim()),
             param,
+            explained,
         }
     }
 
@@ -309,6 +315,7 @@ impl UpstreamMessage {
         Self {
             message: truncate(body.trim()),
             param: None,
+            explained: false,
         }
     }
 }
@@ -384,7 +391,8 @@ mod tests {
             UpstreamMessage::parse(openai),
             UpstreamMessage {
                 message: "bad temperature".into(),
-                param: Some("temperature".into())
+                param: Some("temperature".into()),
+                explained: true,
             }
         );
         let tgi = r#"{"error":"Input validation error","error_type":"validation"}"#;

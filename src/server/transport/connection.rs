@@ -36,6 +36,7 @@ use tokio::{
 use tower::Service;
 
 use super::{
+    super::ConnectionStreams,
     Shared,
     load::{InFlight, Load},
     stall::{SendWatch, StallClock},
@@ -88,6 +89,7 @@ pub(crate) async fn serve<S, B>(
         inner: service,
         connection: load.clone(),
         server: shared.load.clone(),
+        streams: ConnectionStreams::new(shared.limits.max_active_streams_per_connection),
     };
     // With upgrades: the HTTP edge serves WebSockets.
     let mut conn = pin!(shared.builder.serve_connection_with_upgrades(io, service));
@@ -186,13 +188,15 @@ impl AsyncWrite for Greeting {
     }
 }
 
-/// The service of one connection: counts each request in flight and
-/// watches its response body for the send timeout.
+/// The service of one connection: counts each request in flight, hands
+/// it the connection's share of streams and watches its response body for
+/// the send timeout.
 #[derive(Clone)]
 struct Counted<S> {
     inner: S,
     connection: Load,
     server: Load,
+    streams: ConnectionStreams,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Counted<S>
@@ -203,8 +207,9 @@ where
     type Error = Infallible;
     type Future = CountedFuture<S::Future>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let in_flight = self.connection.enter(&self.server);
+        request.extensions_mut().insert(self.streams.clone());
         // The services served here (tonic routes, axum routers) are always
         // ready, as hyper's tower glue assumes too.
         let mut inner = self.inner.clone();

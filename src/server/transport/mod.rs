@@ -58,6 +58,9 @@ pub struct TransportLimits {
     pub max_connections: usize,
     /// The advertised SETTINGS_MAX_CONCURRENT_STREAMS.
     pub max_streams_per_connection: u32,
+    /// Most streaming calls one connection may have open at once (its
+    /// share of `--max-active-streams`); beyond it RESOURCE_EXHAUSTED.
+    pub max_active_streams_per_connection: usize,
     /// Time a new connection has to send its preface.
     pub handshake_timeout: Duration,
     /// A connection without requests for this long is closed.

@@ -74,7 +74,7 @@ pub struct ServeConfig {
     /// Default 1 MiB.
     pub max_request_bytes: usize,
     /// Requests with at least this many bytes of prompt have their tokens
-    /// counted on blocking threads, off the async workers. Default 16 KiB.
+    /// counted on blocking threads, off the async workers. Default 8 KiB.
     pub offload_threshold_bytes: usize,
     /// Most large prompts counted at once. Default: half the cores (at
     /// least 1).
@@ -120,6 +120,10 @@ pub struct ServeConfig {
     /// `max_unfinished_tasks`, so that demo tasks cannot take the room
     /// ingestion needs. Default 16.
     pub max_demo_tasks: usize,
+    /// Most bytes of documents that ingestions queued for the index writer
+    /// (the running one included) may hold; beyond it IngestDocuments is
+    /// refused with RESOURCE_EXHAUSTED. Default 128 MiB.
+    pub max_queued_ingest_bytes: usize,
     /// Events kept per running task (at least 4). Default 1000.
     pub max_task_events: usize,
     /// Events kept per finished task (at least 4). Default 100.
@@ -183,6 +187,7 @@ impl Default for ServeConfig {
             max_finished_tasks: 10_000,
             max_unfinished_tasks: 1_000,
             max_demo_tasks: 16,
+            max_queued_ingest_bytes: crate::rag::queue::DEFAULT_MAX_QUEUED_INGEST_BYTES,
             max_task_events: 1_000,
             max_finished_task_events: 100,
             resumable_ttl: Duration::from_secs(600),

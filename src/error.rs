@@ -45,13 +45,15 @@ pub enum Error {
     /// A rate limit or a server capacity limit was hit.
     #[error("{0}")]
     ResourceExhausted(String),
-    /// An upstream model rate-limits us; `retry_after` is its hint, sent to
-    /// the client as a `google.rpc.RetryInfo` detail too.
+    /// A rate or capacity limit that says when to retry: an upstream model
+    /// rate-limits us, or a queue of the server's own is full.
+    /// `retry_after` goes to the client as a `google.rpc.RetryInfo` detail
+    /// (HTTP: `Retry-After`).
     #[error("{message}")]
     RateLimited {
         /// What happened, including the hint in words.
         message: String,
-        /// How long the upstream asked us to wait, when it said.
+        /// How long to wait, when the upstream (or the queue) said.
         retry_after: Option<Duration>,
     },
     /// An upstream model refused the request as invalid: the caller's fault,
@@ -79,6 +81,39 @@ pub enum Error {
     /// The call carries no valid API key (when keys are configured).
     #[error("{0}")]
     Unauthenticated(String),
+    /// The server's storage refused a write: the disk is full (or over
+    /// quota), or it cannot be written at all. The message says what
+    /// happened to the request and names no file of the server.
+    #[error("{message}")]
+    Storage {
+        /// Why the storage refused.
+        fault: StorageFault,
+        /// What happened, for the client.
+        message: String,
+    },
+}
+
+/// Why the server's storage refused a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFault {
+    /// No space left (`ENOSPC`) or over quota (`EDQUOT`): retrying helps
+    /// once space is freed, so it is a capacity limit (RESOURCE_EXHAUSTED).
+    Full,
+    /// Not allowed to write (`EPERM`, `EACCES`) or a read-only file system
+    /// (`EROFS`): the operator must fix it (UNAVAILABLE).
+    NotWritable,
+}
+
+impl StorageFault {
+    /// The fault an I/O error reports, if it is a storage fault at all.
+    pub fn of(error: &std::io::Error) -> Option<Self> {
+        use std::io::ErrorKind as Io;
+        match error.kind() {
+            Io::StorageFull | Io::QuotaExceeded => Some(StorageFault::Full),
+            Io::PermissionDenied | Io::ReadOnlyFilesystem => Some(StorageFault::NotWritable),
+            _ => None,
+        }
+    }
 }
 
 /// One offending field of a request, as in `google.rpc.BadRequest`.
@@ -164,6 +199,14 @@ impl Error {
             Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::Internal(_) => ErrorKind::Internal,
             Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Error::Storage {
+                fault: StorageFault::Full,
+                ..
+            } => ErrorKind::ResourceExhausted,
+            Error::Storage {
+                fault: StorageFault::NotWritable,
+                ..
+            } => ErrorKind::Unavailable,
         }
     }
 }
@@ -195,5 +238,45 @@ impl fmt::Display for ViolationList<'_> {
             write!(f, "{}: {}", v.field, v.description)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    /// The errno values of Linux (and most Unixes but EDQUOT's).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn storage_faults_are_told_by_the_io_error() {
+        let of = |errno| StorageFault::of(&io::Error::from_raw_os_error(errno));
+        const EPERM: i32 = 1;
+        const EACCES: i32 = 13;
+        const ENOSPC: i32 = 28;
+        const EROFS: i32 = 30;
+        const EDQUOT: i32 = 122;
+        const EIO: i32 = 5;
+        assert_eq!(of(ENOSPC), Some(StorageFault::Full));
+        assert_eq!(of(EDQUOT), Some(StorageFault::Full));
+        assert_eq!(of(EPERM), Some(StorageFault::NotWritable));
+        assert_eq!(of(EACCES), Some(StorageFault::NotWritable));
+        assert_eq!(of(EROFS), Some(StorageFault::NotWritable));
+        assert_eq!(of(EIO), None);
+    }
+
+    #[test]
+    fn a_full_disk_is_capacity_and_an_unwritable_one_unavailable() {
+        let full = Error::Storage {
+            fault: StorageFault::Full,
+            message: "full".into(),
+        };
+        let read_only = Error::Storage {
+            fault: StorageFault::NotWritable,
+            message: "read-only".into(),
+        };
+        assert_eq!(full.kind(), ErrorKind::ResourceExhausted);
+        assert_eq!(read_only.kind(), ErrorKind::Unavailable);
     }
 }

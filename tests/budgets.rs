@@ -12,7 +12,7 @@ use common::{TestServer, ask, connect, drain, drain_ok, endless, eventually, tex
 use futures::StreamExt;
 use tonic::Code;
 
-/// A prompt of 70 KB, well above the 16 KiB from which prompts are counted
+/// A prompt of 70 KB, well above the 8 KiB from which prompts are counted
 /// in the pool (the bench measures the 1 MB ones).
 fn large(tag: &str) -> pb::StreamChatRequest {
     pb::StreamChatRequest {

@@ -17,7 +17,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{Error, StorageFault};
 
 /// How long a client is told to wait when the server is at capacity or
 /// draining and nobody gave a better hint.
@@ -222,6 +222,18 @@ impl From<Error> for ApiError {
             Error::Internal(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
             }
+            // The server's disk: 507 when it is full (the client may retry
+            // once space is freed), 503 when it cannot be written at all.
+            Error::Storage {
+                fault: StorageFault::Full,
+                ..
+            } => Self::new(StatusCode::INSUFFICIENT_STORAGE, "server_error", message)
+                .code("insufficient_storage"),
+            Error::Storage {
+                fault: StorageFault::NotWritable,
+                ..
+            } => Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+                .code("storage_unavailable"),
             // OpenAI's own answer to a missing or wrong key.
             Error::Unauthenticated(_) => {
                 Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
@@ -313,6 +325,20 @@ mod tests {
             (Error::FailedPrecondition("key".into()), 502),
             (Error::Internal("bug".into()), 500),
             (Error::Unauthenticated("no key".into()), 401),
+            (
+                Error::Storage {
+                    fault: StorageFault::Full,
+                    message: "disk full".into(),
+                },
+                507,
+            ),
+            (
+                Error::Storage {
+                    fault: StorageFault::NotWritable,
+                    message: "read-only".into(),
+                },
+                503,
+            ),
             (
                 Error::UpstreamRejected {
                     message: "no".into(),

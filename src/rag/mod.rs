@@ -16,6 +16,8 @@
 //!   gets the passages as numbered sources and is told to cite them.
 //! - Ingestion is a library call ([`DocumentIndex::ingest`]) that reports to
 //!   an [`IngestProgress`]; IngestDocuments runs it as a TaskService task.
+//! - [`queue`] admits ingestions while those waiting for the one writer
+//!   hold few enough bytes, and knows the ids they will write;
 //! - [`document`] holds the document type, its limits and its one check;
 //!   [`request`] checks every request's draft before work starts;
 //!   [`service`] is the protocol-free set of operations both edges call.
@@ -27,6 +29,7 @@ pub mod index;
 pub mod markdown;
 pub mod passages;
 pub mod question;
+pub mod queue;
 pub mod request;
 pub mod service;
 pub mod tokenizer;

@@ -7,10 +7,11 @@ use futures::Stream;
 use super::{
     events::{AnswerEvent, answer_events},
     index::{DocumentIndex, DocumentInfo, IngestError, IngestProgress, NewDocument},
+    queue::{DEFAULT_MAX_QUEUED_INGEST_BYTES, IngestQueue},
     request::{self, AnswerDraft, AnswerRequest, ListDraft, ListRequest},
 };
 use crate::{
-    error::Result,
+    error::{Error, Result},
     llm::{Models, TokenBudget},
     metrics::Metrics,
     tasks::{TaskContext, TaskRegistry, TaskSnapshot},
@@ -37,6 +38,8 @@ pub struct Rag {
     tasks: TaskRegistry,
     models: Arc<Models>,
     budget: TokenBudget,
+    /// The ingestions admitted and not finished.
+    queue: IngestQueue,
     /// Counts what ingestion adds, when the server keeps metrics.
     metrics: Option<Arc<Metrics>>,
 }
@@ -64,8 +67,17 @@ impl Rag {
             tasks,
             models,
             budget,
+            queue: IngestQueue::new(DEFAULT_MAX_QUEUED_INGEST_BYTES),
             metrics: None,
         }
+    }
+
+    /// Admits ingestions while those admitted and unfinished hold at most
+    /// `limit` bytes of documents (default
+    /// [`DEFAULT_MAX_QUEUED_INGEST_BYTES`]).
+    pub fn with_max_queued_ingest_bytes(mut self, limit: usize) -> Self {
+        self.queue = IngestQueue::new(limit);
+        self
     }
 
     /// Counts ingested documents and bytes in `metrics`.
@@ -76,15 +88,20 @@ impl Rag {
 
     /// Checks `documents` and starts their ingestion as a task of the task
     /// registry, returned at once; the task commits once at the end and
-    /// rolls back on failure or cancellation.
+    /// rolls back on failure or cancellation. Refused with
+    /// RESOURCE_EXHAUSTED (and a retry hint) when the ingestions waiting for
+    /// the index writer already hold as many bytes as allowed.
     pub async fn ingest(&self, documents: Vec<NewDocument>) -> Result<TaskSnapshot> {
         let documents = request::ingest_request(documents)?;
+        // Held by the task until it ends, released if it never starts.
+        let admitted = self.queue.admit(&documents)?;
         let index = self.index.clone();
         let metrics = self.metrics.clone();
         let count = documents.len() as u64;
         let bytes: u64 = documents.iter().map(|d| d.text.len() as u64).sum();
         self.tasks
             .try_start(INGEST_TASK_KIND, move |ctx| async move {
+                let _admitted = admitted;
                 index.ingest(documents, &ctx).await?;
                 if let Some(metrics) = metrics {
                     metrics.ingested_documents.inc_by(count);
@@ -123,9 +140,16 @@ impl Rag {
         })
     }
 
-    /// Deletes the document `id`, durably.
+    /// Deletes the document `id`, durably. An id that an admitted
+    /// ingestion will write waits for it (and for the writer); one that is
+    /// neither indexed nor on its way is NOT_FOUND at once.
     pub async fn delete(&self, id: &str) -> Result<()> {
         request::delete_request(id)?;
+        // The queue first: an ingestion gives its ids back only once they
+        // are in the catalog, so an id absent from both is absent.
+        if !self.queue.holds(id) && self.index.get(id).is_none() {
+            return Err(Error::NotFound(format!("document `{id}`")));
+        }
         self.index.delete(id).await
     }
 }

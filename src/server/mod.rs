@@ -122,6 +122,16 @@ pub struct Server {
 impl Server {
     /// Binds `config.listen` and starts serving in the background.
     pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
+        Self::start_with_documents(config, None).await
+    }
+
+    /// Like [`Server::start`], over `documents` when given (an index opened
+    /// with [`DocumentIndex::open_in`], e.g. on a directory that injects
+    /// faults in tests) instead of the one in `config.data_dir`.
+    pub async fn start_with_documents(
+        config: ServeConfig,
+        documents: Option<DocumentIndex>,
+    ) -> Result<Self, ServeError> {
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -192,13 +202,17 @@ impl Server {
             None => TaskRegistry::new(task_limits(&config)),
         };
         tokio::spawn(cancel_tasks_on_abort(registry.clone(), shutdown.clone()));
-        let documents = DocumentIndex::open(&config.data_dir).await?;
+        let documents = match documents {
+            Some(documents) => documents,
+            None => DocumentIndex::open(&config.data_dir).await?,
+        };
         let rag = Rag::new(
             documents.clone(),
             registry.clone(),
             models,
             token_budget(&config),
         )
+        .with_max_queued_ingest_bytes(config.max_queued_ingest_bytes)
         .with_metrics(metrics.clone());
         register_scraped(&metrics, &registry, &documents, &streams);
         let tasks = Tasks::new(registry);

@@ -215,6 +215,16 @@ pub struct ServeArgs {
     /// ingestion needs.
     #[arg(long, env = "AGENTSTREAM_MAX_DEMO_TASKS", default_value_t = 16)]
     max_demo_tasks: usize,
+    /// Most bytes of documents that ingestions waiting for the index writer
+    /// (and the running one) may hold; IngestDocuments beyond it gets
+    /// RESOURCE_EXHAUSTED with a retry hint. One ingestion is always
+    /// admitted when no other is queued.
+    #[arg(
+        long,
+        env = "AGENTSTREAM_MAX_QUEUED_INGEST_BYTES",
+        default_value_t = agentstream::rag::queue::DEFAULT_MAX_QUEUED_INGEST_BYTES
+    )]
+    max_queued_ingest_bytes: usize,
 
     /// Events kept per running task; older progress events are compacted
     /// (state changes never are). At least 4.
@@ -337,6 +347,7 @@ impl From<ServeArgs> for ServeConfig {
             max_finished_tasks: args.max_finished_tasks,
             max_unfinished_tasks: args.max_unfinished_tasks,
             max_demo_tasks: args.max_demo_tasks,
+            max_queued_ingest_bytes: args.max_queued_ingest_bytes,
             max_task_events: args.max_task_events,
             max_finished_task_events: args.max_finished_task_events,
             resumable_ttl: args.resumable_ttl,

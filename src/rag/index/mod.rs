@@ -29,6 +29,16 @@
 //!
 //! tantivy work is blocking (disk, CPU), so it runs on tokio's blocking pool.
 //!
+//! A disk that is full or cannot be written must not leave the index stuck:
+//! segment files written by an ingestion that then failed (or by a server
+//! killed mid-ingestion) are referenced by no commit, and while they stay
+//! they take the very space the next ingestion needs. tantivy only deletes
+//! such files when a commit succeeds, so the index deletes them itself
+//! after every rollback and at start-up ([`write`]'s `roll_back`,
+//! `clean_up`). Storage errors reach clients as [`Error::Storage`] (a full
+//! disk is RESOURCE_EXHAUSTED, an unwritable one UNAVAILABLE) with a message
+//! that names no file; the log line has the details.
+//!
 //! The parts: [`schema`] (the fields and the records written and read),
 //! [`write`] (ingestion, deletion, the write session and its rollback),
 //! [`search`] (term statistics, BM25 scoring and the ranking of passages).
@@ -46,8 +56,8 @@ use std::{
 };
 
 use tantivy::{
-    Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument, collector::DocSetCollector,
-    directory::MmapDirectory,
+    Directory, Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument, TantivyError,
+    collector::DocSetCollector, directory::MmapDirectory,
 };
 use tokio::sync::Mutex;
 
@@ -60,7 +70,7 @@ use self::{
 };
 pub use super::document::NewDocument;
 use super::tokenizer::{self, ANALYZER};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StorageFault};
 
 /// An indexed document, without its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,13 +182,23 @@ impl DocumentIndex {
     /// Opens the index under `data_dir`, creating it on first start.
     pub async fn open(data_dir: &Path) -> Result<Self> {
         let dir = data_dir.join("index");
-        blocking(move || Self::open_blocking(&dir)).await?
+        blocking(move || {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+            let directory = MmapDirectory::open(&dir).map_err(internal)?;
+            Self::open_blocking(Box::new(directory), &dir)
+        })
+        .await?
     }
 
-    fn open_blocking(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
-        let directory = MmapDirectory::open(dir).map_err(internal)?;
+    /// Opens the index kept in `directory`, a tantivy directory whose files
+    /// are in `dir` (the one [`DocumentIndex::open`] uses is an
+    /// `MmapDirectory`; tests pass one that injects faults).
+    pub async fn open_in(directory: Box<dyn Directory>, dir: PathBuf) -> Result<Self> {
+        blocking(move || Self::open_blocking(directory, &dir)).await?
+    }
+
+    fn open_blocking(directory: Box<dyn Directory>, dir: &Path) -> Result<Self> {
         let (schema, fields) = Fields::schema();
         let index = Index::open_or_create(directory, schema).map_err(internal)?;
         index.tokenizers().register(ANALYZER, tokenizer::analyzer());
@@ -190,6 +210,9 @@ impl DocumentIndex {
         let writer = index
             .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
             .map_err(|e| writer_error(e, dir))?;
+        // Holding the writer, nobody else writes here: what a failed or
+        // killed ingestion left can go.
+        write::clean_up(&writer, dir);
         let catalog = load_catalog(&reader.searcher(), &fields)?;
         // The segmenter's dictionary (tens of megabytes) is loaded by the
         // first ingestion or question, not here: a server that never uses
@@ -294,4 +317,102 @@ fn writer_error(error: tantivy::TantivyError, dir: &Path) -> Error {
 
 fn internal(error: impl std::fmt::Display) -> Error {
     Error::Internal(format!("document index: {error}"))
+}
+
+/// A tantivy error as the client is told it: a full or unwritable disk is
+/// [`Error::Storage`], any other I/O error an internal one. Neither names a
+/// file (tantivy's errors carry the paths of the server's files); the log
+/// line keeps the whole error.
+fn index_error(error: TantivyError) -> Error {
+    let Some(io) = io_error(&error) else {
+        return internal(error);
+    };
+    tracing::error!(%error, "document index: storage error");
+    match StorageFault::of(&io) {
+        Some(fault) => Error::Storage {
+            fault,
+            message: match fault {
+                StorageFault::Full => {
+                    "the server's disk is full: the document index cannot grow; retry once space is freed"
+                }
+                StorageFault::NotWritable => {
+                    "the server cannot write its document index (permission denied or read-only storage)"
+                }
+            }
+            .to_owned(),
+        },
+        None => Error::Internal(format!(
+            "document index: storage error ({}); the server log has the details",
+            io.kind()
+        )),
+    }
+}
+
+/// The I/O error a tantivy error carries, if any. Some of tantivy's paths
+/// (its document store, its plugins) keep only the I/O error's text, so an
+/// OS error is also recognised by the `(os error N)` its text ends with.
+fn io_error(error: &TantivyError) -> Option<std::io::Error> {
+    use tantivy::directory::error::{LockError, OpenDirectoryError, OpenReadError, OpenWriteError};
+    match error {
+        TantivyError::IoError(io)
+        | TantivyError::LockFailure(LockError::IoError(io), _)
+        | TantivyError::OpenWriteError(OpenWriteError::IoError { io_error: io, .. })
+        | TantivyError::OpenReadError(OpenReadError::IoError { io_error: io, .. })
+        | TantivyError::OpenDirectoryError(OpenDirectoryError::IoError { io_error: io, .. }) => {
+            Some(match io.raw_os_error() {
+                Some(errno) => std::io::Error::from_raw_os_error(errno),
+                None => std::io::Error::from(io.kind()),
+            })
+        }
+        other => errno_in(&other.to_string()).map(std::io::Error::from_raw_os_error),
+    }
+}
+
+/// The OS error number in an I/O error's text: `... (os error 28)` as its
+/// `Display` writes it, `Os { code: 28, ... }` as its `Debug` does.
+fn errno_in(text: &str) -> Option<i32> {
+    ["(os error ", "Os { code: "].iter().find_map(|marker| {
+        let start = text.find(marker)? + marker.len();
+        let digits: String = text[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn storage_errors_are_told_apart_and_name_no_file() {
+        const ENOSPC: i32 = 28;
+        const EACCES: i32 = 13;
+        let typed =
+            TantivyError::OpenWriteError(tantivy::directory::error::OpenWriteError::wrap_io_error(
+                std::io::Error::from_raw_os_error(ENOSPC),
+                PathBuf::from("/srv/data/index/abc.idx"),
+            ));
+        let as_text =
+            TantivyError::InternalError(std::io::Error::from_raw_os_error(EACCES).to_string());
+        let other = TantivyError::InternalError("bad segment".into());
+        let full = index_error(typed);
+        assert_eq!(full.kind(), ErrorKind::ResourceExhausted, "{full}");
+        assert!(!full.to_string().contains("/srv"), "{full}");
+        let denied = index_error(as_text);
+        assert_eq!(denied.kind(), ErrorKind::Unavailable, "{denied}");
+        assert_eq!(index_error(other).kind(), ErrorKind::Internal);
+    }
+
+    #[test]
+    fn the_errno_is_read_from_display_and_debug_text() {
+        assert_eq!(errno_in("No space left on device (os error 28)"), Some(28));
+        assert_eq!(
+            errno_in("IoError 'Os { code: 13, kind: PermissionDenied }'"),
+            Some(13)
+        );
+        assert_eq!(errno_in("no number"), None);
+    }
 }

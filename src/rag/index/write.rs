@@ -5,15 +5,20 @@
 //! adds its documents batch by batch, then commits once; a session dropped
 //! or aborted without its commit rolls the writer back before releasing it,
 //! so no half ingestion can ride on a later commit.
+//!
+//! A rollback also deletes the files of the segments it discarded (tantivy
+//! leaves them to the next successful commit, which a full disk would never
+//! allow), and opening the index deletes what a killed server left
+//! ([`clean_up`]).
 
-use std::{sync::Arc, time::SystemTime};
+use std::{path::Path, sync::Arc, time::SystemTime};
 
-use tantivy::IndexWriter;
+use tantivy::{IndexWriter, TantivyError};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{
     DocumentIndex, DocumentInfo, IngestError, IngestProgress, IngestReport, Inner, NewDocument,
-    blocking, internal,
+    blocking, index_error,
 };
 use crate::{
     error::{Error, Result},
@@ -194,11 +199,11 @@ impl WriteSession {
             writer.delete_term(fields.id_term(&id));
             writer
                 .add_document(fields.document_record(&id, &doc, now))
-                .map_err(internal)?;
+                .map_err(|e| worker_failure(writer, e))?;
             for (ordinal, text) in split_passages(&doc.text).iter().enumerate() {
                 writer
                     .add_document(fields.passage_record(&id, &doc, ordinal, text))
-                    .map_err(internal)?;
+                    .map_err(|e| worker_failure(writer, e))?;
                 added.passages += 1;
             }
             added.infos.push(DocumentInfo {
@@ -233,7 +238,7 @@ impl WriteSession {
     }
 
     fn commit_and_reload(&mut self) -> Result<()> {
-        self.writer()?.commit().map_err(internal)?;
+        self.writer()?.commit().map_err(index_error)?;
         self.dirty = false;
         if let Err(error) = self.inner.reader.reload() {
             // Committed and durable; searches catch up at the next reload.
@@ -281,8 +286,20 @@ impl Drop for WriteSession {
     }
 }
 
-/// Discards every uncommitted operation. When even that fails, the writer
-/// is replaced by a fresh one, which equally forgets them.
+/// Why adding a document failed: the indexing thread stopped (tantivy then
+/// only says the writer "was killed"), and joining it, as preparing a
+/// commit does, gives its own error, such as a full disk while it flushed
+/// a segment. Nothing is committed here: the caller rolls back.
+fn worker_failure(writer: &mut IndexWriter, error: TantivyError) -> Error {
+    match writer.prepare_commit() {
+        Err(cause) => index_error(cause),
+        Ok(_not_committed) => index_error(error),
+    }
+}
+
+/// Discards every uncommitted operation and deletes the files they had
+/// written. When the rollback itself fails, the writer is replaced by a
+/// fresh one, which equally forgets them.
 fn roll_back(inner: &Inner, mut slot: OwnedMutexGuard<WriterSlot>) {
     let Some(writer) = slot.as_mut() else { return };
     match writer.rollback() {
@@ -295,6 +312,45 @@ fn roll_back(inner: &Inner, mut slot: OwnedMutexGuard<WriterSlot>) {
                 Err(error) => tracing::error!(%error, "index writer lost: writes now fail"),
             }
         }
+    }
+    if let Some(writer) = slot.as_ref() {
+        collect_garbage(writer);
+    }
+}
+
+/// Deletes what a failed or killed ingestion left in `dir`: the files of
+/// segments that no commit references, and the temporary files of an
+/// interrupted atomic write (`meta.json` is replaced by renaming one). Must
+/// run with the writer held, so that no write is under way.
+pub(super) fn clean_up(writer: &IndexWriter, dir: &Path) {
+    collect_garbage(writer);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with(".tmp") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = ?name, "removed a stale temporary index file"),
+                Err(error) => {
+                    tracing::warn!(file = ?name, %error, "stale temporary index file stays")
+                }
+            }
+        }
+    }
+}
+
+/// Deletes the index files that no commit (and no open searcher) uses.
+fn collect_garbage(writer: &IndexWriter) {
+    match writer.garbage_collect_files().wait() {
+        Ok(result) if !result.deleted_files.is_empty() => tracing::info!(
+            deleted = result.deleted_files.len(),
+            "deleted index files no commit uses"
+        ),
+        Ok(_) => {}
+        // A disk that refuses even deletions: the next rollback, commit or
+        // start tries again.
+        Err(error) => tracing::warn!(%error, "unused index files could not be deleted"),
     }
 }
 

@@ -20,11 +20,16 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$DIR"
+  if [[ ${KEEP:-} ]]; then echo "logs: $DIR" >&2; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# N distinct free ports (held together while chosen, so they differ).
+free_ports() { python3 -c '
+import socket, sys
+held = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in held: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"; }
 wait_port() { # PORT
   for _ in $(seq 1 600); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -34,7 +39,7 @@ wait_port() { # PORT
   return 1
 }
 
-REDIS_PORT=$(free_port)
+read -r REDIS_PORT MEMORY REDIS_A REDIS_B <<<"$(free_ports 4)"
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
   --dir "$DIR" >"$DIR/redis.log" 2>&1 &
 PIDS+=($!)
@@ -44,11 +49,10 @@ serve() { # NAME PORT ARGS...
   local name=$1 port=$2
   shift 2
   mkdir -p "$DIR/$name"
-  RUST_LOG=warn "$T/agentstream" serve --listen "127.0.0.1:$port" --http-listen off \
+  RUST_LOG=${RUST_LOG:-info} "$T/agentstream" serve --listen "127.0.0.1:$port" --http-listen off \
     --data-dir "$DIR/$name" "$@" >"$DIR/$name.log" 2>&1 &
   PIDS+=($!)
 }
-MEMORY=$(free_port) REDIS_A=$(free_port) REDIS_B=$(free_port)
 serve memory "$MEMORY"
 serve redis-a "$REDIS_A" --redis-url "redis://127.0.0.1:$REDIS_PORT/"
 serve redis-b "$REDIS_B" --redis-url "redis://127.0.0.1:$REDIS_PORT/"

@@ -28,6 +28,8 @@ struct Redis {
     url: String,
     port: u16,
     binary: PathBuf,
+    /// Whether it writes every command to its append-only file.
+    persistent: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -49,6 +51,16 @@ fn redis_server_binary() -> Option<PathBuf> {
 /// Starts a private Redis, or `None` (after saying so) when there is no
 /// `redis-server` and the environment does not require one.
 async fn redis() -> Option<Redis> {
+    redis_started(false).await
+}
+
+/// A private Redis that keeps its data across a restart (append-only file,
+/// fsync on every write), or `None` as for [`redis`].
+async fn persistent_redis() -> Option<Redis> {
+    redis_started(true).await
+}
+
+async fn redis_started(persistent: bool) -> Option<Redis> {
     let Some(binary) = redis_server_binary() else {
         assert!(
             std::env::var_os("AGENTSTREAM_REQUIRE_REDIS").is_none(),
@@ -64,12 +76,13 @@ async fn redis() -> Option<Redis> {
         let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
         listener.local_addr().expect("addr").port()
     };
-    let child = spawn_redis(&binary, port, dir.path()).await;
+    let child = spawn_redis(&binary, port, dir.path(), persistent).await;
     Some(Redis {
         child,
         url: format!("redis://127.0.0.1:{port}/"),
         port,
         binary,
+        persistent,
         _dir: dir,
     })
 }
@@ -83,7 +96,24 @@ impl Redis {
 
     /// Starts a fresh Redis on the same port after [`Redis::kill`].
     async fn start_again(&mut self) {
-        self.child = spawn_redis(&self.binary, self.port, self._dir.path()).await;
+        self.child = spawn_redis(&self.binary, self.port, self._dir.path(), self.persistent).await;
+    }
+
+    /// Stops this Redis as an operator's restart does (`SHUTDOWN`: clients
+    /// are disconnected, the append-only file is complete) and starts it
+    /// again on the same files.
+    async fn restart(&mut self) {
+        let client = redis::Client::open(self.url.as_str()).expect("url");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connects");
+        // The connection closes instead of answering.
+        let _ = redis::cmd("SHUTDOWN")
+            .query_async::<()>(&mut connection)
+            .await;
+        let _ = self.child.wait();
+        self.start_again().await;
     }
 
     /// `CONFIG SET name value` on this Redis.
@@ -166,10 +196,24 @@ async fn forward(
 }
 
 /// Starts `redis-server` on `port`, returning once it accepts connections.
-async fn spawn_redis(binary: &std::path::Path, port: u16, dir: &std::path::Path) -> Child {
+async fn spawn_redis(
+    binary: &std::path::Path,
+    port: u16,
+    dir: &std::path::Path,
+    persistent: bool,
+) -> Child {
+    let appendonly = if persistent { "yes" } else { "no" };
     let mut child = Command::new(binary)
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            appendonly,
+            "--daemonize",
+            "no",
+        ])
+        .args(["--appendfsync", "always"])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::piped())
@@ -1100,4 +1144,43 @@ async fn a_stalled_redis_times_calls_out_with_unavailable_and_service_returns() 
     let task = start(&mut b.tasks(), demo(3, 1)).await;
     let events = rest(&mut watch(&mut a.tasks(), &task.task_id, 0).await).await;
     assert_eq!(events.last().map(state), Some(TaskState::Succeeded));
+}
+
+#[tokio::test]
+async fn a_task_watcher_rides_out_a_redis_restart_without_losing_or_repeating_an_event() {
+    let Some(mut redis) = persistent_redis().await else {
+        return;
+    };
+    let (a, b) = (replica(&redis).await, replica(&redis).await);
+    let task = start(&mut a.tasks(), demo(300, 10)).await;
+    let mut events = watch(&mut b.tasks(), &task.task_id, 0).await;
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        seen.push(next(&mut events).await.expect("event"));
+    }
+
+    // The watcher on B and the work on A both lose Redis for a moment.
+    redis.restart().await;
+    seen.extend(rest(&mut events).await);
+
+    // Every event once, in order: progress made while Redis was away may be
+    // coalesced (as for any slow watcher), state changes never are.
+    let sequences: Vec<u64> = seen.iter().map(|e| e.sequence).collect();
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "no event twice, none out of order: {sequences:?}"
+    );
+    let states: Vec<TaskState> = seen
+        .iter()
+        .map(state)
+        .filter(|s| *s != TaskState::Running)
+        .collect();
+    assert_eq!(states, [TaskState::Pending, TaskState::Succeeded]);
+    assert!(seen.iter().any(|e| state(e) == TaskState::Running));
+    let end = seen.last().expect("terminal event");
+    assert_eq!(end.step, 300);
+
+    // And the history is the same through A.
+    let fetched = get(&mut a.tasks(), &task.task_id).await;
+    assert_eq!(TaskState::try_from(fetched.state), Ok(TaskState::Succeeded));
 }

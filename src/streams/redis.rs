@@ -83,6 +83,9 @@ const BYTES_PER_CHUNK: usize = 128;
 /// chunk (a replica killed mid-stream leaves keys that still expire).
 const GENERATING_SLACK: Duration = Duration::from_secs(60);
 
+/// How long "until the keys expire" lasts at most, whatever the TTL.
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Ends a stream that is still running: KEYS record, chunks; ARGV state,
 /// error kind, error message, time to live in ms, notice channel, stream
 /// id. Returns 1 when it ended it, 0 when it had ended (or is gone).
@@ -443,9 +446,15 @@ impl Flusher {
                 .ignore()
                 .hset(record_key(&self.id), "last_sequence", kept.sequence)
                 .ignore()
-                .pexpire(record_key(&self.id), expiry(self.ttl + GENERATING_SLACK))
+                .pexpire(
+                    record_key(&self.id),
+                    expiry(self.ttl.saturating_add(GENERATING_SLACK)),
+                )
                 .ignore()
-                .pexpire(chunks_key(&self.id), expiry(self.ttl + GENERATING_SLACK))
+                .pexpire(
+                    chunks_key(&self.id),
+                    expiry(self.ttl.saturating_add(GENERATING_SLACK)),
+                )
                 .ignore()
                 .publish(NOTICE_CHANNEL, &self.id)
                 .ignore()
@@ -470,7 +479,12 @@ impl Flusher {
     /// until it is written or the stream's keys would have expired, so that
     /// no reader anywhere waits for a stream that has stopped.
     async fn write_end(&self, ending: Ending) {
-        let deadline = Instant::now() + self.ttl + GENERATING_SLACK;
+        // `--resumable-ttl` is the operator's: a huge one means "retry for
+        // as long as the process lives", not an overflowing Instant.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.ttl.saturating_add(GENERATING_SLACK))
+            .unwrap_or(now + YEAR);
         let mut pause = POLL_INTERVAL;
         let mut warned = false;
         loop {

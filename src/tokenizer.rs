@@ -10,6 +10,13 @@ use tiktoken_rs::{CoreBPE, Rank, cl100k_base_singleton};
 
 use crate::llm::ChatMessage;
 
+/// Merges of cl100k_base after which a single-token word no longer counts
+/// as common (see [`Tokenizer::is_common_word`]). In its first 30,000 ranks
+/// are words such as `little` (2,697), `website` (3,997), `forever`
+/// (16,058) and `flour` (20,415); `cron` (47,682) and `reconnect` (51,136)
+/// come later, and `rye`, `logrotate` or `sourdough` are no token at all.
+const COMMON_WORD_RANKS: Rank = 30_000;
+
 /// Tokens that frame each message in the chat format (OpenAI's accounting).
 const TOKENS_PER_MESSAGE: usize = 3;
 /// Tokens added when a message has a `name`.
@@ -85,6 +92,21 @@ impl Tokenizer {
         pieces
     }
 
+    /// Whether `word` is a common English word: written after a space and in
+    /// lower case, it is one token among the table's first merges. BPE merges
+    /// the most frequent byte pairs of its training text (a broad web
+    /// corpus) first, so an early single token is a word that text used
+    /// often; a rare word, a coined one or a name takes several tokens or a
+    /// late one. RAG uses it to tell the reader's everyday paraphrase from
+    /// a specific subject the documents never mention.
+    pub fn is_common_word(&self, word: &str) -> bool {
+        if word.is_empty() || word.contains(char::is_whitespace) {
+            return false;
+        }
+        let spaced = format!(" {}", word.to_lowercase());
+        matches!(self.bpe.encode_ordinary(&spaced)[..], [token] if token < COMMON_WORD_RANKS)
+    }
+
     /// The bytes of one token; empty for a token the table does not know
     /// (which `encode_ordinary` never produces).
     fn token_bytes(&self, token: Rank) -> Vec<u8> {
@@ -140,6 +162,24 @@ impl Utf8Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_words_are_early_single_tokens() {
+        let t = Tokenizer::cl100k();
+        for word in ["little", "possible", "Website", "signs", "forever", "flour"] {
+            assert!(t.is_common_word(word), "{word}");
+        }
+        for word in [
+            "rye",
+            "logrotate",
+            "sourdough",
+            "reconnect",
+            "two words",
+            "",
+        ] {
+            assert!(!t.is_common_word(word), "{word}");
+        }
+    }
 
     #[test]
     fn assembler_holds_back_a_split_character() {

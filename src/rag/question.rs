@@ -6,26 +6,35 @@
 //! about what the reader wants than one that occurs everywhere. The answerer
 //! scores candidate sentences by these weights, and the same weights decide
 //! when to say that the documents do not cover a question:
-//! - a name (see [`is_name`]: `Kubernetes`, `SAML`, `serde_json`, a Latin
-//!   word in a Chinese question) that the index has never seen, nor another
-//!   form of it, is *unknown*: usually the very subject the question is
-//!   about. When unknown terms carry a quarter of the question's weight, the
-//!   documents do not cover it;
+//! - a *specific* word that the index has never seen, nor another form of
+//!   it, is *unknown*: usually the very subject the question is about. A
+//!   word is specific when it is a name (see [`is_name`]: `Kubernetes`,
+//!   `SAML`, `serde_json`, a Latin word in a Chinese question) or a rare
+//!   English word (`rye`, `logrotate`: not one of the tokenizer's common
+//!   words, see [`Tokenizer::is_common_word`]). When unknown terms carry a
+//!   quarter of the question's weight, the documents do not cover it;
+//! - when most of the question's words occur nowhere in the documents, in
+//!   no form (a compound and the words inside it count once: 咖啡因 and
+//!   咖啡), the question is not about them, whatever those words are;
 //! - otherwise, when the retrieved passages lack terms that carry 60% of the
 //!   question's weight, they are only loosely related, and the answer says
 //!   so rather than quoting them.
 //!
-//! A word the index does not hold that is not a name (`sequentially`, 到底)
-//! is known, and weighs what the question's other terms weigh on average:
-//! it is the reader's paraphrase, and counts neither for nor against.
+//! A common word the index does not hold (`possible`, `website`, 到底) is
+//! known, and weighs what the question's other terms weigh on average: it
+//! is the reader's paraphrase, and counts neither for nor against (one or two
+//! of them, that is: see the rule above). Chinese words are always taken as
+//! common: no word-frequency table ships for them (jieba's dictionary counts
+//! do not tell 咖啡因 from 仓库, a paraphrase of 版本库).
 //!
-//! A Chinese compound the index lacks (咖啡因) whose parts it has counts as
-//! covered by its parts when they are covered; jieba's search mode gives the
-//! parts as terms of their own.
+//! A Chinese compound the index lacks (执行命令) whose parts it has counts
+//! as covered by its parts when they are covered; jieba's search mode gives
+//! the parts as terms of their own.
 
 use std::collections::HashSet;
 
 use super::tokenizer::{self, QuestionWord};
+use crate::tokenizer::Tokenizer;
 
 /// Share of the question's weight that unknown terms must carry to make the
 /// documents not cover it.
@@ -42,11 +51,13 @@ pub struct Term {
     /// Inverse document frequency over the indexed passages; 1 when the
     /// index was not asked.
     pub weight: f32,
-    /// Whether the index knows the term or another form of it, or it is an
-    /// everyday word (not a name) that the documents do not use.
+    /// Whether the index knows the term or another form of it, or it is a
+    /// common word (not specific) that the documents do not use.
     pub known: bool,
     /// Whether the index holds the term itself.
     pub indexed: bool,
+    /// Whether the index holds the term or another form of it.
+    pub in_documents: bool,
 }
 
 /// A question and its terms.
@@ -80,6 +91,7 @@ impl Question {
                 weight: 1.0,
                 known: true,
                 indexed: true,
+                in_documents: true,
             })
             .collect();
         Self {
@@ -97,8 +109,9 @@ impl Question {
             term.weight = idf(stats.document_frequency, stats.passages);
             term.known = stats.document_frequency > 0
                 || stats.has_variant
-                || !is_name(&term.word.surface, text);
+                || !is_specific(&term.word.surface, text);
             term.indexed = stats.document_frequency > 0;
+            term.in_documents = term.indexed || stats.has_variant;
             if term.indexed {
                 in_index.insert(term.word.term.clone());
             }
@@ -164,9 +177,6 @@ impl Question {
             return Some(Vec::new());
         }
         let total: f32 = self.telling().map(|t| t.weight).sum();
-        if total <= 0.0 {
-            return None;
-        }
         let present: Vec<String> = self
             .terms
             .iter()
@@ -179,31 +189,97 @@ impl Question {
             .collect();
         let share = |terms: &[&Term]| terms.iter().map(|t| t.weight).sum::<f32>() / total;
         let unknown: Vec<&Term> = missing.iter().copied().filter(|t| !t.known).collect();
-        let mut named = if !unknown.is_empty() && share(&unknown) >= UNKNOWN_SHARE {
+        let named = if !unknown.is_empty() && share(&unknown) >= UNKNOWN_SHARE {
             unknown
-        } else if share(&missing) >= MISSING_SHARE {
+        } else if let Some(foreign) = self.mostly_foreign() {
+            foreign
+        } else if total > 0.0 && share(&missing) >= MISSING_SHARE {
             missing
         } else {
             return None;
         };
-        named.sort_by(|a, b| b.weight.total_cmp(&a.weight));
-        // A word and the compounds made of it name the same thing: keep the longest.
-        let names: Vec<String> = named.iter().map(|t| t.word.term.clone()).collect();
-        named.retain(|t| {
-            !names
-                .iter()
-                .any(|n| n != &t.word.term && n.contains(t.word.term.as_str()))
-        });
-        Some(named)
+        Some(longest_first(named))
     }
+
+    /// The question's words that occur nowhere in the documents, when they
+    /// are most of its words; a compound and the words inside it (咖啡因,
+    /// 咖啡) count once, as occurring when any of them does.
+    fn mostly_foreign(&self) -> Option<Vec<&Term>> {
+        let groups = word_groups(&self.terms);
+        let foreign: Vec<&Vec<usize>> = groups
+            .iter()
+            .filter(|group| group.iter().all(|&i| !self.terms[i].in_documents))
+            .collect();
+        (foreign.len() * 2 > groups.len()).then(|| {
+            foreign
+                .iter()
+                .flat_map(|g| g.iter().map(|&i| &self.terms[i]))
+                .collect()
+        })
+    }
+}
+
+/// `terms` heaviest first, without the words that a longer one of them
+/// contains (a word and the compounds made of it name the same thing).
+fn longest_first(mut terms: Vec<&Term>) -> Vec<&Term> {
+    terms.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+    let names: Vec<String> = terms.iter().map(|t| t.word.term.clone()).collect();
+    terms.retain(|t| {
+        !names
+            .iter()
+            .any(|n| n != &t.word.term && n.contains(t.word.term.as_str()))
+    });
+    terms
+}
+
+/// The indices of `terms` grouped into words: a CJK term joins every other
+/// CJK term that contains it or that it contains (jieba's search mode gives
+/// 买回来 and also 买回 and 回来); any other term is a group of its own.
+fn word_groups(terms: &[Term]) -> Vec<Vec<usize>> {
+    let mut group_of: Vec<usize> = (0..terms.len()).collect();
+    for i in 0..terms.len() {
+        for j in 0..i {
+            let (a, b) = (&terms[i].word.term, &terms[j].word.term);
+            if tokenizer::has_cjk(a)
+                && tokenizer::has_cjk(b)
+                && (a.contains(b.as_str()) || b.contains(a.as_str()))
+            {
+                let (from, to) = (group_of[i], group_of[j]);
+                group_of
+                    .iter_mut()
+                    .filter(|g| **g == from)
+                    .for_each(|g| *g = to);
+            }
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut leaders: Vec<usize> = Vec::new();
+    for (i, &leader) in group_of.iter().enumerate() {
+        match leaders.iter().position(|&l| l == leader) {
+            Some(k) => groups[k].push(i),
+            None => {
+                leaders.push(leader);
+                groups.push(vec![i]);
+            }
+        }
+    }
+    groups
+}
+
+/// Whether `word`, as written in `question`, names a subject of its own
+/// rather than being an everyday word: a name, or an English word that is
+/// not common. Only specific words can be unknown: a reader's everyday word
+/// that the documents happen not to use is a paraphrase.
+fn is_specific(word: &str, question: &str) -> bool {
+    is_name(word, question)
+        || (!tokenizer::has_cjk(word) && !Tokenizer::cl100k().is_common_word(word))
 }
 
 /// Whether `word`, as written in `question`, looks like a name (of a
 /// product, a library, a tool) rather than an everyday word: a Latin-script
 /// word in a Chinese question, a capitalised word that does not start the
 /// question, an all-capitals word, or an identifier (digits, `_`, `.`, `-`,
-/// `::`). Only names can be unknown: a reader's everyday word that the
-/// documents happen not to use is a paraphrase, not a missing subject.
+/// `::`).
 fn is_name(word: &str, question: &str) -> bool {
     if tokenizer::has_cjk(word) {
         return false;
@@ -345,6 +421,24 @@ mod tests {
     }
 
     #[test]
+    fn a_rare_word_the_index_lacks_is_an_unknown_subject() {
+        let q = Question::weighted(
+            "How much rye flour should I add to my sourdough?",
+            index(&[("much", 30), ("flour", 6), ("add", 20), ("sourdough", 4)]),
+        );
+        let retrieved = terms(&["much", "flour", "add", "sourdough"]);
+        let missing = q.uncovered(&retrieved).expect("not covered");
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].word.surface, "rye");
+        // The same question with a common word in its place is covered.
+        let q = Question::weighted(
+            "How much extra flour should I add to my sourdough?",
+            index(&[("much", 30), ("flour", 6), ("add", 20), ("sourdough", 4)]),
+        );
+        assert!(q.uncovered(&retrieved).is_none(), "{:?}", q.terms);
+    }
+
+    #[test]
     fn another_form_of_a_known_word_is_not_unknown() {
         let stats = |term: &str| TermStatistics {
             document_frequency: u64::from(term != "sequenti") * 10,
@@ -408,6 +502,22 @@ mod tests {
     }
 
     #[test]
+    fn a_question_mostly_in_words_the_documents_never_use_is_not_covered() {
+        // 乌龙茶 (and 乌龙 inside it) is indexed; 咖啡 (inside 咖啡因),
+        // 相比, 含量 and 更高 are not: four words of five are foreign.
+        let q = Question::weighted(
+            "乌龙茶和咖啡相比，哪个咖啡因含量更高？",
+            index(&[("乌龙", 3), ("乌龙茶", 2)]),
+        );
+        let missing = q
+            .uncovered(&terms(&["乌龙", "乌龙茶"]))
+            .expect("not covered");
+        let named: Vec<&str> = missing.iter().map(|t| t.word.term.as_str()).collect();
+        assert!(named.contains(&"咖啡因"), "{named:?}");
+        assert!(!named.contains(&"咖啡"), "{named:?}");
+    }
+
+    #[test]
     fn everyday_words_the_documents_do_not_use_are_paraphrases() {
         let q = Question::weighted(
             "How do I make a quantifier match as little as possible?",
@@ -418,7 +528,8 @@ mod tests {
             q.uncovered(&terms(&["make", "quantifi", "match"]))
                 .is_none()
         );
-        // Chinese words are never taken for names.
+        // Chinese words are never taken for names, and a compound counts
+        // once: 买回来 (with 买回 and 回来) is one foreign word of three.
         let q = Question::weighted("绿茶买回来怎么保存？", index(&[("绿茶", 2), ("保存", 3)]));
         assert!(q.uncovered(&terms(&["绿茶", "保存"])).is_none());
     }

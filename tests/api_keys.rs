@@ -6,11 +6,11 @@ mod common;
 use std::path::PathBuf;
 
 use agentstream::{config::ServeConfig, pb, server::Server};
-use common::{TestServer, ask, endless, http_client, http_url, user};
+use common::{TestServer, ask, endless, grpc_web_frame, http_client, http_url, send, with_key};
 use futures::StreamExt;
 use prost::Message;
 use reqwest::{StatusCode, header};
-use tonic::{Code, Request};
+use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_reflection::pb::v1;
 
@@ -34,16 +34,6 @@ async fn keyed_server(tweak: impl FnOnce(&mut ServeConfig)) -> (TestServer, temp
     })
     .await;
     (server, dir)
-}
-
-/// `message` with `authorization: Bearer key`.
-fn with_key<T>(message: T, key: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}").parse().expect("ascii"),
-    );
-    request
 }
 
 #[tokio::test]
@@ -231,23 +221,9 @@ async fn browsers_get_cors_preflights_and_can_read_the_401() {
         c.cors_allow_origins = vec!["http://app.example".into()];
     })
     .await;
-    let client = http_client();
-    let preflight = client
-        .request(
-            reqwest::Method::OPTIONS,
-            http_url(&server, "/v1/chat/completions"),
-        )
-        .header(header::ORIGIN, "http://app.example")
-        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-        .header(
-            header::ACCESS_CONTROL_REQUEST_HEADERS,
-            "authorization,content-type",
-        )
-        .send()
-        .await
-        .expect("preflight");
+    let preflight = server.preflight("authorization,content-type").await;
     assert!(preflight.status().is_success(), "{}", preflight.status());
-    let refused = client
+    let refused = http_client()
         .get(http_url(&server, "/v1/models"))
         .header(header::ORIGIN, "http://app.example")
         .send()
@@ -258,15 +234,6 @@ async fn browsers_get_cors_preflights_and_can_read_the_401() {
         refused.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
         "http://app.example"
     );
-}
-
-/// A gRPC-Web frame of `message`.
-fn grpc_web_frame(message: &impl Message) -> Vec<u8> {
-    let bytes = message.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&u32::try_from(bytes.len()).expect("small").to_be_bytes());
-    frame.extend_from_slice(&bytes);
-    frame
 }
 
 #[tokio::test]
@@ -393,19 +360,12 @@ async fn without_a_keys_file_the_server_stays_open() {
     let server = TestServer::start().await;
     let mut stream = server
         .chat()
-        .stream_chat(pb::StreamChatRequest {
-            messages: vec![user("open")],
-            ..Default::default()
-        })
+        .stream_chat(common::ask("open"))
         .await
         .expect("no key needed")
         .into_inner();
     common::drain_ok(&mut stream).await;
-    let models = http_client()
-        .get(http_url(&server, "/v1/models"))
-        .send()
-        .await
-        .expect("response");
+    let models = server.get("/v1/models").await;
     assert_eq!(models.status(), StatusCode::OK);
 }
 
@@ -413,10 +373,7 @@ async fn without_a_keys_file_the_server_stays_open() {
 async fn a_resumable_stream_is_only_seen_by_the_key_that_started_it() {
     let (server, _dir) = keyed_server(|_| {}).await;
     let mut chat = server.chat();
-    let request = pb::StreamChatRequest {
-        resumable: true,
-        ..endless(1)
-    };
+    let request = common::endless_resumable(1);
     let mut alices = chat
         .stream_chat(with_key(request, ALICE))
         .await
@@ -458,21 +415,19 @@ async fn a_resumable_stream_is_only_seen_by_the_key_that_started_it() {
     // Over HTTP too: 404 for resume and cancel, like an unknown id.
     let client = http_client();
     let path = format!("/v1/chat/streams/{stream_id}");
-    let resumed = client
-        .get(http_url(&server, &path))
-        .bearer_auth(BOB)
-        .send()
-        .await
-        .expect("response");
+    let cancel_path = format!("{path}/cancel");
+    let cancel_as = |key: &str| {
+        send(
+            client
+                .post(http_url(&server, &cancel_path))
+                .bearer_auth(key),
+        )
+    };
+    let resumed = send(client.get(http_url(&server, &path)).bearer_auth(BOB)).await;
     assert_eq!(resumed.status(), StatusCode::NOT_FOUND);
     let body: serde_json::Value = resumed.json().await.expect("JSON");
     assert!(!body.to_string().contains("alice"), "{body}");
-    let cancelled = client
-        .post(http_url(&server, &format!("{path}/cancel")))
-        .bearer_auth(BOB)
-        .send()
-        .await
-        .expect("response");
+    let cancelled = cancel_as(BOB).await;
     assert_eq!(cancelled.status(), StatusCode::NOT_FOUND);
 
     // Bob's cancels did nothing: Alice's stream still generates, and she
@@ -490,18 +445,11 @@ async fn a_resumable_stream_is_only_seen_by_the_key_that_started_it() {
     let resumed_http = client
         .get(http_url(&server, &path))
         .bearer_auth(ALICE)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .expect("response");
+        .header("accept", "text/event-stream");
+    let resumed_http = send(resumed_http).await;
     assert_eq!(resumed_http.status(), StatusCode::OK);
     drop(resumed_http);
-    let cancelled = client
-        .post(http_url(&server, &format!("{path}/cancel")))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .expect("response");
+    let cancelled = cancel_as(ALICE).await;
     assert_eq!(cancelled.status(), StatusCode::OK);
     let (_, end) = common::drain(&mut alices).await;
     assert_eq!(end.expect_err("cancelled").code(), Code::Cancelled);

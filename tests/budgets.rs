@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use agentstream::pb::{self, chat_service_client::ChatServiceClient};
-use common::{TestServer, ask, connect, drain, drain_ok, endless, eventually, text_of};
+use common::{TestServer, ask, connect, demo, drain, drain_ok, endless, eventually, text_of};
 use futures::StreamExt;
 use tonic::Code;
 
@@ -60,15 +60,7 @@ async fn a_small_call_is_served_while_large_prompts_are_counted() {
         .collect();
     in_pool(&server, 8).await;
 
-    let small = drain_ok(
-        &mut server
-            .chat()
-            .stream_chat(ask("quick one"))
-            .await
-            .expect("small")
-            .into_inner(),
-    )
-    .await;
+    let small = drain_ok(&mut server.stream_chat(ask("quick one")).await).await;
     assert!(text_of(&small, 0).contains("quick one"));
     assert_eq!(
         server.server.offload().in_flight(),
@@ -94,23 +86,13 @@ async fn large_prompts_beyond_the_pool_are_refused_and_waiting_ones_keep_their_d
     })
     .await;
     let paused = server.server.offload().pause();
-    let mut running = server
-        .chat()
-        .stream_chat(large("running"))
-        .await
-        .expect("first")
-        .into_inner();
+    let mut running = server.stream_chat(large("running")).await;
     let first = tokio::spawn(async move { drain(&mut running).await });
     in_pool(&server, 1).await;
     // The second waits for a turn, within its deadline.
     let mut waiting = tonic::Request::new(large("waiting"));
     waiting.set_timeout(Duration::from_millis(300));
-    let mut waiting = server
-        .chat()
-        .stream_chat(waiting)
-        .await
-        .expect("second")
-        .into_inner();
+    let mut waiting = server.stream_chat(waiting).await;
     let second = tokio::spawn(async move { drain(&mut waiting).await });
     in_pool(&server, 2).await;
 
@@ -121,26 +103,14 @@ async fn large_prompts_beyond_the_pool_are_refused_and_waiting_ones_keep_their_d
         .await
         .expect_err("refused");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    let http = common::http_client()
-        .post(common::http_url(&server, "/v1/chat/completions"))
-        .json(&serde_json::json!({
-            "stream": true,
-            "messages": [{"role": "user", "content": "x".repeat(500_000)}],
-        }))
-        .send()
-        .await
-        .expect("HTTP call");
+    let body = serde_json::json!({
+        "stream": true,
+        "messages": [{"role": "user", "content": "x".repeat(500_000)}],
+    });
+    let http = server.post_completion(&body, None).await;
     assert_eq!(http.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
     // Small calls are not affected.
-    drain_ok(
-        &mut server
-            .chat()
-            .stream_chat(ask("still fine"))
-            .await
-            .expect("small")
-            .into_inner(),
-    )
-    .await;
+    drain_ok(&mut server.stream_chat(ask("still fine")).await).await;
 
     // The waiting call ends at its deadline and gives its place back.
     let (_, end) = second.await.expect("second reader");
@@ -153,16 +123,6 @@ async fn large_prompts_beyond_the_pool_are_refused_and_waiting_ones_keep_their_d
         .1
         .expect("the first completes");
     in_pool(&server, 0).await;
-}
-
-fn demo(steps: u32, step_delay_ms: u32) -> pb::StartTaskRequest {
-    pb::StartTaskRequest {
-        spec: Some(pb::start_task_request::Spec::Demo(pb::DemoTaskSpec {
-            steps,
-            step_delay_ms,
-            fail_at_step: 0,
-        })),
-    }
 }
 
 /// Opens an endless stream on `client` and waits for its first chunk.
@@ -187,12 +147,7 @@ async fn one_connection_cannot_take_every_stream() {
         held.push(open_stream(&mut first).await.expect("within the share"));
     }
     let refused = open_stream(&mut first).await.expect_err("beyond the share");
-    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    assert!(
-        refused.message().contains("connection"),
-        "{}",
-        refused.message()
-    );
+    common::assert_status(&refused, Code::ResourceExhausted, "connection");
 
     // Another connection has its own share of what is left.
     let mut second = ChatServiceClient::new(connect(server.server.local_addr()).await);
@@ -215,12 +170,14 @@ async fn demo_tasks_cannot_block_ingestion() {
     let mut tasks = server.tasks();
     let mut running = Vec::new();
     for _ in 0..2 {
-        let task = tasks.start_task(demo(1_000, 1_000)).await.expect("demo");
+        let task = tasks.start_task(demo(1_000, 1_000, 0)).await.expect("demo");
         running.push(task.into_inner().task.expect("task").task_id);
     }
-    let refused = tasks.start_task(demo(1, 0)).await.expect_err("demo budget");
-    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    assert!(refused.message().contains("demo"), "{}", refused.message());
+    let refused = tasks
+        .start_task(demo(1, 0, 0))
+        .await
+        .expect_err("demo budget");
+    common::assert_status(&refused, Code::ResourceExhausted, "demo");
 
     // Ingestion still has its room, and completes.
     let document = pb::Document {
@@ -236,5 +193,5 @@ async fn demo_tasks_cannot_block_ingestion() {
         task_id: running.remove(0),
     };
     tasks.cancel_task(cancel).await.expect("cancel");
-    tasks.start_task(demo(1, 0)).await.expect("room again");
+    tasks.start_task(demo(1, 0, 0)).await.expect("room again");
 }

@@ -8,22 +8,13 @@ use agentstream::{
     pb::{self, StreamChatRequest, StreamChatResponse},
     tokenizer::Tokenizer,
 };
-use common::{TestServer, ask, bad_request_fields, drain, drain_ok, endless, text_of, user};
+use common::{TestServer, ask, bad_request_fields, drain, drain_ok, endless, take, text_of, user};
 use futures::StreamExt;
-use tonic::{Code, Status, Streaming};
-
-async fn call(server: &TestServer, request: StreamChatRequest) -> Streaming<StreamChatResponse> {
-    server
-        .chat()
-        .stream_chat(request)
-        .await
-        .expect("call accepted")
-        .into_inner()
-}
+use tonic::{Code, Status};
 
 /// Every chunk of a call that ends OK.
 async fn collect(server: &TestServer, request: StreamChatRequest) -> Vec<StreamChatResponse> {
-    drain_ok(&mut call(server, request).await).await
+    drain_ok(&mut server.stream_chat(request).await).await
 }
 
 fn finish_reasons(chunks: &[StreamChatResponse], index: u32) -> Vec<i32> {
@@ -198,13 +189,7 @@ async fn echo_cut_short_by_max_tokens_finishes_with_length() {
         "{text:?}"
     );
     assert_eq!(Tokenizer::cl100k().count(&text), 4);
-    assert_eq!(
-        chunks
-            .last()
-            .and_then(|c| c.usage)
-            .map(|u| u.completion_tokens),
-        Some(4)
-    );
+    assert_eq!(common::completion_tokens(&chunks), Some(4));
     assert_eq!(
         finish_reasons(&chunks, 0).last(),
         Some(&(pb::FinishReason::Length as i32))
@@ -475,36 +460,21 @@ async fn request_id_is_echoed_or_generated() {
 #[tokio::test]
 async fn dropping_the_call_stops_generation_at_once() {
     let server = TestServer::start_with(|c| c.mock_token_delay = Duration::from_millis(20)).await;
-    let mut stream = call(&server, endless(1)).await;
-    for _ in 0..3 {
-        stream.next().await.expect("chunk").expect("ok");
-    }
-    let live = server.metrics();
-    assert_eq!((live.live_generations, live.active_streams), (1, 1));
+    let mut stream = server.stream_chat(endless(1)).await;
+    take(&mut stream, 3).await;
+    server.assert_live(1, 1);
     drop(stream);
-    server
-        .until("generation dropped", |m| {
-            m.live_generations == 0 && m.active_streams == 0
-        })
-        .await;
-    server.assert_no_token_produced_meanwhile().await;
+    server.assert_dropped("generation dropped").await;
 }
 
 #[tokio::test]
 async fn dropping_a_call_with_several_choices_stops_all_of_them() {
     let server = TestServer::start_with(|c| c.mock_token_delay = Duration::from_millis(20)).await;
-    let mut stream = call(&server, endless(4)).await;
-    for _ in 0..8 {
-        stream.next().await.expect("chunk").expect("ok");
-    }
+    let mut stream = server.stream_chat(endless(4)).await;
+    take(&mut stream, 8).await;
     assert_eq!(server.metrics().live_generations, 4);
     drop(stream);
-    server
-        .until("all choices dropped", |m| {
-            m.live_generations == 0 && m.active_streams == 0
-        })
-        .await;
-    server.assert_no_token_produced_meanwhile().await;
+    server.assert_dropped("all choices dropped").await;
 }
 
 #[tokio::test]
@@ -512,12 +482,7 @@ async fn a_deadline_ends_the_stream_with_deadline_exceeded_and_stops_generation(
     let server = TestServer::start_with(|c| c.mock_token_delay = Duration::from_millis(5)).await;
     let mut request = tonic::Request::new(endless(2));
     request.set_timeout(Duration::from_millis(300));
-    let mut stream = server
-        .chat()
-        .stream_chat(request)
-        .await
-        .expect("call")
-        .into_inner();
+    let mut stream = server.stream_chat(request).await;
     let mut received = 0;
     let ended = tokio::time::timeout(common::PATIENCE, async {
         loop {
@@ -533,12 +498,7 @@ async fn a_deadline_ends_the_stream_with_deadline_exceeded_and_stops_generation(
         .expect("the server ends the call at its deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(received > 0, "chunks flowed before the deadline");
-    server
-        .until("generation stopped", |m| {
-            m.live_generations == 0 && m.active_streams == 0
-        })
-        .await;
-    server.assert_no_token_produced_meanwhile().await;
+    server.assert_dropped("generation stopped").await;
 }
 
 #[tokio::test]
@@ -548,7 +508,7 @@ async fn capacity_limit_answers_resource_exhausted() {
         c.mock_token_delay = Duration::from_millis(20);
     })
     .await;
-    let mut first = call(&server, endless(1)).await;
+    let mut first = server.stream_chat(endless(1)).await;
     first.next().await.expect("chunk").expect("ok");
     let status = expect_status(&server, ask("one more")).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");

@@ -213,6 +213,18 @@ impl Pipe {
 }
 
 /// A loopback port with nothing listening on it.
+/// Asserts that `text` contains `needle`, showing `text` if not.
+#[track_caller]
+fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "{text}");
+}
+
+/// Asserts that `text` starts with `prefix`, showing `text` if not.
+#[track_caller]
+fn assert_starts_with(text: &str, prefix: &str) {
+    assert!(text.starts_with(prefix), "{text}");
+}
+
 fn closed_port() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -232,9 +244,9 @@ fn chat_accepts_host_port_and_http_addresses() {
             &address,
         ]));
         assert!(status.success(), "{address}: {stderr}");
-        assert!(stdout.contains("什么是流？"), "{stdout}");
+        assert_contains(&stdout, "什么是流？");
         assert!(stdout.ends_with('\n'), "{stdout:?}");
-        assert!(stderr.starts_with("usage: "), "{stderr}");
+        assert_starts_with(&stderr, "usage: ");
     }
 }
 
@@ -242,10 +254,7 @@ fn chat_accepts_host_port_and_http_addresses() {
 fn a_server_that_is_not_running_gets_a_hint() {
     let (status, _, stderr) = run(agentstream(&["chat", "hi", "--server", &closed_port()]));
     assert_eq!(status.code(), Some(1));
-    assert!(
-        stderr.contains("is the server running? (agentstream serve)"),
-        "{stderr}"
-    );
+    assert_contains(&stderr, "is the server running? (agentstream serve)");
 }
 
 #[test]
@@ -259,7 +268,7 @@ fn https_is_tls_and_never_falls_back_to_plaintext() {
         &format!("https://{}", server.addr),
     ]));
     assert_eq!(status.code(), Some(1), "{stdout}");
-    assert!(stderr.contains("cannot connect to https://"), "{stderr}");
+    assert_contains(&stderr, "cannot connect to https://");
 }
 
 #[test]
@@ -269,7 +278,7 @@ fn chat_dash_reads_the_question_from_stdin() {
     chat.type_line("来自标准输入的问题");
     let (status, stdout, stderr) = chat.wait();
     assert!(status.success(), "{stderr}");
-    assert!(stdout.contains("来自标准输入的问题"), "{stdout}");
+    assert_contains(&stdout, "来自标准输入的问题");
 }
 
 #[test]
@@ -385,7 +394,7 @@ fn a_deadline_error_is_on_a_line_of_its_own() {
     ]));
     assert_eq!(status.code(), Some(1));
     assert!(!stdout.is_empty() && stdout.ends_with('\n'), "{stdout:?}");
-    assert!(stderr.starts_with("error: DEADLINE_EXCEEDED"), "{stderr}");
+    assert_starts_with(&stderr, "error: DEADLINE_EXCEEDED");
 }
 
 #[test]
@@ -421,8 +430,8 @@ fn bad_arguments_name_the_code_and_each_field() {
     let server = TestServer::start();
     let (status, _, stderr) = run(server.cli(&["chat", "hi", "-n", "99"]));
     assert_eq!(status.code(), Some(1));
-    assert!(stderr.starts_with("error: INVALID_ARGUMENT: "), "{stderr}");
-    assert!(stderr.contains("\n  n: "), "{stderr}");
+    assert_starts_with(&stderr, "error: INVALID_ARGUMENT: ");
+    assert_contains(&stderr, "\n  n: ");
 }
 
 fn write_files(root: &Path, files: &[(&str, &str)]) {
@@ -451,10 +460,7 @@ fn ingest_then_list_and_delete_documents() {
     let dir = notes.path().to_str().expect("UTF-8 path");
     let (status, stdout, stderr) = run(server.cli(&["ingest", dir]));
     assert!(status.success(), "{stderr}");
-    assert!(
-        stdout.starts_with("ingested 2 documents from 2 files in "),
-        "{stdout}"
-    );
+    assert_starts_with(&stdout, "ingested 2 documents from 2 files in ");
 
     let (status, stdout, stderr) = run(server.cli(&["docs", "list"]));
     assert!(status.success(), "{stderr}");
@@ -477,15 +483,12 @@ fn ingest_then_list_and_delete_documents() {
 
     let (status, _, stderr) = run(server.cli(&["docs", "delete", &guide]));
     assert_eq!(status.code(), Some(1));
-    assert!(stderr.starts_with("error: NOT_FOUND: "), "{stderr}");
+    assert_starts_with(&stderr, "error: NOT_FOUND: ");
 
     let single = notes.path().join("page.html");
     let (status, stdout, stderr) = run(server.cli(&["ingest", single.to_str().expect("UTF-8")]));
     assert!(status.success(), "{stderr}");
-    assert!(
-        stdout.starts_with("ingested 1 document from 1 file in "),
-        "{stdout}"
-    );
+    assert_starts_with(&stdout, "ingested 1 document from 1 file in ");
 }
 
 #[test]
@@ -496,11 +499,11 @@ fn ingest_says_which_extensions_it_reads() {
     let dir = notes.path().to_str().expect("UTF-8 path");
     let (status, _, stderr) = run(server.cli(&["ingest", dir]));
     assert_eq!(status.code(), Some(1));
-    assert!(stderr.contains(".md, .markdown, .txt"), "{stderr}");
-    assert!(stderr.contains("--ext"), "{stderr}");
+    assert_contains(&stderr, ".md, .markdown, .txt");
+    assert_contains(&stderr, "--ext");
     let (status, stdout, stderr) = run(server.cli(&["ingest", dir, "--ext", "html"]));
     assert!(status.success(), "{stderr}");
-    assert!(stdout.starts_with("ingested 1 document"), "{stdout}");
+    assert_starts_with(&stdout, "ingested 1 document");
 }
 
 #[test]
@@ -548,13 +551,10 @@ fn ctrl_c_stops_watching_and_says_the_task_keeps_running() {
     watch.interrupt();
     let (status, _, stderr) = watch.wait();
     assert_eq!(status.code(), Some(130));
-    assert!(
-        stderr.contains(&format!("task {task_id} keeps running")),
-        "{stderr}"
-    );
+    assert_contains(&stderr, &format!("task {task_id} keeps running"));
     assert!(!stderr.contains("cancelled"), "{stderr}");
     let (_, stdout, _) = run(server.cli(&["task", "get", &task_id]));
-    assert!(stdout.contains("RUNNING"), "{stdout}");
+    assert_contains(&stdout, "RUNNING");
 }
 
 #[test]
@@ -571,11 +571,9 @@ fn a_second_server_on_the_same_data_dir_is_told_to_pick_another() {
         dir,
     ]));
     assert_eq!(status.code(), Some(1));
-    assert!(
-        stderr.contains(&format!(
-            "another agentstream is using {dir}; use --data-dir"
-        )),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        &format!("another agentstream is using {dir}; use --data-dir"),
     );
 }
 

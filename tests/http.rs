@@ -8,30 +8,17 @@ use std::time::Duration;
 
 use agentstream::pb;
 use base64::Engine as _;
-use common::{TestServer, http_client as client, http_url as url, user};
+use common::{TestServer, grpc_web_frame, http_client as client, http_url as url, json_of, user};
 use futures::StreamExt;
 use prost::Message;
 use reqwest::{StatusCode, header};
 
-async fn json_of(response: reqwest::Response) -> serde_json::Value {
-    response.json().await.expect("JSON body")
-}
-
 #[tokio::test]
 async fn probes_answer_while_serving() {
     let server = TestServer::start().await;
-    let client = client();
-    let health = client
-        .get(url(&server, "/healthz"))
-        .send()
-        .await
-        .expect("healthz");
+    let health = server.get("/healthz").await;
     assert_eq!(health.status(), StatusCode::OK);
-    let ready = client
-        .get(url(&server, "/readyz"))
-        .send()
-        .await
-        .expect("readyz");
+    let ready = server.get("/readyz").await;
     assert_eq!(ready.status(), StatusCode::OK);
     assert_eq!(json_of(ready).await["status"], "serving");
 }
@@ -39,11 +26,7 @@ async fn probes_answer_while_serving() {
 #[tokio::test]
 async fn metrics_are_the_prometheus_text_of_the_grpc_side() {
     let server = TestServer::start().await;
-    let response = client()
-        .get(url(&server, "/metrics"))
-        .send()
-        .await
-        .expect("metrics");
+    let response = server.get("/metrics").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
         response.headers()[header::CONTENT_TYPE]
@@ -71,12 +54,7 @@ async fn readyz_is_503_while_draining_and_new_calls_are_refused() {
         max_tokens: 200_000,
         ..Default::default()
     };
-    let mut stream = server
-        .chat()
-        .stream_chat(request.clone())
-        .await
-        .expect("call")
-        .into_inner();
+    let mut stream = server.stream_chat(request.clone()).await;
     stream.next().await.expect("first chunk").expect("chunk");
     server.shutdown.request();
     let client = client();
@@ -89,11 +67,7 @@ async fn readyz_is_503_while_draining_and_new_calls_are_refused() {
     })
     .await;
     assert_eq!(json_of(ready).await["status"], "draining");
-    let health = client
-        .get(url(&server, "/healthz"))
-        .send()
-        .await
-        .expect("healthz");
+    let health = server.get("/healthz").await;
     assert_eq!(health.status(), StatusCode::OK);
     // New streams are refused while in-flight ones go on.
     request.max_tokens = 1;
@@ -113,12 +87,7 @@ async fn readyz_is_503_while_draining_and_new_calls_are_refused() {
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_get_openai_error_json() {
     let server = TestServer::start().await;
-    let client = client();
-    let missing = client
-        .get(url(&server, "/v1/nothing"))
-        .send()
-        .await
-        .expect("404");
+    let missing = server.get("/v1/nothing").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let body = json_of(missing).await;
     assert_eq!(body["error"]["type"], "invalid_request_error");
@@ -130,11 +99,7 @@ async fn unknown_routes_and_wrong_methods_get_openai_error_json() {
     );
     assert!(body["error"].get("param").is_some(), "{body}");
 
-    let wrong = client
-        .post(url(&server, "/healthz"))
-        .send()
-        .await
-        .expect("405");
+    let wrong = server.post_empty("/healthz").await;
     assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert!(wrong.headers().contains_key(header::ALLOW));
     let body = json_of(wrong).await;
@@ -144,37 +109,19 @@ async fn unknown_routes_and_wrong_methods_get_openai_error_json() {
 #[tokio::test]
 async fn request_ids_are_echoed_or_generated() {
     let server = TestServer::start().await;
-    let client = client();
-    let echoed = client
+    let echoed = client()
         .get(url(&server, "/healthz"))
         .header("x-request-id", "my-id-42")
         .send()
         .await
         .expect("healthz");
     assert_eq!(echoed.headers()["x-request-id"], "my-id-42");
-    let generated = client
-        .get(url(&server, "/v1/nothing"))
-        .send()
-        .await
-        .expect("404");
+    let generated = server.get("/v1/nothing").await;
     assert_eq!(generated.headers()["x-request-id"].len(), 36);
 }
 
 async fn preflight(server: &TestServer) -> reqwest::Response {
-    client()
-        .request(
-            reqwest::Method::OPTIONS,
-            url(server, "/v1/chat/completions"),
-        )
-        .header(header::ORIGIN, "http://app.example")
-        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-        .header(
-            header::ACCESS_CONTROL_REQUEST_HEADERS,
-            "content-type,last-event-id",
-        )
-        .send()
-        .await
-        .expect("preflight")
+    server.preflight("content-type,last-event-id").await
 }
 
 #[tokio::test]
@@ -238,15 +185,6 @@ async fn cors_allows_the_configured_origins() {
     let any = TestServer::start_with(|c| c.cors_allow_origins = vec!["*".into()]).await;
     let response = preflight(&any).await;
     assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
-}
-
-/// One gRPC-Web message frame (flag 0, big-endian length, message).
-fn grpc_web_frame(message: &impl Message) -> Vec<u8> {
-    let bytes = message.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&u32::try_from(bytes.len()).expect("small").to_be_bytes());
-    frame.extend_from_slice(&bytes);
-    frame
 }
 
 /// Splits a gRPC-Web response body into its messages and its trailers.

@@ -11,12 +11,11 @@ mod common;
 mod fake_openai;
 
 use agentstream::llm::openai::UpstreamSpec;
-use common::{PATIENCE, TestServer, http_client, http_url};
+use common::{TestServer, ws};
 use fake_openai::{FakeOpenAi, data};
-use futures::{SinkExt, StreamExt};
-use reqwest::{StatusCode, header};
+use futures::SinkExt;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 fn weather_tool() -> Value {
     json!({"type": "function", "function": {
@@ -40,21 +39,11 @@ fn agent_request(question: &str) -> Value {
            "tools": [weather_tool(), clock_tool()]})
 }
 
-async fn post(server: &TestServer, body: &Value, accept: Option<&str>) -> reqwest::Response {
-    let mut request = http_client()
-        .post(http_url(server, "/v1/chat/completions"))
-        .json(body);
-    if let Some(accept) = accept {
-        request = request.header(header::ACCEPT, accept);
-    }
-    request.send().await.expect("request")
-}
-
 /// The chunks of a streamed completion as SSE, checking it ends with
 /// `[DONE]`.
 async fn sse_chunks(server: &TestServer, mut body: Value) -> Vec<Value> {
     body["stream"] = json!(true);
-    let response = post(server, &body, None).await;
+    let response = server.post_completion(&body, None).await;
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.expect("body");
     let mut events: Vec<&str> = text
@@ -71,7 +60,7 @@ async fn sse_chunks(server: &TestServer, mut body: Value) -> Vec<Value> {
 
 /// A whole (`stream: false`) completion.
 async fn whole(server: &TestServer, body: &Value) -> Value {
-    let response = post(server, body, None).await;
+    let response = server.post_completion(body, None).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.expect("JSON")
 }
@@ -254,7 +243,9 @@ async fn ndjson_and_websocket_carry_tool_calls_and_text_plain_only_content() {
     let mut request = agent_request("weather?");
     request["stream"] = json!(true);
 
-    let response = post(&server, &request, Some("application/x-ndjson")).await;
+    let response = server
+        .post_completion(&request, Some("application/x-ndjson"))
+        .await;
     let body = response.text().await.expect("body");
     let lines: Vec<Value> = body
         .lines()
@@ -265,33 +256,17 @@ async fn ndjson_and_websocket_carry_tool_calls_and_text_plain_only_content() {
     assert_eq!(calls[0].name, "get_weather");
     assert_eq!(finish_reasons(&lines), [json!("tool_calls")]);
 
-    let response = post(&server, &request, Some("text/plain")).await;
+    let response = server.post_completion(&request, Some("text/plain")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.expect("body"), "");
 
-    let addr = server.server.http_addr().expect("HTTP edge");
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/chat/ws"))
-        .await
-        .expect("handshake");
-    let start = json!({"type": "chat", "id": "a1", "request": request});
-    socket
-        .send(Message::text(start.to_string()))
-        .await
-        .expect("send");
+    let mut socket = ws::connect(&server).await;
+    socket.send(ws::chat("a1", request)).await.expect("send");
     let mut chunks = Vec::new();
-    loop {
-        let message = tokio::time::timeout(PATIENCE, socket.next())
-            .await
-            .expect("in time")
-            .expect("open")
-            .expect("message");
-        let Message::Text(text) = message else {
-            continue;
-        };
-        let message: Value = serde_json::from_str(&text).expect("JSON");
+    for message in ws::until_end_of(&mut socket, "a1").await {
         match message["type"].as_str() {
             Some("chunk") => chunks.push(message["chunk"].clone()),
-            Some("done") => break,
+            Some("done") => {}
             other => panic!("{other:?}: {message}"),
         }
     }
@@ -355,7 +330,7 @@ async fn bad_tools_are_400_naming_openai_s_param() {
         for (key, value) in patch.as_object().expect("patch") {
             body[key] = value.clone();
         }
-        let response = post(&server, &body, None).await;
+        let response = server.post_completion(&body, None).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{patch}");
         let error: Value = response.json().await.expect("JSON");
         assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");

@@ -13,7 +13,6 @@ use common::{TestServer, http_client, http_url, user};
 use futures::StreamExt;
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
-use tonic_types::StatusExt;
 
 fn ask(question: &str) -> Value {
     json!({"model": "echo", "messages": [{"role": "user", "content": question}]})
@@ -28,16 +27,6 @@ fn streaming(mut body: Value) -> Value {
 fn endless(n: u32) -> Value {
     json!({"model": "synthetic", "max_tokens": 200000, "n": n, "stream": true,
            "messages": [{"role": "user", "content": "go"}]})
-}
-
-async fn post(server: &TestServer, body: &Value, accept: Option<&str>) -> reqwest::Response {
-    let mut request = http_client()
-        .post(http_url(server, "/v1/chat/completions"))
-        .json(body);
-    if let Some(accept) = accept {
-        request = request.header(header::ACCEPT, accept);
-    }
-    request.send().await.expect("request")
 }
 
 /// The `data:` payloads of a complete SSE body, checking its framing byte
@@ -65,6 +54,20 @@ fn text_of(chunks: &[Value], index: u64) -> String {
         .collect()
 }
 
+/// POSTs `body` as it is to the chat completions route, declared as
+/// `content_type`.
+async fn post_raw(
+    server: &TestServer,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let request = http_client()
+        .post(http_url(server, "/v1/chat/completions"))
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body);
+    common::send(request).await
+}
+
 async fn error_of(response: reqwest::Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status);
     assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
@@ -78,7 +81,9 @@ async fn error_of(response: reqwest::Response, status: StatusCode) -> Value {
 #[tokio::test]
 async fn a_streamed_completion_is_openai_sse_ending_with_done() {
     let server = TestServer::start().await;
-    let response = post(&server, &streaming(ask("What is async programming?")), None).await;
+    let response = server
+        .post_completion(&streaming(ask("What is async programming?")), None)
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()[header::CONTENT_TYPE],
@@ -122,7 +127,12 @@ async fn include_usage_n_and_stop_behave_as_over_grpc() {
     body["n"] = json!(2);
     body["stop"] = json!("model");
     body["stream_options"] = json!({"include_usage": true});
-    let text = post(&server, &body, None).await.text().await.expect("body");
+    let text = server
+        .post_completion(&body, None)
+        .await
+        .text()
+        .await
+        .expect("body");
     let mut events = sse_data(&text);
     assert_eq!(events.pop().as_deref(), Some("[DONE]"));
     let chunks: Vec<Value> = events
@@ -148,7 +158,7 @@ async fn include_usage_n_and_stop_behave_as_over_grpc() {
 #[tokio::test]
 async fn stream_false_answers_one_chat_completion_with_usage() {
     let server = TestServer::start().await;
-    let response = post(&server, &ask("你好，世界"), None).await;
+    let response = server.post_completion(&ask("你好，世界"), None).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["object"], "chat.completion");
@@ -170,7 +180,8 @@ async fn stream_false_answers_one_chat_completion_with_usage() {
 #[tokio::test]
 async fn ndjson_and_text_framings_carry_the_same_completion() {
     let server = TestServer::start().await;
-    let whole: Value = post(&server, &ask("frame me"), None)
+    let whole: Value = server
+        .post_completion(&ask("frame me"), None)
         .await
         .json()
         .await
@@ -180,12 +191,9 @@ async fn ndjson_and_text_framings_carry_the_same_completion() {
         .expect("text")
         .to_owned();
 
-    let response = post(
-        &server,
-        &streaming(ask("frame me")),
-        Some("application/x-ndjson"),
-    )
-    .await;
+    let response = server
+        .post_completion(&streaming(ask("frame me")), Some("application/x-ndjson"))
+        .await;
     assert_eq!(
         response.headers()[header::CONTENT_TYPE],
         "application/x-ndjson"
@@ -203,7 +211,9 @@ async fn ndjson_and_text_framings_carry_the_same_completion() {
     );
     assert_eq!(text_of(&chunks, 0), expected);
 
-    let response = post(&server, &streaming(ask("frame me")), Some("text/plain")).await;
+    let response = server
+        .post_completion(&streaming(ask("frame me")), Some("text/plain"))
+        .await;
     assert_eq!(
         response.headers()[header::CONTENT_TYPE],
         "text/plain; charset=utf-8"
@@ -258,42 +268,32 @@ async fn bad_fields_are_400_naming_the_same_field_as_grpc() {
         ),
     ];
     for (body, field, grpc) in cases {
-        let error = error_of(post(&server, &body, None).await, StatusCode::BAD_REQUEST).await;
+        let error = error_of(
+            server.post_completion(&body, None).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
         assert_eq!(error["error"]["type"], "invalid_request_error");
         assert_eq!(error["error"]["param"], field, "{error}");
         let status = server.chat().stream_chat(grpc).await.expect_err("invalid");
-        let violations = status.get_details_bad_request().expect("BadRequest");
-        assert_eq!(violations.field_violations[0].field, field);
+        assert_eq!(common::bad_request_fields(&status)[0], field);
     }
     // Fields the core never sees are named too.
-    let error = error_of(
-        post(
-            &server,
-            &json!({"messages": [{"role": "robot", "content": "x"}]}),
-            None,
-        )
-        .await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    assert_eq!(error["error"]["param"], "messages[0].role");
-    let error = error_of(
-        post(&server, &json!({"messages": [], "max_tokens": -1}), None).await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    assert_eq!(error["error"]["param"], "max_tokens");
-    let error = error_of(
-        post(
-            &server,
-            &json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
-            None,
-        )
-        .await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    assert_eq!(error["error"]["param"], "messages[0].content[0].type");
+    for (body, field) in [
+        (
+            json!({"messages": [{"role": "robot", "content": "x"}]}),
+            "messages[0].role",
+        ),
+        (json!({"messages": [], "max_tokens": -1}), "max_tokens"),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+            "messages[0].content[0].type",
+        ),
+    ] {
+        let response = server.post_completion(&body, None).await;
+        let error = error_of(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(error["error"]["param"], field);
+    }
 }
 
 #[tokio::test]
@@ -301,7 +301,11 @@ async fn unknown_models_are_404_model_not_found() {
     let server = TestServer::start().await;
     let mut body = ask("hi");
     body["model"] = json!("gpt-9");
-    let error = error_of(post(&server, &body, None).await, StatusCode::NOT_FOUND).await;
+    let error = error_of(
+        server.post_completion(&body, None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     assert_eq!(error["error"]["code"], "model_not_found");
     assert_eq!(error["error"]["param"], "model");
 }
@@ -309,32 +313,13 @@ async fn unknown_models_are_404_model_not_found() {
 #[tokio::test]
 async fn bodies_that_are_not_json_are_415_and_broken_json_400() {
     let server = TestServer::start().await;
-    let url = http_url(&server, "/v1/chat/completions");
-    let response = http_client()
-        .post(&url)
-        .header(header::CONTENT_TYPE, "text/plain")
-        .body(ask("hi").to_string())
-        .send()
-        .await
-        .expect("request");
+    let response = post_raw(&server, "text/plain", ask("hi").to_string()).await;
     error_of(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
-    let response = http_client()
-        .post(&url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body("not json")
-        .send()
-        .await
-        .expect("request");
+    let response = post_raw(&server, "application/json", "not json").await;
     let error = error_of(response, StatusCode::BAD_REQUEST).await;
     assert_eq!(error["error"]["param"], Value::Null);
     // Broken inside a field: that field is named.
-    let response = http_client()
-        .post(&url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body("{\"messages\": [")
-        .send()
-        .await
-        .expect("request");
+    let response = post_raw(&server, "application/json", "{\"messages\": [").await;
     let error = error_of(response, StatusCode::BAD_REQUEST).await;
     assert_eq!(error["error"]["param"], "messages");
 }
@@ -342,15 +327,8 @@ async fn bodies_that_are_not_json_are_415_and_broken_json_400() {
 #[tokio::test]
 async fn bodies_over_the_limit_are_413_also_when_chunked() {
     let server = TestServer::start_with(|c| c.max_http_body = 1024).await;
-    let url = http_url(&server, "/v1/chat/completions");
     let big = ask(&"x".repeat(2000)).to_string();
-    let response = http_client()
-        .post(&url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(big.clone())
-        .send()
-        .await
-        .expect("request");
+    let response = post_raw(&server, "application/json", big.clone()).await;
     error_of(response, StatusCode::PAYLOAD_TOO_LARGE).await;
     // No Content-Length: the limit is enforced while reading.
     let pieces: Vec<Result<Vec<u8>, std::io::Error>> = big
@@ -358,17 +336,16 @@ async fn bodies_over_the_limit_are_413_also_when_chunked() {
         .chunks(100)
         .map(|c| Ok(c.to_vec()))
         .collect();
-    let response = http_client()
-        .post(&url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
-        .send()
-        .await
-        .expect("request");
+    let response = post_raw(
+        &server,
+        "application/json",
+        reqwest::Body::wrap_stream(futures::stream::iter(pieces)),
+    )
+    .await;
     error_of(response, StatusCode::PAYLOAD_TOO_LARGE).await;
     // A small request still passes.
     assert_eq!(
-        post(&server, &ask("ok"), None).await.status(),
+        server.post_completion(&ask("ok"), None).await.status(),
         StatusCode::OK
     );
 }
@@ -380,10 +357,12 @@ async fn at_capacity_new_streams_get_429_with_retry_after() {
         c.mock_token_delay = Duration::from_millis(20);
     })
     .await;
-    let first = post(&server, &endless(1), None).await;
+    let first = server.post_completion(&endless(1), None).await;
     let mut first = first.bytes_stream();
     first.next().await.expect("first bytes").expect("ok");
-    let response = post(&server, &streaming(ask("one more")), None).await;
+    let response = server
+        .post_completion(&streaming(ask("one more")), None)
+        .await;
     assert!(
         response.headers()[header::RETRY_AFTER]
             .to_str()
@@ -398,7 +377,10 @@ async fn at_capacity_new_streams_get_429_with_retry_after() {
         .until("first stream gone", |m| m.active_streams == 0)
         .await;
     assert_eq!(
-        post(&server, &ask("now it fits"), None).await.status(),
+        server
+            .post_completion(&ask("now it fits"), None)
+            .await
+            .status(),
         StatusCode::OK
     );
 }
@@ -410,7 +392,7 @@ async fn a_failure_after_the_start_is_a_last_error_event_without_done() {
         c.mock_token_delay = Duration::from_millis(5);
     })
     .await;
-    let response = post(&server, &endless(1), None).await;
+    let response = server.post_completion(&endless(1), None).await;
     let mut stream = response.bytes_stream();
     let mut body = Vec::from(stream.next().await.expect("bytes").expect("ok"));
     server.shutdown.request();
@@ -428,21 +410,15 @@ async fn a_failure_after_the_start_is_a_last_error_event_without_done() {
 /// proves the generation stopped at once.
 async fn dropping_the_response_stops_generation(accept: Option<&str>) {
     let server = TestServer::start_with(|c| c.mock_token_delay = Duration::from_millis(20)).await;
-    let response = post(&server, &endless(2), accept).await;
+    let response = server.post_completion(&endless(2), accept).await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut stream = response.bytes_stream();
     for _ in 0..3 {
         stream.next().await.expect("bytes").expect("ok");
     }
-    let live = server.metrics();
-    assert_eq!((live.live_generations, live.active_streams), (2, 1));
+    server.assert_live(2, 1);
     drop(stream);
-    server
-        .until("generation dropped", |m| {
-            m.live_generations == 0 && m.active_streams == 0
-        })
-        .await;
-    server.assert_no_token_produced_meanwhile().await;
+    server.assert_dropped("generation dropped").await;
 }
 
 #[tokio::test]
@@ -463,11 +439,7 @@ async fn closing_a_text_stream_stops_generation() {
 #[tokio::test]
 async fn models_lists_every_served_model() {
     let server = TestServer::start().await;
-    let response = http_client()
-        .get(http_url(&server, "/v1/models"))
-        .send()
-        .await
-        .expect("models");
+    let response = server.get("/v1/models").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["object"], "list");

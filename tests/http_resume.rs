@@ -9,9 +9,11 @@ mod common;
 use std::time::Duration;
 
 use agentstream::pb;
-use common::{TestServer, http_client, http_url};
-use futures::StreamExt;
-use reqwest::{StatusCode, header};
+use common::{
+    TestServer, http_client, http_url,
+    sse::{Event, Events},
+};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const STREAM_ID: &str = "x-agentstream-stream-id";
@@ -22,103 +24,8 @@ fn synthetic(tokens: u32, resumable: bool) -> Value {
            "messages": [{"role": "user", "content": "go"}]})
 }
 
-/// One SSE event: its `id:` when it has one, and its `data:`.
-#[derive(Debug, Clone, PartialEq)]
-struct Event {
-    id: Option<u64>,
-    data: String,
-}
-
-impl Event {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.data).expect("JSON data")
-    }
-}
-
-/// Parses complete events off the front of `buffer`, checking the framing
-/// byte for byte: an optional `id: N` line, one `data:` line, a blank line.
-fn take_events(buffer: &mut String) -> Vec<Event> {
-    let mut events = Vec::new();
-    while let Some(end) = buffer.find("\n\n") {
-        let block: String = buffer.drain(..end + 2).collect();
-        if block.starts_with(": ") {
-            continue; // keep-alive comment
-        }
-        let lines: Vec<_> = block.trim_end_matches('\n').split('\n').collect();
-        let (id, data) = match lines.as_slice() {
-            [id, data] => (
-                Some(
-                    id.strip_prefix("id: ")
-                        .expect("id line")
-                        .parse()
-                        .expect("a sequence"),
-                ),
-                data,
-            ),
-            [data] => (None, data),
-            other => panic!("unexpected event block {other:?}"),
-        };
-        let data = data.strip_prefix("data: ").expect("data line").to_owned();
-        events.push(Event { id, data });
-    }
-    events
-}
-
-/// An open SSE response, read event by event.
-struct Events {
-    stream: futures::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
-    buffer: String,
-    ready: std::collections::VecDeque<Event>,
-}
-
-impl Events {
-    fn new(response: reqwest::Response) -> Self {
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            "text/event-stream"
-        );
-        Self {
-            stream: response.bytes_stream().boxed(),
-            buffer: String::new(),
-            ready: Default::default(),
-        }
-    }
-
-    async fn next(&mut self) -> Option<Event> {
-        while self.ready.is_empty() {
-            let bytes = self.stream.next().await?.expect("bytes");
-            self.buffer
-                .push_str(std::str::from_utf8(&bytes).expect("UTF-8"));
-            self.ready.extend(take_events(&mut self.buffer));
-        }
-        self.ready.pop_front()
-    }
-
-    async fn take(&mut self, n: usize) -> Vec<Event> {
-        let mut events = Vec::new();
-        for _ in 0..n {
-            events.push(self.next().await.expect("an event"));
-        }
-        events
-    }
-
-    async fn rest(mut self) -> Vec<Event> {
-        let mut events = Vec::new();
-        while let Some(event) = self.next().await {
-            events.push(event);
-        }
-        events
-    }
-}
-
 async fn post(server: &TestServer, body: &Value) -> reqwest::Response {
-    http_client()
-        .post(http_url(server, "/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .expect("request")
+    server.post("/v1/chat/completions", body).await
 }
 
 async fn get_stream(
@@ -138,14 +45,9 @@ async fn get_stream(
 }
 
 async fn cancel(server: &TestServer, stream_id: &str) -> reqwest::Response {
-    http_client()
-        .post(http_url(
-            server,
-            &format!("/v1/chat/streams/{stream_id}/cancel"),
-        ))
-        .send()
+    server
+        .post_empty(&format!("/v1/chat/streams/{stream_id}/cancel"))
         .await
-        .expect("request")
 }
 
 fn stream_id_of(response: &reqwest::Response) -> String {
@@ -213,9 +115,7 @@ async fn after_the_end_a_resume_returns_the_tail_and_usage_over_http_and_grpc() 
     let stream_id = stream_id_of(&response);
     drop(response);
     server
-        .until("the detached generation finished", |m| {
-            m.live_generations == 0
-        })
+        .until_no_generation("the detached generation finished")
         .await;
 
     let all = Events::new(get_stream(&server, &stream_id, None, "?after_sequence=0").await)
@@ -249,13 +149,7 @@ async fn after_the_end_a_resume_returns_the_tail_and_usage_over_http_and_grpc() 
     )
     .rest()
     .await;
-    assert_eq!(
-        none,
-        [Event {
-            id: None,
-            data: "[DONE]".into()
-        }]
-    );
+    assert_eq!(none, [Event::unnamed(None, "[DONE]")]);
 
     // The same stream over gRPC: one core.
     let mut grpc = server
@@ -365,9 +259,7 @@ async fn streams_expire_after_the_ttl_and_their_number_is_bounded() {
 
     drop(reader);
     server
-        .until("the generation stopped at the TTL", |m| {
-            m.live_generations == 0
-        })
+        .until_no_generation("the generation stopped at the TTL")
         .await;
     common::eventually("the stream is forgotten", || async {
         let status = get_stream(&server, &stream_id, None, "").await.status();

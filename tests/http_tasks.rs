@@ -7,25 +7,19 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, http_client, http_url};
+use common::{TestServer, bad_param, http_client, http_url, json_of, sse::Events};
 use futures::StreamExt;
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 
 async fn start_demo(server: &TestServer, spec: Value) -> Value {
-    let response = http_client()
-        .post(http_url(server, "/v1/tasks"))
-        .json(&json!({"demo": spec}))
-        .send()
-        .await
-        .expect("start");
+    let response = server.post("/v1/tasks", &json!({"demo": spec})).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let location = response.headers()[header::LOCATION]
         .to_str()
         .expect("ascii")
         .to_owned();
-    let body: Value = response.json().await.expect("JSON");
-    let task = body["task"].clone();
+    let task = json_of(response).await["task"].clone();
     assert_eq!(
         location,
         format!("/v1/tasks/{}", task["taskId"].as_str().expect("id"))
@@ -34,7 +28,7 @@ async fn start_demo(server: &TestServer, spec: Value) -> Value {
     task
 }
 
-/// One parsed server-sent event.
+/// One task or answer event: its name, its `id:` and its JSON data.
 #[derive(Debug, Clone, PartialEq)]
 struct Event {
     name: String,
@@ -42,56 +36,17 @@ struct Event {
     data: Value,
 }
 
-/// Parses complete events off the front of `buffer`, checking the framing
-/// byte for byte (`event:`, optional `id:`, one `data:` line, blank line).
-fn take_events(buffer: &mut String) -> Vec<Event> {
-    let mut events = Vec::new();
-    while let Some(end) = buffer.find("\n\n") {
-        let block: String = buffer.drain(..end + 2).collect();
-        if block.starts_with(": ") {
-            continue; // keep-alive comment
-        }
-        let lines: Vec<_> = block.trim_end_matches('\n').split('\n').collect();
-        let name = lines[0]
-            .strip_prefix("event: ")
-            .expect("event line")
-            .to_owned();
-        let (id, data) = match lines.as_slice() {
-            [_, id, data] => (
-                Some(
-                    id.strip_prefix("id: ")
-                        .expect("id line")
-                        .parse()
-                        .expect("seq"),
-                ),
-                data,
-            ),
-            [_, data] => (None, data),
-            other => panic!("unexpected event block {other:?}"),
-        };
-        let data =
-            serde_json::from_str(data.strip_prefix("data: ").expect("data line")).expect("JSON");
-        events.push(Event { name, id, data });
-    }
-    events
-}
-
 /// Reads the events of `response` until `enough` says so or it ends.
 async fn read_events(response: reqwest::Response, enough: impl Fn(&[Event]) -> bool) -> Vec<Event> {
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        response.headers()[header::CONTENT_TYPE],
-        "text/event-stream"
-    );
-    let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
+    let mut stream = Events::named(response);
     let mut events = Vec::new();
     while !enough(&events) {
         match stream.next().await {
-            Some(bytes) => {
-                buffer.push_str(std::str::from_utf8(&bytes.expect("bytes")).expect("UTF-8"));
-                events.extend(take_events(&mut buffer));
-            }
+            Some(event) => events.push(Event {
+                data: event.json(),
+                name: event.name,
+                id: event.id,
+            }),
             None => break,
         }
     }
@@ -115,14 +70,7 @@ async fn task_routes_answer_proto3_json() {
     let server = TestServer::start().await;
     let task = start_demo(&server, json!({"steps": 1000, "step_delay_ms": 500})).await;
     let id = task["taskId"].as_str().expect("id").to_owned();
-    let got: Value = http_client()
-        .get(http_url(&server, &format!("/v1/tasks/{id}")))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("JSON");
+    let got = json_of(server.get(&format!("/v1/tasks/{id}")).await).await;
     assert_eq!(got["task"]["taskId"], id.as_str());
     assert_eq!(got["task"]["totalSteps"], 1000);
     let created = got["task"]["createTime"].as_str().expect("RFC 3339");
@@ -130,47 +78,19 @@ async fn task_routes_answer_proto3_json() {
         created.contains('T') && (created.ends_with('Z') || created.ends_with("+00:00")),
         "{created}"
     );
-    let listed: Value = http_client()
-        .get(http_url(&server, "/v1/tasks?page_size=10"))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("JSON");
+    let listed = json_of(server.get("/v1/tasks?page_size=10").await).await;
     assert_eq!(listed["tasks"][0]["taskId"], id.as_str());
-    let cancelled = http_client()
-        .post(http_url(&server, &format!("/v1/tasks/{id}/cancel")))
-        .send()
-        .await
-        .expect("cancel");
+    let cancelled = server.post_empty(&format!("/v1/tasks/{id}/cancel")).await;
     assert_eq!(cancelled.status(), StatusCode::OK);
-    let cancelled: Value = cancelled.json().await.expect("JSON");
+    let cancelled = json_of(cancelled).await;
     assert_eq!(cancelled["task"]["state"], "TASK_STATE_CANCELLED");
 
-    let missing = http_client()
-        .get(http_url(&server, "/v1/tasks/no-such-task"))
-        .send()
-        .await
-        .expect("get");
+    let missing = server.get("/v1/tasks/no-such-task").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    let bad = http_client()
-        .get(http_url(&server, "/v1/tasks?page_size=abc"))
-        .send()
-        .await
-        .expect("list");
-    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    let bad: Value = bad.json().await.expect("JSON");
-    assert_eq!(bad["error"]["param"], "page_size");
-    let bad = http_client()
-        .post(http_url(&server, "/v1/tasks"))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("start");
-    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    let bad: Value = bad.json().await.expect("JSON");
-    assert_eq!(bad["error"]["param"], "spec");
+    let bad = server.get("/v1/tasks?page_size=abc").await;
+    assert_eq!(bad_param(bad).await, "page_size");
+    let bad = server.post("/v1/tasks", &json!({})).await;
+    assert_eq!(bad_param(bad).await, "spec");
 }
 
 #[tokio::test]
@@ -294,49 +214,34 @@ async fn task_events_as_ndjson_are_one_watch_response_per_line() {
 #[tokio::test]
 async fn documents_are_ingested_listed_answered_from_and_deleted() {
     let server = TestServer::start().await;
-    let response = http_client()
-        .post(http_url(&server, "/v1/documents"))
-        .json(&json!({"documents": [{"id": "intro", "title": "Intro",
+    let response = server
+        .post(
+            "/v1/documents",
+            &json!({"documents": [{"id": "intro", "title": "Intro",
             "text": "agentstream streams tokens as they are produced. Cancellation stops the work at once.",
-            "source": "notes/intro.md", "metadata": {"team": "docs"}}]}))
-        .send()
-        .await
-        .expect("ingest");
+            "source": "notes/intro.md", "metadata": {"team": "docs"}}]}),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let location = response.headers()[header::LOCATION]
         .to_str()
         .expect("ascii")
         .to_owned();
-    let task: Value = response.json().await.expect("JSON");
+    let task = json_of(response).await;
     assert_eq!(task["task"]["kind"], "ingest");
-    let events = read_events(
-        http_client()
-            .get(http_url(&server, &format!("{location}/events")))
-            .send()
-            .await
-            .expect("events"),
-        |_| false,
-    )
-    .await;
+    let events = read_events(server.get(&format!("{location}/events")).await, |_| false).await;
     assert_eq!(events[events.len() - 2].name, "succeeded");
 
-    let listed: Value = http_client()
-        .get(http_url(&server, "/v1/documents?page_size=5"))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("JSON");
+    let listed = json_of(server.get("/v1/documents?page_size=5").await).await;
     assert_eq!(listed["documents"][0]["id"], "intro");
     assert_eq!(listed["documents"][0]["metadata"]["team"], "docs");
 
-    let response = http_client()
-        .post(http_url(&server, "/v1/rag/answer"))
-        .json(&json!({"question": "What does cancellation stop?", "top_k": 3}))
-        .send()
-        .await
-        .expect("answer");
+    let response = server
+        .post(
+            "/v1/rag/answer",
+            &json!({"question": "What does cancellation stop?", "top_k": 3}),
+        )
+        .await;
     let events = read_events(response, |_| false).await;
     let names: Vec<_> = events.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
@@ -356,39 +261,26 @@ async fn documents_are_ingested_listed_answered_from_and_deleted() {
     let passages = &events[1].data["passagesRetrieved"]["passages"];
     assert_eq!(passages[0]["documentId"], "intro");
 
-    let deleted = http_client()
-        .delete(http_url(&server, "/v1/documents/intro"))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let again = http_client()
-        .delete(http_url(&server, "/v1/documents/intro"))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    for expected in [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND] {
+        let deleted = server.delete("/v1/documents/intro").await;
+        assert_eq!(deleted.status(), expected);
+    }
 
-    let bad = http_client()
-        .post(http_url(&server, "/v1/rag/answer"))
-        .json(&json!({"question": "", "top_k": 99}))
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    let bad: Value = bad.json().await.expect("JSON");
-    assert_eq!(bad["error"]["param"], "question");
+    let bad = server
+        .post("/v1/rag/answer", &json!({"question": "", "top_k": 99}))
+        .await;
+    assert_eq!(bad_param(bad).await, "question");
 }
 
 #[tokio::test]
 async fn closing_a_rag_answer_stream_stops_its_generation() {
     let server = TestServer::start_with(|c| c.mock_token_delay = Duration::from_millis(20)).await;
-    let response = http_client()
-        .post(http_url(&server, "/v1/rag/answer"))
-        .json(&json!({"question": "anything at all", "max_tokens": 100000, "model": "synthetic"}))
-        .send()
-        .await
-        .expect("answer");
+    let response = server
+        .post(
+            "/v1/rag/answer",
+            &json!({"question": "anything at all", "max_tokens": 100000, "model": "synthetic"}),
+        )
+        .await;
     let events = response.bytes_stream();
     let mut events = events;
     let mut body = String::new();
@@ -402,10 +294,5 @@ async fn closing_a_rag_answer_stream_stops_its_generation() {
         "the answer ended before the client left"
     );
     drop(events);
-    server
-        .until("answer dropped", |m| {
-            m.live_generations == 0 && m.active_streams == 0
-        })
-        .await;
-    server.assert_no_token_produced_meanwhile().await;
+    server.assert_dropped("answer dropped").await;
 }

@@ -6,26 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PATIENCE, TestServer};
+use common::{
+    PATIENCE, TestServer,
+    ws::{chat, connect, next, until_end_of},
+};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn connect(server: &TestServer) -> Socket {
-    let addr = server.server.http_addr().expect("HTTP edge");
-    let (socket, response) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/chat/ws"))
-        .await
-        .expect("WebSocket handshake");
-    assert!(response.headers().contains_key("x-request-id"));
-    socket
-}
-
-fn chat(id: &str, request: Value) -> Message {
-    Message::text(json!({"type": "chat", "id": id, "request": request}).to_string())
-}
+use tokio_tungstenite::tungstenite::Message;
 
 fn ask(question: &str) -> Value {
     json!({"messages": [{"role": "user", "content": question}], "stream_options": {"include_usage": true}})
@@ -33,33 +20,6 @@ fn ask(question: &str) -> Value {
 
 fn endless() -> Value {
     json!({"model": "synthetic", "max_tokens": 200000, "messages": [{"role": "user", "content": "go"}]})
-}
-
-/// The next JSON message from the server.
-async fn next(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(PATIENCE, socket.next())
-            .await
-            .expect("a message in time")
-            .expect("socket open")
-            .expect("message");
-        if let Message::Text(text) = message {
-            return serde_json::from_str(&text).expect("JSON");
-        }
-    }
-}
-
-/// Messages until the `done` or `error` of `id`.
-async fn until_end_of(socket: &mut Socket, id: &str) -> Vec<Value> {
-    let mut messages = Vec::new();
-    loop {
-        let message = next(socket).await;
-        let end = message["id"] == id && message["type"] != "chunk";
-        messages.push(message);
-        if end {
-            return messages;
-        }
-    }
 }
 
 #[tokio::test]
@@ -137,12 +97,7 @@ async fn a_cancel_message_stops_that_completion_at_once() {
         messages.last().expect("done"),
         &json!({"type": "done", "id": "long", "cancelled": true})
     );
-    server
-        .until("generation dropped", |m| {
-            m.live_generations == 0 && m.active_streams == 0
-        })
-        .await;
-    server.assert_no_token_produced_meanwhile().await;
+    server.assert_dropped("generation dropped").await;
     // The connection goes on.
     socket
         .send(chat("next", ask("after the cancel")))
@@ -166,12 +121,7 @@ async fn closing_the_socket_stops_everything_it_started() {
         .await;
     socket.close(None).await.expect("close");
     drop(socket);
-    server
-        .until("generations dropped", |m| {
-            m.live_generations == 0 && m.active_streams == 0
-        })
-        .await;
-    server.assert_no_token_produced_meanwhile().await;
+    server.assert_dropped("generations dropped").await;
 }
 
 #[tokio::test]

@@ -17,8 +17,8 @@ mod disk;
 
 use std::{path::Path, process::Command};
 
-use agentstream::{config::ServeConfig, pb, rag::DocumentIndex, server::Server};
-use common::{TestServer, connect, http_client, http_url};
+use agentstream::pb;
+use common::TestServer;
 use disk::TestDisk;
 use tonic::Code;
 
@@ -47,31 +47,12 @@ fn documents(prefix: &str, count: usize, bytes: usize) -> Vec<pb::Document> {
         .collect()
 }
 
-fn config(data_dir: &Path) -> ServeConfig {
-    ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: data_dir.to_path_buf(),
-        shutdown_grace: std::time::Duration::from_millis(100),
-        ..ServeConfig::default()
-    }
-}
-
 /// A server whose document index is on `disk`.
 async fn start_on(disk: &TestDisk, data_dir: tempfile::TempDir) -> TestServer {
-    let documents = DocumentIndex::open_in(disk.directory(), data_dir.path().join("index"))
-        .await
-        .expect("index opens");
-    let server = Server::start_with_documents(config(data_dir.path()), Some(documents))
-        .await
-        .expect("server starts");
-    TestServer {
-        channel: connect(server.local_addr()).await,
-        metrics: server.metrics(),
-        shutdown: server.shutdown(),
-        server,
-        data_dir,
-    }
+    disk.serve(data_dir, |config| {
+        config.shutdown_grace = std::time::Duration::from_millis(100);
+    })
+    .await
 }
 
 /// Ingests `documents` and returns the task's last event.
@@ -81,41 +62,16 @@ async fn ingest(server: &TestServer, documents: Vec<pb::Document>) -> pb::TaskEv
     events.last().expect("a terminal event").clone()
 }
 
-async fn stop(server: TestServer) -> tempfile::TempDir {
-    let TestServer {
-        server,
-        channel,
-        shutdown,
-        data_dir,
-        ..
-    } = server;
-    drop(channel);
-    shutdown.request();
-    server.wait().await.expect("server stops");
-    data_dir
-}
-
-async fn delete(server: &TestServer, id: &str) -> Result<(), tonic::Status> {
-    server
-        .rag()
-        .delete_document(pb::DeleteDocumentRequest {
-            document_id: id.into(),
-        })
-        .await
-        .map(drop)
-}
-
-async fn list_ids(server: &TestServer) -> Vec<String> {
-    let page = server
-        .rag()
-        .list_documents(pb::ListDocumentsRequest {
-            page_size: 1000,
-            page_token: String::new(),
-        })
-        .await
-        .expect("list")
-        .into_inner();
-    page.documents.into_iter().map(|d| d.id).collect()
+/// A server on a test disk, seeded with three committed documents: the
+/// server, its disk and the files of that commit.
+async fn seeded() -> (TestServer, TestDisk, Vec<String>) {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let disk = TestDisk::open(&data_dir.path().join("index"));
+    let server = start_on(&disk, data_dir).await;
+    let seeded = ingest(&server, documents("seed", 3, 2_000)).await;
+    assert_eq!(seeded.state(), pb::TaskState::Succeeded, "{seeded:?}");
+    let committed = disk.files();
+    (server, disk, committed)
 }
 
 /// The error a client sees names none of the server's files.
@@ -129,12 +85,7 @@ fn assert_names_no_file(message: &str, data_dir: &Path) {
 
 #[tokio::test]
 async fn a_full_disk_fails_the_ingestion_cleanly_and_the_index_takes_writes_again() {
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let disk = TestDisk::open(&data_dir.path().join("index"));
-    let server = start_on(&disk, data_dir).await;
-    let seeded = ingest(&server, documents("seed", 3, 2_000)).await;
-    assert_eq!(seeded.state(), pb::TaskState::Succeeded, "{seeded:?}");
-    let committed = disk.files();
+    let (server, disk, committed) = seeded().await;
 
     // Room for a small ingestion, not for a large one.
     disk.set_capacity(Some(disk.used() + (64 << 10)));
@@ -148,7 +99,7 @@ async fn a_full_disk_fails_the_ingestion_cleanly_and_the_index_takes_writes_agai
     assert_eq!(disk.files(), committed, "files left behind");
     let small = ingest(&server, documents("small", 2, 6_000)).await;
     assert_eq!(small.state(), pb::TaskState::Succeeded, "{small:?}");
-    let mut ids = list_ids(&server).await;
+    let mut ids = server.document_ids().await;
     ids.sort();
     assert_eq!(
         ids,
@@ -159,15 +110,11 @@ async fn a_full_disk_fails_the_ingestion_cleanly_and_the_index_takes_writes_agai
     // Not a byte to spare: a deletion cannot commit either, and says why
     // (RESOURCE_EXHAUSTED over gRPC, 507 over HTTP).
     disk.set_capacity(Some(disk.used()));
-    let refused = delete(&server, "seed-0").await.expect_err("no room");
+    let refused = server.delete_document("seed-0").await.expect_err("no room");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(refused.message().contains("disk is full"), "{refused:?}");
     assert_names_no_file(refused.message(), server.data_dir.path());
-    let response = http_client()
-        .delete(http_url(&server, "/v1/documents/seed-1"))
-        .send()
-        .await
-        .expect("HTTP delete");
+    let response = server.delete("/v1/documents/seed-1").await;
     assert_eq!(response.status().as_u16(), 507);
     let body: serde_json::Value = response.json().await.expect("JSON error");
     assert_eq!(body["error"]["code"], "insufficient_storage", "{body}");
@@ -177,20 +124,16 @@ async fn a_full_disk_fails_the_ingestion_cleanly_and_the_index_takes_writes_agai
     );
 
     disk.set_capacity(None);
-    delete(&server, "seed-0")
+    server
+        .delete_document("seed-0")
         .await
         .expect("deleted once there is room");
-    assert!(!list_ids(&server).await.contains(&"seed-0".to_owned()));
+    assert!(!server.document_ids().await.contains(&"seed-0".to_owned()));
 }
 
 #[tokio::test]
 async fn what_a_server_killed_before_its_commit_left_is_deleted_at_start() {
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let disk = TestDisk::open(&data_dir.path().join("index"));
-    let server = start_on(&disk, data_dir).await;
-    let seeded = ingest(&server, documents("seed", 3, 2_000)).await;
-    assert_eq!(seeded.state(), pb::TaskState::Succeeded, "{seeded:?}");
-    let committed = disk.files();
+    let (server, disk, committed) = seeded().await;
 
     // The ingestion's segments are on disk, its commit held: copying the
     // directory now gives what `kill -9` at this moment leaves.
@@ -216,7 +159,7 @@ async fn what_a_server_killed_before_its_commit_left_is_deleted_at_start() {
         ended.last().map(|e| e.state()),
         Some(pb::TaskState::Succeeded)
     );
-    stop(server).await;
+    server.stop().await;
 
     // The new server's disk has room for its committed files and a small
     // ingestion, not for the orphans too.
@@ -224,7 +167,7 @@ async fn what_a_server_killed_before_its_commit_left_is_deleted_at_start() {
     disk.set_capacity(Some(committed_bytes + (64 << 10)));
     let server = start_on(&disk, crashed).await;
     assert_eq!(disk.files(), committed, "leftovers survived the start");
-    let mut ids = list_ids(&server).await;
+    let mut ids = server.document_ids().await;
     ids.sort();
     assert_eq!(ids, ["seed-0", "seed-1", "seed-2"]);
     let small = ingest(&server, documents("small", 2, 6_000)).await;
@@ -292,12 +235,8 @@ async fn an_unwritable_index_fails_cleanly_and_takes_writes_once_writable() {
     };
 
     let failed = ingest(&server, documents("more", 3, 5_000)).await;
-    let refused = delete(&server, "seed-0").await;
-    let response = http_client()
-        .delete(http_url(&server, "/v1/documents/seed-1"))
-        .send()
-        .await
-        .expect("HTTP delete");
+    let refused = server.delete_document("seed-0").await;
+    let response = server.delete("/v1/documents/seed-1").await;
     allow_writes();
 
     assert_eq!(failed.state(), pb::TaskState::Failed, "{failed:?}");
@@ -316,8 +255,8 @@ async fn an_unwritable_index_fails_cleanly_and_takes_writes_once_writable() {
     // failed one is left.
     let more = ingest(&server, documents("more", 3, 5_000)).await;
     assert_eq!(more.state(), pb::TaskState::Succeeded, "{more:?}");
-    let mut ids = list_ids(&server).await;
+    let mut ids = server.document_ids().await;
     ids.sort();
     assert_eq!(ids, ["more-0", "more-1", "more-2", "seed-0", "seed-1"]);
-    delete(&server, "more-0").await.expect("delete");
+    server.delete_document("more-0").await.expect("delete");
 }

@@ -11,8 +11,8 @@ mod disk;
 
 use std::time::Duration;
 
-use agentstream::{config::ServeConfig, pb, rag::DocumentIndex, server::Server};
-use common::{PATIENCE, TestServer, connect, http_client, http_url};
+use agentstream::pb;
+use common::{PATIENCE, TestServer};
 use disk::TestDisk;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -37,33 +37,6 @@ fn size(documents: &[pb::Document]) -> usize {
         .sum()
 }
 
-async fn start_on(
-    disk: &TestDisk,
-    data_dir: tempfile::TempDir,
-    tweak: impl FnOnce(&mut ServeConfig),
-) -> TestServer {
-    let mut config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: data_dir.path().to_path_buf(),
-        ..ServeConfig::default()
-    };
-    tweak(&mut config);
-    let documents = DocumentIndex::open_in(disk.directory(), data_dir.path().join("index"))
-        .await
-        .expect("index opens");
-    let server = Server::start_with_documents(config, Some(documents))
-        .await
-        .expect("server starts");
-    TestServer {
-        channel: connect(server.local_addr()).await,
-        metrics: server.metrics(),
-        shutdown: server.shutdown(),
-        server,
-        data_dir,
-    }
-}
-
 async fn succeeds(server: &TestServer, task: &pb::Task) {
     let events = server.watch_to_end(&task.task_id).await;
     let last = events.last().expect("terminal event");
@@ -85,10 +58,11 @@ async fn queued_ingestions_hold_at_most_the_limit_and_the_rest_are_told_when_to_
     let data_dir = tempfile::tempdir().expect("temp dir");
     let disk = TestDisk::open(&data_dir.path().join("index"));
     // Room for three requests of this size, running or queued.
-    let server = start_on(&disk, data_dir, |config| {
-        config.max_queued_ingest_bytes = 3 * one;
-    })
-    .await;
+    let server = disk
+        .serve(data_dir, |config| {
+            config.max_queued_ingest_bytes = 3 * one;
+        })
+        .await;
 
     let hold = disk.hold();
     let running = server.start_ingestion(request("a")).await;
@@ -115,12 +89,9 @@ async fn queued_ingestions_hold_at_most_the_limit_and_the_rest_are_told_when_to_
         .and_then(|info| info.retry_delay)
         .expect("a RetryInfo detail with a delay");
     assert!(retry >= Duration::from_secs(1), "{retry:?}");
-    let response = http_client()
-        .post(http_url(&server, "/v1/documents"))
-        .json(&http_body(&request("d")))
-        .send()
-        .await
-        .expect("HTTP ingest");
+    let response = server
+        .post("/v1/documents", &http_body(&request("d")))
+        .await;
     assert_eq!(response.status().as_u16(), 429);
     let retry_after: u64 = response.headers()["retry-after"]
         .to_str()
@@ -152,7 +123,7 @@ async fn queued_ingestions_hold_at_most_the_limit_and_the_rest_are_told_when_to_
 async fn deleting_an_id_nobody_ingests_does_not_wait_for_the_writer() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let disk = TestDisk::open(&data_dir.path().join("index"));
-    let server = start_on(&disk, data_dir, |_| {}).await;
+    let server = disk.serve(data_dir, |_| {}).await;
     server.ingest(documents("old", 1, 1_000)).await;
 
     let hold = disk.hold();
@@ -160,25 +131,14 @@ async fn deleting_an_id_nobody_ingests_does_not_wait_for_the_writer() {
     disk.until_held().await;
 
     // Unknown, and not on its way: NOT_FOUND at once, over gRPC and HTTP.
-    let unknown = tokio::time::timeout(
-        PATIENCE,
-        server.rag().delete_document(pb::DeleteDocumentRequest {
-            document_id: "nobody".into(),
-        }),
-    )
-    .await
-    .expect("answered while the ingestion runs")
-    .expect_err("unknown");
+    let unknown = tokio::time::timeout(PATIENCE, server.delete_document("nobody"))
+        .await
+        .expect("answered while the ingestion runs")
+        .expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
-    let response = tokio::time::timeout(
-        PATIENCE,
-        http_client()
-            .delete(http_url(&server, "/v1/documents/nobody"))
-            .send(),
-    )
-    .await
-    .expect("answered while the ingestion runs")
-    .expect("HTTP delete");
+    let response = tokio::time::timeout(PATIENCE, server.delete("/v1/documents/nobody"))
+        .await
+        .expect("answered while the ingestion runs");
     assert_eq!(response.status().as_u16(), 404);
 
     // An id the running ingestion writes waits for it, then is deleted:
@@ -200,10 +160,7 @@ async fn deleting_an_id_nobody_ingests_does_not_wait_for_the_writer() {
     });
     // A round trip later, both are still waiting: the writer is held.
     let again = server
-        .rag()
-        .delete_document(pb::DeleteDocumentRequest {
-            document_id: "nobody-either".into(),
-        })
+        .delete_document("nobody-either")
         .await
         .expect_err("unknown");
     assert_eq!(again.code(), Code::NotFound);

@@ -76,12 +76,7 @@ const CHAT: &str = "service=\"agentstream.v1.ChatService\",method=\"StreamChat\"
 async fn a_finished_chat_moves_calls_latency_and_tokens_by_model() {
     let server = start().await;
     let before = scrape(&server).await;
-    let mut stream = server
-        .chat()
-        .stream_chat(chat_request("synthetic", 5))
-        .await
-        .expect("call")
-        .into_inner();
+    let mut stream = server.stream_chat(chat_request("synthetic", 5)).await;
     let mut chunks = 0.0;
     let mut usage = None;
     while let Some(chunk) = stream.next().await {
@@ -234,12 +229,7 @@ async fn deadlines_and_bad_requests_are_counted_by_code() {
     let before = scrape(&server).await;
     let mut request = tonic::Request::new(chat_request("synthetic", 100_000));
     request.set_timeout(Duration::from_millis(50));
-    let mut stream = server
-        .chat()
-        .stream_chat(request)
-        .await
-        .expect("call")
-        .into_inner();
+    let mut stream = server.stream_chat(request).await;
     let status = loop {
         match stream.next().await.expect("the stream ends with an error") {
             Ok(_) => continue,
@@ -366,12 +356,7 @@ async fn upstream_requests_errors_and_retries_are_counted_by_upstream() {
     })
     .await;
     let before = scrape(&server).await;
-    let mut stream = server
-        .chat()
-        .stream_chat(chat_request("fake-model", 10))
-        .await
-        .expect("call")
-        .into_inner();
+    let mut stream = server.stream_chat(chat_request("fake-model", 10)).await;
     while stream.next().await.transpose().expect("chunk").is_some() {}
     let after = scrape(&server).await;
     assert_eq!(
@@ -413,30 +398,14 @@ async fn kept_resumable_streams_are_gauged_by_state() {
     );
     assert!(before.contains_key(generating) && before.contains_key(ended));
 
-    let request = pb::StreamChatRequest {
-        resumable: true,
-        ..common::endless(1)
-    };
-    let mut stream = server
-        .chat()
-        .stream_chat(request)
-        .await
-        .expect("StreamChat")
-        .into_inner();
+    let request = common::endless_resumable(1);
+    let mut stream = server.stream_chat(request).await;
     let first = stream.next().await.expect("a chunk").expect("ok");
     let short = pb::StreamChatRequest {
         resumable: true,
         ..chat_request("synthetic", 3)
     };
-    let finished = common::drain_ok(
-        &mut server
-            .chat()
-            .stream_chat(short)
-            .await
-            .expect("StreamChat")
-            .into_inner(),
-    )
-    .await;
+    let finished = common::drain_ok(&mut server.stream_chat(short).await).await;
     assert!(!finished.is_empty());
     let during = scrape(&server).await;
     assert_eq!((get(&during, generating), get(&during, ended)), (1.0, 1.0));

@@ -78,6 +78,13 @@ async fn ingest(server: &TestServer, documents: Vec<NewDocument>) {
         .await;
 }
 
+/// A server on the defaults with [`corpus`] ingested.
+async fn with_corpus() -> TestServer {
+    let server = TestServer::start().await;
+    ingest(&server, corpus()).await;
+    server
+}
+
 async fn start_ingestion(server: &TestServer, documents: Vec<NewDocument>) -> pb::Task {
     server
         .start_ingestion(documents.into_iter().map(to_wire).collect())
@@ -96,12 +103,7 @@ async fn answer(
     server: &TestServer,
     request: pb::StreamAnswerRequest,
 ) -> Vec<pb::StreamAnswerResponse> {
-    let mut stream = server
-        .rag()
-        .stream_answer(request)
-        .await
-        .expect("call accepted")
-        .into_inner();
+    let mut stream = server.stream_answer(request).await;
     drain_ok(&mut stream).await
 }
 
@@ -140,27 +142,13 @@ fn citations(answer: &str) -> Vec<usize> {
     found
 }
 
-async fn list_ids(server: &TestServer) -> Vec<String> {
-    let page = server
-        .rag()
-        .list_documents(pb::ListDocumentsRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner();
-    page.documents.into_iter().map(|d| d.id).collect()
-}
-
 fn quick_shutdown(config: &mut ServeConfig) {
     config.shutdown_grace = Duration::from_millis(100);
 }
 
 #[tokio::test]
 async fn events_come_in_contract_order_with_sequence_numbers() {
-    let server = TestServer::start().await;
-    ingest(&server, corpus()).await;
+    let server = with_corpus().await;
     let events = answer(&server, question("How does the index rank passages?")).await;
 
     let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
@@ -216,8 +204,7 @@ async fn events_come_in_contract_order_with_sequence_numbers() {
 
 #[tokio::test]
 async fn citations_point_at_the_passages_returned() {
-    let server = TestServer::start().await;
-    ingest(&server, corpus()).await;
+    let server = with_corpus().await;
     for q in [
         "What does the server do on SIGTERM while draining?",
         "文档删除以后还会出现在搜索结果里吗？",
@@ -250,8 +237,7 @@ async fn citations_point_at_the_passages_returned() {
 
 #[tokio::test]
 async fn chinese_and_mixed_questions_retrieve_the_right_documents() {
-    let server = TestServer::start().await;
-    ingest(&server, corpus()).await;
+    let server = with_corpus().await;
 
     let events = answer(&server, question("重启服务器以后文档还在吗？")).await;
     let found = passages(&events);
@@ -278,8 +264,7 @@ async fn chinese_and_mixed_questions_retrieve_the_right_documents() {
 
 #[tokio::test]
 async fn a_question_the_documents_do_not_cover_gets_no_passage() {
-    let server = TestServer::start().await;
-    ingest(&server, corpus()).await;
+    let server = with_corpus().await;
     let events = answer(&server, question("Which rockets reach orbit?")).await;
     assert!(passages(&events).is_empty());
     assert_eq!(
@@ -336,8 +321,7 @@ async fn answers_quote_table_rows_and_the_command_a_colon_introduces() {
 
 #[tokio::test]
 async fn a_missing_subject_is_named_in_the_questions_language() {
-    let server = TestServer::start().await;
-    ingest(&server, corpus()).await;
+    let server = with_corpus().await;
     let events = answer(
         &server,
         question("How does the server drain on Kubernetes?"),
@@ -358,8 +342,7 @@ async fn a_missing_subject_is_named_in_the_questions_language() {
 
 #[tokio::test]
 async fn timings_come_in_microseconds_beside_milliseconds() {
-    let server = TestServer::start().await;
-    ingest(&server, corpus()).await;
+    let server = with_corpus().await;
     let events = answer(&server, question("Where is the index kept?")).await;
     let (retrieved, done) = events
         .iter()
@@ -477,12 +460,12 @@ async fn documents_survive_a_restart() {
         .ingest(vec![assigned], &Unwatched)
         .await
         .expect("ingest");
-    let before = list_ids(&server).await;
+    let before = server.document_ids().await;
     assert_eq!(before.len(), 6);
     assert!(before.contains(&report.document_ids[0]));
 
     let server = server.restart().await;
-    assert_eq!(list_ids(&server).await, before);
+    assert_eq!(server.document_ids().await, before);
     let events = answer(&server, question("索引保存在哪里？")).await;
     assert_eq!(passages(&events)[0].document_id, "storage-zh");
 }
@@ -537,27 +520,23 @@ async fn paging_is_ordered_by_id_and_stable_under_concurrent_ingestion() {
 async fn deleting_removes_a_document_durably() {
     let server = TestServer::start_with(quick_shutdown).await;
     ingest(&server, corpus()).await;
-    server
-        .rag()
-        .delete_document(pb::DeleteDocumentRequest {
-            document_id: "weather-zh".into(),
-        })
-        .await
-        .expect("deleted");
-    assert!(!list_ids(&server).await.contains(&"weather-zh".to_owned()));
+    server.delete_document("weather-zh").await.expect("deleted");
+    assert!(
+        !server
+            .document_ids()
+            .await
+            .contains(&"weather-zh".to_owned())
+    );
     assert!(passages(&answer(&server, question("北京天气")).await).is_empty());
 
     let status = server
-        .rag()
-        .delete_document(pb::DeleteDocumentRequest {
-            document_id: "weather-zh".into(),
-        })
+        .delete_document("weather-zh")
         .await
         .expect_err("already gone");
     assert_eq!(status.code(), Code::NotFound);
 
     let server = server.restart().await;
-    assert_eq!(list_ids(&server).await.len(), 4);
+    assert_eq!(server.document_ids().await.len(), 4);
     assert!(passages(&answer(&server, question("北京天气")).await).is_empty());
 }
 
@@ -625,22 +604,12 @@ async fn every_ingest_limit_is_enforced() {
     assert_eq!(bad_request_fields(&status), ["documents"]);
 
     // A valid request passes validation and starts an ingestion task.
-    let task = rag
-        .ingest_documents(pb::IngestDocumentsRequest {
-            documents: vec![valid("ok")],
-        })
-        .await
-        .expect("valid request")
-        .into_inner()
-        .task
-        .expect("task");
-    assert_eq!(task.kind, "ingest");
+    server.start_ingestion(vec![valid("ok")]).await;
 }
 
 #[tokio::test]
 async fn cancelling_an_ingestion_task_is_all_or_nothing() {
-    let server = TestServer::start().await;
-    ingest(&server, corpus()).await;
+    let server = with_corpus().await;
     let before = list_all(&server).await;
     let many: Vec<NewDocument> = (0..600)
         .map(|i| {
@@ -758,11 +727,8 @@ async fn slow_server() -> TestServer {
 async fn a_client_that_goes_away_stops_retrieval_and_generation() {
     let server = slow_server().await;
     let mut stream = server
-        .rag()
         .stream_answer(question("How do streams deliver tokens and stop?"))
-        .await
-        .expect("call")
-        .into_inner();
+        .await;
     let mut content = 0;
     while content < 3 {
         let event = stream.next().await.expect("more events").expect("event");
@@ -773,9 +739,7 @@ async fn a_client_that_goes_away_stops_retrieval_and_generation() {
     assert_eq!(server.metrics().live_generations, 1);
     drop(stream);
 
-    let stopped = server
-        .until("generation dropped", |m| m.live_generations == 0)
-        .await;
+    let stopped = server.until_no_generation("generation dropped").await;
     assert!(stopped.tokens_generated < 40, "the answer was cut short");
     server.assert_no_token_produced_meanwhile().await;
     server
@@ -788,12 +752,7 @@ async fn the_deadline_ends_the_answer_and_its_work() {
     let server = slow_server().await;
     let mut request = tonic::Request::new(question("How do streams deliver tokens and stop?"));
     request.set_timeout(Duration::from_millis(300));
-    let mut stream = server
-        .rag()
-        .stream_answer(request)
-        .await
-        .expect("call")
-        .into_inner();
+    let mut stream = server.stream_answer(request).await;
     let mut content = 0;
     let status = loop {
         match stream.next().await {

@@ -16,8 +16,10 @@ use std::{
 };
 
 use agentstream::pb::{self, TaskState, task_service_client::TaskServiceClient};
-use common::{PATIENCE, TestServer};
-use futures::StreamExt;
+use common::{
+    PATIENCE, TestServer, binary::Binary, demo, get_task, json_of, next_event, rest_of_watch,
+    resumable, sequences, start_task, take, watch_task, with_key,
+};
 use tonic::transport::Channel;
 
 type Client = TaskServiceClient<Channel>;
@@ -266,27 +268,8 @@ async fn replica_at(
     .await
 }
 
-fn demo(steps: u32, step_delay_ms: u32) -> pb::StartTaskRequest {
-    pb::StartTaskRequest {
-        spec: Some(pb::start_task_request::Spec::Demo(pb::DemoTaskSpec {
-            steps,
-            step_delay_ms,
-            fail_at_step: 0,
-        })),
-    }
-}
-
-async fn start(client: &mut Client, request: pb::StartTaskRequest) -> pb::Task {
-    let response = client.start_task(request).await.expect("StartTask");
-    response.into_inner().task.expect("task")
-}
-
 async fn get(client: &mut Client, task_id: &str) -> pb::Task {
-    let request = pb::GetTaskRequest {
-        task_id: task_id.into(),
-    };
-    let response = client.get_task(request).await.expect("GetTask");
-    response.into_inner().task.expect("task")
+    get_task(client, task_id).await.expect("GetTask")
 }
 
 async fn watch(
@@ -294,32 +277,8 @@ async fn watch(
     task_id: &str,
     after_sequence: u64,
 ) -> tonic::Streaming<pb::WatchTaskResponse> {
-    let request = pb::WatchTaskRequest {
-        task_id: task_id.into(),
-        after_sequence,
-    };
-    client
-        .watch_task(request)
-        .await
-        .expect("WatchTask")
-        .into_inner()
-}
-
-/// The next event of `events`, within the test's patience.
-async fn next(events: &mut tonic::Streaming<pb::WatchTaskResponse>) -> Option<pb::TaskEvent> {
-    let item = tokio::time::timeout(PATIENCE, events.next())
-        .await
-        .expect("an event in time")?;
-    Some(item.expect("event").event.expect("event"))
-}
-
-/// Every remaining event of `events`.
-async fn rest(events: &mut tonic::Streaming<pb::WatchTaskResponse>) -> Vec<pb::TaskEvent> {
-    let mut all = Vec::new();
-    while let Some(event) = next(events).await {
-        all.push(event);
-    }
-    all
+    let watch = watch_task(client, task_id, after_sequence).await;
+    watch.expect("WatchTask")
 }
 
 fn state(event: &pb::TaskEvent) -> TaskState {
@@ -331,15 +290,15 @@ async fn a_task_started_on_one_replica_is_watched_listed_fetched_and_cancelled_t
     let Some(redis) = redis().await else { return };
     let (a, b) = (replica(&redis).await, replica(&redis).await);
     let (mut on_a, mut on_b) = (a.tasks(), b.tasks());
-    let task = start(&mut on_a, demo(10_000, 5)).await;
+    let task = start_task(&mut on_a, demo(10_000, 5, 0)).await;
 
     // Watched through B: the replayed start, then live progress.
     let mut events = watch(&mut on_b, &task.task_id, 0).await;
-    let first = next(&mut events).await.expect("first event");
+    let first = next_event(&mut events).await.expect("first event");
     assert_eq!((first.sequence, state(&first)), (1, TaskState::Pending));
     let mut last = first;
     while last.step < 3 {
-        let event = next(&mut events).await.expect("progress");
+        let event = next_event(&mut events).await.expect("progress");
         assert_eq!(event.sequence, last.sequence + 1, "no gap");
         last = event;
     }
@@ -374,7 +333,7 @@ async fn a_task_started_on_one_replica_is_watched_listed_fetched_and_cancelled_t
         TaskState::try_from(get(&mut on_a, &task.task_id).await.state),
         Ok(TaskState::Cancelled)
     );
-    let tail = rest(&mut events).await;
+    let tail = rest_of_watch(&mut events).await;
     let end = tail.last().expect("terminal event");
     assert_eq!(state(end), TaskState::Cancelled);
     assert!(end.step < 10_000, "the work stopped early");
@@ -386,7 +345,7 @@ async fn a_page_token_of_one_replica_pages_on_another_and_forged_ones_are_refuse
     let (a, b) = (replica(&redis).await, replica(&redis).await);
     let (mut on_a, mut on_b) = (a.tasks(), b.tasks());
     for _ in 0..3 {
-        start(&mut on_a, demo(1, 0)).await;
+        start_task(&mut on_a, demo(1, 0, 0)).await;
     }
     let page = |page_token: String| pb::ListTasksRequest {
         page_size: 1,
@@ -421,17 +380,17 @@ async fn a_watcher_moving_from_one_replica_to_another_misses_nothing() {
     let Some(redis) = redis().await else { return };
     let (a, b) = (replica(&redis).await, replica(&redis).await);
     let (mut on_a, mut on_b) = (a.tasks(), b.tasks());
-    let task = start(&mut on_a, demo(40, 5)).await;
+    let task = start_task(&mut on_a, demo(40, 5, 0)).await;
 
     let mut seen = Vec::new();
     let mut events = watch(&mut on_a, &task.task_id, 0).await;
     while seen.len() < 5 {
-        seen.push(next(&mut events).await.expect("event"));
+        seen.push(next_event(&mut events).await.expect("event"));
     }
     drop(events);
     let resume = seen.last().map(|e| e.sequence).expect("a sequence");
     let mut events = watch(&mut on_b, &task.task_id, resume).await;
-    seen.extend(rest(&mut events).await);
+    seen.extend(rest_of_watch(&mut events).await);
 
     let sequences: Vec<u64> = seen.iter().map(|e| e.sequence).collect();
     let expected: Vec<u64> = (1..=sequences.len() as u64).collect();
@@ -441,66 +400,27 @@ async fn a_watcher_moving_from_one_replica_to_another_misses_nothing() {
 
     // A full replay through either replica is the same history.
     let mut replay = watch(&mut on_a, &task.task_id, 0).await;
-    assert_eq!(rest(&mut replay).await, seen);
+    assert_eq!(rest_of_watch(&mut replay).await, seen);
 }
 
 /// A replica started from the binary (so the test can kill it), and the
 /// address it listens on.
 struct Process {
-    child: Child,
+    binary: Binary,
     addr: std::net::SocketAddr,
-    _data_dir: tempfile::TempDir,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn replica_process(redis: &Redis, lease: &str, extra: &[&str]) -> Process {
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentstream"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "off"])
-        .args(["--log-format", "json", "--redis-url", &redis.url])
-        .args(["--redis-lease", lease])
-        .args(extra)
-        .arg("--data-dir")
-        .arg(data_dir.path())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let listening = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stderr).lines();
-        let line = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find(|line| line.contains("agentstream listening"));
-        std::thread::spawn(move || lines.for_each(drop));
-        line
-    });
+    let mut args = vec!["--http-listen", "off", "--log-format", "json"];
+    args.extend(["--redis-url", &redis.url, "--redis-lease", lease]);
+    args.extend(extra);
+    let mut binary = Binary::serve(&args);
     // A debug binary on a loaded machine takes a while to load its
     // tokenizer; this bounds a hang, it is not a timing goal.
-    let line = tokio::time::timeout(4 * PATIENCE, listening)
-        .await
-        .expect("listening in time")
-        .expect("reader")
-        .expect("the binary logs its address");
-    let addr = line
-        .split("\"addr\":\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no addr in {line}"));
-    Process {
-        child,
-        addr,
-        _data_dir: data_dir,
-    }
+    let (_, addr) = binary.listening(4 * PATIENCE).await;
+    // Its later log lines are read and dropped.
+    binary.lines.close();
+    Process { binary, addr }
 }
 
 #[tokio::test]
@@ -515,14 +435,14 @@ async fn the_tasks_of_a_killed_replica_become_failed_on_the_others() {
     .await;
     let mut on_a = Client::new(common::connect(a.addr).await);
     let mut on_b = b.tasks();
-    let task = start(&mut on_a, demo(10_000, 10)).await;
+    let task = start_task(&mut on_a, demo(10_000, 10, 0)).await;
     let mut events = watch(&mut on_b, &task.task_id, 0).await;
-    while next(&mut events).await.expect("event").step < 2 {}
+    while next_event(&mut events).await.expect("event").step < 2 {}
 
-    a.child.kill().expect("kill -9");
-    a.child.wait().expect("reaped");
+    a.binary.child.kill().expect("kill -9");
+    a.binary.child.wait().expect("reaped");
 
-    let tail = rest(&mut events).await;
+    let tail = rest_of_watch(&mut events).await;
     let end = tail.last().expect("terminal event");
     assert_eq!(state(end), TaskState::Failed);
     assert_eq!(end.error, "the replica running this task stopped");
@@ -551,24 +471,22 @@ async fn a_server_whose_redis_cannot_be_reached_does_not_start() {
     assert!(error.to_string().contains("cannot use Redis"), "{error}");
 }
 
+/// Starts a demo task over HTTP on `server` and returns its id.
+async fn start_over_http(server: &TestServer, steps: u32, step_delay_ms: u32) -> String {
+    let demo = serde_json::json!({"demo": {"steps": steps, "stepDelayMs": step_delay_ms}});
+    let started = json_of(server.post("/v1/tasks", &demo).await).await;
+    started["task"]["taskId"]
+        .as_str()
+        .expect("taskId")
+        .to_owned()
+}
+
 #[tokio::test]
 async fn the_http_task_routes_of_one_replica_serve_the_tasks_of_another() {
     let Some(redis) = redis().await else { return };
     let (a, b) = (replica(&redis).await, replica(&redis).await);
     let http = common::http_client();
-    let started: serde_json::Value = http
-        .post(common::http_url(&a, "/v1/tasks"))
-        .json(&serde_json::json!({"demo": {"steps": 5, "stepDelayMs": 1}}))
-        .send()
-        .await
-        .expect("POST /v1/tasks")
-        .json()
-        .await
-        .expect("JSON");
-    let id = started["task"]["taskId"]
-        .as_str()
-        .expect("taskId")
-        .to_owned();
+    let id = start_over_http(&a, 5, 1).await;
 
     // B streams the whole history as SSE, `id:` the sequence, to the end.
     let events = http
@@ -590,98 +508,20 @@ async fn the_http_task_routes_of_one_replica_serve_the_tasks_of_another() {
     assert!(body.contains("event: succeeded"), "{body}");
 
     // B fetches it; A lists it.
-    let fetched: serde_json::Value = http
-        .get(common::http_url(&b, &format!("/v1/tasks/{id}")))
-        .send()
-        .await
-        .expect("GET task")
-        .json()
-        .await
-        .expect("JSON");
+    let fetched = json_of(b.get(&format!("/v1/tasks/{id}")).await).await;
     assert_eq!(fetched["task"]["state"], "TASK_STATE_SUCCEEDED");
-    let listed: serde_json::Value = http
-        .get(common::http_url(&a, "/v1/tasks"))
-        .send()
-        .await
-        .expect("GET tasks")
-        .json()
-        .await
-        .expect("JSON");
+    let listed = json_of(a.get("/v1/tasks").await).await;
     assert_eq!(listed["tasks"][0]["taskId"], id.as_str());
 
     // A long task started on A is cancelled through B.
-    let started: serde_json::Value = http
-        .post(common::http_url(&a, "/v1/tasks"))
-        .json(&serde_json::json!({"demo": {"steps": 10000, "stepDelayMs": 5}}))
-        .send()
-        .await
-        .expect("POST /v1/tasks")
-        .json()
-        .await
-        .expect("JSON");
-    let id = started["task"]["taskId"]
-        .as_str()
-        .expect("taskId")
-        .to_owned();
-    let cancelled = http
-        .post(common::http_url(&b, &format!("/v1/tasks/{id}/cancel")))
-        .send()
-        .await
-        .expect("POST cancel");
+    let id = start_over_http(&a, 10000, 5).await;
+    let cancelled = b.post_empty(&format!("/v1/tasks/{id}/cancel")).await;
     assert_eq!(cancelled.status(), 200);
-    let cancelled: serde_json::Value = cancelled.json().await.expect("JSON");
+    let cancelled = json_of(cancelled).await;
     assert_eq!(cancelled["task"]["state"], "TASK_STATE_CANCELLED");
 }
 
-/// `tokens` synthetic tokens, asked as a resumable stream.
-fn resumable(tokens: u32) -> pb::StreamChatRequest {
-    pb::StreamChatRequest {
-        model: "synthetic".into(),
-        max_tokens: tokens,
-        messages: vec![common::user("go")],
-        resumable: true,
-        ..Default::default()
-    }
-}
-
 type Chunks = tonic::Streaming<pb::StreamChatResponse>;
-
-async fn chat(server: &TestServer, request: pb::StreamChatRequest) -> Chunks {
-    server
-        .chat()
-        .stream_chat(request)
-        .await
-        .expect("StreamChat")
-        .into_inner()
-}
-
-async fn resume(server: &TestServer, stream_id: &str, after: u64) -> Result<Chunks, tonic::Status> {
-    let request = pb::ResumeStreamRequest {
-        stream_id: stream_id.into(),
-        after_sequence: after,
-    };
-    let response = server.chat().resume_stream(request).await;
-    response.map(tonic::Response::into_inner)
-}
-
-async fn cancel_stream(server: &TestServer, stream_id: &str) -> Result<(), tonic::Status> {
-    let request = pb::CancelStreamRequest {
-        stream_id: stream_id.into(),
-    };
-    server.chat().cancel_stream(request).await.map(|_| ())
-}
-
-async fn take(stream: &mut Chunks, n: usize) -> Vec<pb::StreamChatResponse> {
-    let mut chunks = Vec::new();
-    for _ in 0..n {
-        chunks.push(stream.next().await.expect("a chunk").expect("ok"));
-    }
-    chunks
-}
-
-fn sequences(chunks: &[pb::StreamChatResponse]) -> Vec<u64> {
-    chunks.iter().map(|c| c.sequence).collect()
-}
 
 fn slow(config: &mut agentstream::config::ServeConfig) {
     config.mock_token_delay = std::time::Duration::from_millis(10);
@@ -692,7 +532,7 @@ async fn a_stream_started_on_one_replica_resumes_on_another_without_a_gap_or_rep
     let Some(redis) = redis().await else { return };
     let (a, b) = (replica_with(&redis, slow).await, replica(&redis).await);
     let request = resumable(120);
-    let mut first = chat(&a, request.clone()).await;
+    let mut first = a.stream_chat(request.clone()).await;
     let seen = take(&mut first, 5).await;
     let stream_id = seen[0].stream_id.clone();
     assert!(stream_id.starts_with("stream-"), "{stream_id}");
@@ -700,7 +540,7 @@ async fn a_stream_started_on_one_replica_resumes_on_another_without_a_gap_or_rep
     drop(first);
 
     // B replays what A made since, then follows A's generation live.
-    let mut resumed = resume(&b, &stream_id, 5).await.expect("resumes on B");
+    let mut resumed = b.resume_stream(&stream_id, 5).await.expect("resumes on B");
     let rest = common::drain_ok(&mut resumed).await;
     assert_eq!(
         sequences(&rest),
@@ -715,14 +555,14 @@ async fn a_stream_started_on_one_replica_resumes_on_another_without_a_gap_or_rep
     let mut straight = request;
     straight.resumable = false;
     straight.include_usage = true;
-    let straight = common::drain_ok(&mut chat(&b, straight).await).await;
+    let straight = common::drain_ok(&mut b.stream_chat(straight).await).await;
     assert_eq!(whole.len(), straight.len());
     assert_eq!(common::text_of(&whole, 0), common::text_of(&straight, 0));
     let usage = whole.last().and_then(|c| c.usage).expect("ends with usage");
     assert_eq!(usage.completion_tokens, 120);
 
     // A full replay through A is the same stream.
-    let replay = common::drain_ok(&mut resume(&a, &stream_id, 0).await.expect("kept")).await;
+    let replay = common::drain_ok(&mut a.resume_stream(&stream_id, 0).await.expect("kept")).await;
     assert_eq!(replay, whole);
 }
 
@@ -730,18 +570,15 @@ async fn a_stream_started_on_one_replica_resumes_on_another_without_a_gap_or_rep
 async fn cancel_stream_on_one_replica_stops_the_generation_on_another() {
     let Some(redis) = redis().await else { return };
     let (a, b) = (replica_with(&redis, slow).await, replica(&redis).await);
-    let request = pb::StreamChatRequest {
-        resumable: true,
-        ..common::endless(2)
-    };
-    let mut on_a = chat(&a, request).await;
+    let request = common::endless_resumable(2);
+    let mut on_a = a.stream_chat(request).await;
     let head = take(&mut on_a, 3).await;
     let stream_id = head[0].stream_id.clone();
-    let mut on_b = resume(&b, &stream_id, 3).await.expect("resumes on B");
+    let mut on_b = b.resume_stream(&stream_id, 3).await.expect("resumes on B");
     take(&mut on_b, 2).await;
     assert_eq!(a.metrics().live_generations, 2);
 
-    cancel_stream(&b, &stream_id)
+    b.cancel_stream(&stream_id)
         .await
         .expect("cancelled through B");
     // CancelStream answers once the generation on A has stopped.
@@ -758,15 +595,19 @@ async fn cancel_stream_on_one_replica_stops_the_generation_on_another() {
     );
     a.assert_no_token_produced_meanwhile().await;
 
-    cancel_stream(&b, &stream_id)
+    b.cancel_stream(&stream_id)
         .await
         .expect("again: idempotent");
-    let (replayed, end) = common::drain(&mut resume(&b, &stream_id, 0).await.expect("kept")).await;
+    let (replayed, end) =
+        common::drain(&mut b.resume_stream(&stream_id, 0).await.expect("kept")).await;
     assert_eq!(end.expect_err("cancelled").code(), tonic::Code::Cancelled);
     assert_eq!(replayed.len(), head.len() + rest.len());
     assert_eq!(replayed[..3], head[..]);
 
-    let unknown = resume(&b, "stream-0123", 0).await.expect_err("unknown");
+    let unknown = b
+        .resume_stream("stream-0123", 0)
+        .await
+        .expect_err("unknown");
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 }
 
@@ -776,13 +617,11 @@ async fn a_reader_whose_redis_dies_ends_unavailable_and_service_returns_with_red
         return;
     };
     let (a, b) = (replica_with(&redis, slow).await, replica(&redis).await);
-    let request = pb::StreamChatRequest {
-        resumable: true,
-        ..common::endless(1)
-    };
-    let mut on_a = chat(&a, request.clone()).await;
+    let request = common::endless_resumable(1);
+    let mut on_a = a.stream_chat(request.clone()).await;
     let head = take(&mut on_a, 2).await;
-    let mut on_b = resume(&b, &head[0].stream_id, 2)
+    let mut on_b = b
+        .resume_stream(&head[0].stream_id, 2)
         .await
         .expect("resumes on B");
     take(&mut on_b, 2).await;
@@ -818,7 +657,7 @@ async fn a_reader_whose_redis_dies_ends_unavailable_and_service_returns_with_red
     .into_inner();
     let chunks = common::drain_ok(&mut fresh).await;
     let stream_id = chunks[0].stream_id.clone();
-    let replay = common::drain_ok(&mut resume(&b, &stream_id, 0).await.expect("on B")).await;
+    let replay = common::drain_ok(&mut b.resume_stream(&stream_id, 0).await.expect("on B")).await;
     assert_eq!(replay, chunks);
 }
 
@@ -831,10 +670,7 @@ async fn a_stream_whose_generating_replica_is_killed_ends_unavailable_and_stays_
     })
     .await;
     let mut on_a = pb::chat_service_client::ChatServiceClient::new(common::connect(a.addr).await);
-    let request = pb::StreamChatRequest {
-        resumable: true,
-        ..common::endless(1)
-    };
+    let request = common::endless_resumable(1);
     let mut first = on_a
         .stream_chat(request)
         .await
@@ -842,11 +678,11 @@ async fn a_stream_whose_generating_replica_is_killed_ends_unavailable_and_stays_
         .into_inner();
     let head = take(&mut first, 3).await;
     let stream_id = head[0].stream_id.clone();
-    let mut on_b = resume(&b, &stream_id, 3).await.expect("resumes on B");
+    let mut on_b = b.resume_stream(&stream_id, 3).await.expect("resumes on B");
     take(&mut on_b, 2).await;
 
-    a.child.kill().expect("kill -9");
-    a.child.wait().expect("reaped");
+    a.binary.child.kill().expect("kill -9");
+    a.binary.child.wait().expect("reaped");
     drop(first);
 
     // B's reader does not hang: it ends with UNAVAILABLE (within about two
@@ -863,21 +699,13 @@ async fn a_stream_whose_generating_replica_is_killed_ends_unavailable_and_stays_
     // later reader is told at once how the stream ended.
     let (replayed, end) = tokio::time::timeout(
         PATIENCE,
-        common::drain(&mut resume(&b, &stream_id, 0).await.expect("kept")),
+        common::drain(&mut b.resume_stream(&stream_id, 0).await.expect("kept")),
     )
     .await
     .expect("the replay ends");
     assert_eq!(end.expect_err("failed").code(), tonic::Code::Unavailable);
     assert_eq!(sequences(&replayed), (1..=made as u64).collect::<Vec<_>>());
     assert_eq!(replayed[..3], head[..]);
-}
-
-/// `message` with `authorization: Bearer key`.
-fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let bearer = format!("Bearer {key}").parse().expect("ascii");
-    request.metadata_mut().insert("authorization", bearer);
-    request
 }
 
 #[tokio::test]
@@ -896,16 +724,8 @@ async fn a_stream_is_bound_to_its_key_on_every_replica() {
         replica_with(&redis, keyed).await,
         replica_with(&redis, keyed).await,
     );
-    let request = pb::StreamChatRequest {
-        resumable: true,
-        ..common::endless(1)
-    };
-    let mut alices = a
-        .chat()
-        .stream_chat(with_key(request, ALICE))
-        .await
-        .expect("StreamChat")
-        .into_inner();
+    let request = common::endless_resumable(1);
+    let mut alices = a.stream_chat(with_key(request, ALICE)).await;
     let head = take(&mut alices, 2).await;
     let stream_id = head[0].stream_id.clone();
 
@@ -975,15 +795,12 @@ struct InFlight {
 }
 
 async fn in_flight(a: &TestServer, b: &TestServer) -> InFlight {
-    let task = start(&mut a.tasks(), demo(10_000, 10)).await;
-    let request = pb::StreamChatRequest {
-        resumable: true,
-        ..common::endless(1)
-    };
-    let mut on_a = chat(a, request).await;
+    let task = start_task(&mut a.tasks(), demo(10_000, 10, 0)).await;
+    let request = common::endless_resumable(1);
+    let mut on_a = a.stream_chat(request).await;
     let head = take(&mut on_a, 2).await;
     let stream_id = head[0].stream_id.clone();
-    let mut on_b = resume(b, &stream_id, 2).await.expect("resumes on B");
+    let mut on_b = b.resume_stream(&stream_id, 2).await.expect("resumes on B");
     take(&mut on_b, 1).await;
     InFlight {
         task_id: task.task_id,
@@ -1025,17 +842,14 @@ async fn a_full_redis_is_answered_with_resource_exhausted_and_service_returns_wi
 
     // New work that needs Redis is refused with RESOURCE_EXHAUSTED (gRPC)
     // and 429 (HTTP), saying why; nothing is INTERNAL, nothing panics.
-    let started = status_of(b.tasks().start_task(demo(3, 1))).await;
+    let started = status_of(b.tasks().start_task(demo(3, 1, 0))).await;
     assert_eq!(
         started.code(),
         tonic::Code::ResourceExhausted,
         "{started:?}"
     );
     assert!(started.message().contains("full"), "{started:?}");
-    let keep = pb::StreamChatRequest {
-        resumable: true,
-        ..common::endless(1)
-    };
+    let keep = common::endless_resumable(1);
     let refused = status_of(b.chat().stream_chat(keep)).await;
     assert_eq!(
         refused.code(),
@@ -1064,22 +878,24 @@ async fn a_full_redis_is_answered_with_resource_exhausted_and_service_returns_wi
     assert_eq!(end.code(), tonic::Code::ResourceExhausted, "{end:?}");
     let end = end_of(&mut flight.on_a).await;
     assert_eq!(end.code(), tonic::Code::ResourceExhausted, "{end:?}");
-    a.until("the generation stopped", |m| m.live_generations == 0)
-        .await;
+    a.until_no_generation("the generation stopped").await;
 
     // Chat that keeps nothing in Redis is still served.
-    common::drain_ok(&mut chat(&b, common::ask("still here")).await).await;
+    common::drain_ok(&mut b.stream_chat(common::ask("still here")).await).await;
 
     // With room again, both replicas serve tasks and streams again; the
     // task that ran meanwhile is still known.
     redis.config_set("maxmemory", "0").await;
     let fetched = get(&mut b.tasks(), &flight.task_id).await;
     assert_eq!(fetched.task_id, flight.task_id);
-    let task = start(&mut b.tasks(), demo(3, 1)).await;
-    let events = rest(&mut watch(&mut a.tasks(), &task.task_id, 0).await).await;
+    let task = start_task(&mut b.tasks(), demo(3, 1, 0)).await;
+    let events = rest_of_watch(&mut watch(&mut a.tasks(), &task.task_id, 0).await).await;
     assert_eq!(events.last().map(state), Some(TaskState::Succeeded));
-    let chunks = common::drain_ok(&mut chat(&a, resumable(5)).await).await;
-    let mut replay = resume(&b, &chunks[0].stream_id, 0).await.expect("on B");
+    let chunks = common::drain_ok(&mut a.stream_chat(resumable(5)).await).await;
+    let mut replay = b
+        .resume_stream(&chunks[0].stream_id, 0)
+        .await
+        .expect("on B");
     assert_eq!(common::drain_ok(&mut replay).await, chunks);
     let _ = flight.stream_id;
 }
@@ -1098,16 +914,13 @@ async fn a_stalled_redis_times_calls_out_with_unavailable_and_service_returns() 
     // Every call that needs Redis ends with UNAVAILABLE, saying Redis did
     // not answer, instead of waiting for it.
     let (mut getter, mut starter) = (b.tasks(), b.tasks());
-    let get_task = getter.get_task(pb::GetTaskRequest {
+    let getting = getter.get_task(pb::GetTaskRequest {
         task_id: flight.task_id.clone(),
     });
-    let start_task = starter.start_task(demo(3, 1));
-    let resumed = resume(&b, &flight.stream_id, 0);
-    let (got, started, resumed) = tokio::join!(
-        status_of(get_task),
-        status_of(start_task),
-        status_of(resumed)
-    );
+    let starting = starter.start_task(demo(3, 1, 0));
+    let resumed = b.resume_stream(&flight.stream_id, 0);
+    let (got, started, resumed) =
+        tokio::join!(status_of(getting), status_of(starting), status_of(resumed));
     for status in [got, started, resumed] {
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         assert!(status.message().contains("Redis"), "{status:?}");
@@ -1118,8 +931,7 @@ async fn a_stalled_redis_times_calls_out_with_unavailable_and_service_returns() 
     assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
     let end = end_of(&mut flight.on_a).await;
     assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
-    a.until("the generation stopped", |m| m.live_generations == 0)
-        .await;
+    a.until_no_generation("the generation stopped").await;
 
     // Redis answers again: both replicas serve, the task is still known,
     // and the chunks kept before the stall are still there.
@@ -1137,12 +949,12 @@ async fn a_stalled_redis_times_calls_out_with_unavailable_and_service_returns() 
         fetched.into_inner().task.expect("task").task_id,
         flight.task_id
     );
-    let mut replay = resume(&b, &flight.stream_id, 0).await.expect("kept");
+    let mut replay = b.resume_stream(&flight.stream_id, 0).await.expect("kept");
     let (replayed, end) = common::drain(&mut replay).await;
     assert!(replayed.len() >= 3, "the chunks read before the stall");
     assert_eq!(end.expect_err("failed").code(), tonic::Code::Unavailable);
-    let task = start(&mut b.tasks(), demo(3, 1)).await;
-    let events = rest(&mut watch(&mut a.tasks(), &task.task_id, 0).await).await;
+    let task = start_task(&mut b.tasks(), demo(3, 1, 0)).await;
+    let events = rest_of_watch(&mut watch(&mut a.tasks(), &task.task_id, 0).await).await;
     assert_eq!(events.last().map(state), Some(TaskState::Succeeded));
 }
 
@@ -1152,16 +964,16 @@ async fn a_task_watcher_rides_out_a_redis_restart_without_losing_or_repeating_an
         return;
     };
     let (a, b) = (replica(&redis).await, replica(&redis).await);
-    let task = start(&mut a.tasks(), demo(300, 10)).await;
+    let task = start_task(&mut a.tasks(), demo(300, 10, 0)).await;
     let mut events = watch(&mut b.tasks(), &task.task_id, 0).await;
     let mut seen = Vec::new();
     while seen.len() < 5 {
-        seen.push(next(&mut events).await.expect("event"));
+        seen.push(next_event(&mut events).await.expect("event"));
     }
 
     // The watcher on B and the work on A both lose Redis for a moment.
     redis.restart().await;
-    seen.extend(rest(&mut events).await);
+    seen.extend(rest_of_watch(&mut events).await);
 
     // Every event once, in order: progress made while Redis was away may be
     // coalesced (as for any slow watcher), state changes never are.

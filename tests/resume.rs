@@ -6,81 +6,24 @@ mod common;
 
 use std::time::Duration;
 
-use agentstream::pb::{self, StreamChatRequest, StreamChatResponse};
-use common::{TestServer, drain, drain_ok, endless, text_of, user};
+use agentstream::pb::{StreamChatRequest, StreamChatResponse};
+use common::{TestServer, drain, drain_ok, resumable, sequences, take, text_of};
 use futures::StreamExt;
-use tonic::{Code, Streaming};
-
-/// `tokens` synthetic tokens, asked as a resumable stream.
-fn resumable(tokens: u32) -> StreamChatRequest {
-    StreamChatRequest {
-        model: "synthetic".into(),
-        max_tokens: tokens,
-        messages: vec![user("go")],
-        resumable: true,
-        ..Default::default()
-    }
-}
-
-async fn start(server: &TestServer, request: StreamChatRequest) -> Streaming<StreamChatResponse> {
-    server
-        .chat()
-        .stream_chat(request)
-        .await
-        .expect("call")
-        .into_inner()
-}
-
-async fn resume(
-    server: &TestServer,
-    stream_id: &str,
-    after_sequence: u64,
-) -> Result<Streaming<StreamChatResponse>, tonic::Status> {
-    server
-        .chat()
-        .resume_stream(pb::ResumeStreamRequest {
-            stream_id: stream_id.into(),
-            after_sequence,
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn cancel(server: &TestServer, stream_id: &str) -> Result<(), tonic::Status> {
-    server
-        .chat()
-        .cancel_stream(pb::CancelStreamRequest {
-            stream_id: stream_id.into(),
-        })
-        .await
-        .map(|_| ())
-}
-
-async fn take(stream: &mut Streaming<StreamChatResponse>, n: usize) -> Vec<StreamChatResponse> {
-    let mut chunks = Vec::new();
-    for _ in 0..n {
-        chunks.push(stream.next().await.expect("a chunk").expect("ok"));
-    }
-    chunks
-}
-
-fn sequences(chunks: &[StreamChatResponse]) -> Vec<u64> {
-    chunks.iter().map(|c| c.sequence).collect()
-}
+use tonic::Code;
 
 /// The same request answered straight, not resumable, with its usage: the
 /// chunks a resumable stream must match.
 async fn reference(server: &TestServer, mut request: StreamChatRequest) -> Vec<StreamChatResponse> {
     request.resumable = false;
     request.include_usage = true;
-    drain_ok(&mut start(server, request).await).await
+    drain_ok(&mut server.stream_chat(request).await).await
 }
 
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_resumes_without_missing_or_repeating_a_chunk() {
     let server = TestServer::start_with(|c| c.mock_token_delay = Duration::from_millis(10)).await;
     let request = resumable(120);
-    let mut first = start(&server, request.clone()).await;
+    let mut first = server.stream_chat(request.clone()).await;
     let seen = take(&mut first, 5).await;
     let stream_id = seen[0].stream_id.clone();
     assert!(stream_id.starts_with("stream-"), "{stream_id}");
@@ -89,7 +32,7 @@ async fn a_client_that_leaves_mid_stream_resumes_without_missing_or_repeating_a_
     drop(first);
 
     // Still generating while nobody reads: resume at once, mid-stream.
-    let mut resumed = resume(&server, &stream_id, 5).await.expect("resumes");
+    let mut resumed = server.resume_stream(&stream_id, 5).await.expect("resumes");
     let rest = drain_ok(&mut resumed).await;
     assert_eq!(
         sequences(&rest),
@@ -112,19 +55,17 @@ async fn a_stream_nobody_reads_runs_to_its_end_and_a_resume_gets_the_tail_and_us
     let server = TestServer::start_with(|c| c.mock_token_delay = Duration::from_millis(2)).await;
     // include_usage is not asked for: a resumable stream keeps it anyway.
     let request = resumable(60);
-    let mut first = start(&server, request.clone()).await;
+    let mut first = server.stream_chat(request.clone()).await;
     let seen = take(&mut first, 3).await;
     let stream_id = seen[0].stream_id.clone();
     drop(first);
     server
-        .until("the detached generation finished", |m| {
-            m.live_generations == 0
-        })
+        .until_no_generation("the detached generation finished")
         .await;
 
     let straight = reference(&server, request).await;
     let last = straight.len() as u64;
-    let tail = drain_ok(&mut resume(&server, &stream_id, 3).await.expect("resumes")).await;
+    let tail = drain_ok(&mut server.resume_stream(&stream_id, 3).await.expect("resumes")).await;
     assert_eq!(
         sequences(&tail),
         (4..=last).collect::<Vec<_>>(),
@@ -144,11 +85,18 @@ async fn a_stream_nobody_reads_runs_to_its_end_and_a_resume_gets_the_tail_and_us
     );
 
     // From the start, and after the last chunk (nothing, then OK).
-    let all = drain_ok(&mut resume(&server, &stream_id, 0).await.expect("resumes")).await;
+    let all = drain_ok(&mut server.resume_stream(&stream_id, 0).await.expect("resumes")).await;
     assert_eq!(sequences(&all), (1..=last).collect::<Vec<_>>());
-    let none = drain_ok(&mut resume(&server, &stream_id, last).await.expect("resumes")).await;
+    let none = drain_ok(
+        &mut server
+            .resume_stream(&stream_id, last)
+            .await
+            .expect("resumes"),
+    )
+    .await;
     assert!(none.is_empty());
-    let beyond = resume(&server, &stream_id, last + 1)
+    let beyond = server
+        .resume_stream(&stream_id, last + 1)
         .await
         .expect_err("beyond");
     assert_eq!(beyond.code(), Code::OutOfRange, "{beyond:?}");
@@ -157,9 +105,10 @@ async fn a_stream_nobody_reads_runs_to_its_end_and_a_resume_gets_the_tail_and_us
 #[tokio::test]
 async fn several_readers_follow_one_generation() {
     let server = TestServer::start_with(|c| c.mock_token_delay = Duration::from_millis(5)).await;
-    let mut first = start(&server, resumable(40)).await;
+    let mut first = server.stream_chat(resumable(40)).await;
     let head = take(&mut first, 2).await;
-    let mut second = resume(&server, &head[0].stream_id, 0)
+    let mut second = server
+        .resume_stream(&head[0].stream_id, 0)
         .await
         .expect("resumes");
     let (a, b) = tokio::join!(drain_ok(&mut first), drain_ok(&mut second));
@@ -173,19 +122,12 @@ async fn several_readers_follow_one_generation() {
 #[tokio::test]
 async fn cancel_stream_stops_the_generation_and_is_idempotent() {
     let server = TestServer::start_with(|c| c.mock_token_delay = Duration::from_millis(20)).await;
-    let mut reader = start(
-        &server,
-        StreamChatRequest {
-            resumable: true,
-            ..endless(2)
-        },
-    )
-    .await;
+    let mut reader = server.stream_chat(common::endless_resumable(2)).await;
     let head = take(&mut reader, 3).await;
     let stream_id = head[0].stream_id.clone();
     assert_eq!(server.metrics().live_generations, 2);
 
-    cancel(&server, &stream_id).await.expect("cancelled");
+    server.cancel_stream(&stream_id).await.expect("cancelled");
     // CancelStream answers once the generation has stopped.
     assert_eq!(server.metrics().live_generations, 0);
     let (rest, end) = drain(&mut reader).await;
@@ -196,11 +138,13 @@ async fn cancel_stream_stops_the_generation_and_is_idempotent() {
         .await;
     server.assert_no_token_produced_meanwhile().await;
 
-    cancel(&server, &stream_id)
+    server
+        .cancel_stream(&stream_id)
         .await
         .expect("again: idempotent");
     // What was made stays kept: a resume replays it, then says CANCELLED.
-    let (replayed, end) = drain(&mut resume(&server, &stream_id, 0).await.expect("kept")).await;
+    let (replayed, end) =
+        drain(&mut server.resume_stream(&stream_id, 0).await.expect("kept")).await;
     assert_eq!(end.expect_err("cancelled").code(), Code::Cancelled);
     assert_eq!(replayed.len(), head.len() + rest.len());
     assert_eq!(replayed[..3], head[..]);
@@ -210,18 +154,19 @@ async fn cancel_stream_stops_the_generation_and_is_idempotent() {
 async fn unknown_ids_are_not_found_and_empty_ones_invalid() {
     let server = TestServer::start().await;
     for id in ["stream-00000000000000000000000000000000", "s-1"] {
-        let status = resume(&server, id, 0).await.expect_err("unknown");
+        let status = server.resume_stream(id, 0).await.expect_err("unknown");
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
-        let status = cancel(&server, id).await.expect_err("unknown");
+        let status = server.cancel_stream(id).await.expect_err("unknown");
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
     }
-    let status = resume(&server, "", 0).await.expect_err("empty");
+    let status = server.resume_stream("", 0).await.expect_err("empty");
     assert_eq!(
         common::bad_request_fields(&status),
         ["stream_id"],
         "{status:?}"
     );
-    let status = cancel(&server, &"x".repeat(10_000))
+    let status = server
+        .cancel_stream(&"x".repeat(10_000))
         .await
         .expect_err("huge");
     assert_eq!(common::bad_request_fields(&status), ["stream_id"]);
@@ -235,12 +180,9 @@ async fn a_stream_without_readers_expires_after_its_ttl_and_not_while_read() {
         c.resumable_ttl = ttl;
     })
     .await;
-    let request = StreamChatRequest {
-        resumable: true,
-        ..endless(1)
-    };
+    let request = common::endless_resumable(1);
     // Read for three times the TTL: a stream being read never expires.
-    let mut reader = start(&server, request.clone()).await;
+    let mut reader = server.stream_chat(request.clone()).await;
     let started = tokio::time::Instant::now();
     let mut stream_id = String::new();
     while started.elapsed() < 3 * ttl {
@@ -250,12 +192,10 @@ async fn a_stream_without_readers_expires_after_its_ttl_and_not_while_read() {
     drop(reader);
     // Nobody comes back: the generation stops, then the id is forgotten.
     server
-        .until("the generation stopped at the TTL", |m| {
-            m.live_generations == 0
-        })
+        .until_no_generation("the generation stopped at the TTL")
         .await;
     common::eventually("the stream is forgotten", || async {
-        match resume(&server, &stream_id, 0).await {
+        match server.resume_stream(&stream_id, 0).await {
             Err(status) if status.code() == Code::NotFound => Some(()),
             _ => None,
         }
@@ -271,13 +211,10 @@ async fn beyond_the_stream_limit_new_resumable_requests_are_refused() {
         c.max_resumable_streams = 2;
     })
     .await;
-    let request = StreamChatRequest {
-        resumable: true,
-        ..endless(1)
-    };
-    let mut a = start(&server, request.clone()).await;
+    let request = common::endless_resumable(1);
+    let mut a = server.stream_chat(request.clone()).await;
     let a_id = take(&mut a, 1).await[0].stream_id.clone();
-    let mut b = start(&server, request.clone()).await;
+    let mut b = server.stream_chat(request.clone()).await;
     take(&mut b, 1).await;
     let status = server
         .chat()
@@ -287,18 +224,18 @@ async fn beyond_the_stream_limit_new_resumable_requests_are_refused() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     // Non-resumable requests are not affected.
     assert!(
-        !drain_ok(&mut start(&server, common::ask("still fine")).await)
+        !drain_ok(&mut server.stream_chat(common::ask("still fine")).await)
             .await
             .is_empty()
     );
 
     // A cancelled stream nobody reads makes room for a new one.
-    cancel(&server, &a_id).await.expect("cancelled");
+    server.cancel_stream(&a_id).await.expect("cancelled");
     let (_, end) = drain(&mut a).await;
     assert_eq!(end.expect_err("cancelled").code(), Code::Cancelled);
-    let mut c = start(&server, request).await;
+    let mut c = server.stream_chat(request).await;
     assert!(!take(&mut c, 1).await[0].stream_id.is_empty());
-    let status = resume(&server, &a_id, 0).await.expect_err("evicted");
+    let status = server.resume_stream(&a_id, 0).await.expect_err("evicted");
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 }
 
@@ -323,19 +260,23 @@ async fn a_reader_behind_the_replay_buffer_gets_out_of_range() {
         .expect("the stream id header")
         .to_owned();
     drop(first);
-    server.until("generated", |m| m.live_generations == 0).await;
+    server.until_no_generation("generated").await;
     let last = reference(&server, resumable(100)).await.len() as u64;
-    let status = resume(&server, &stream_id, 0).await.expect_err("dropped");
+    let status = server
+        .resume_stream(&stream_id, 0)
+        .await
+        .expect_err("dropped");
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     // The newest chunks, usage last, are still there.
-    let tail = drain_ok(&mut resume(&server, &stream_id, last - 4).await.expect("kept")).await;
+    let tail = drain_ok(
+        &mut server
+            .resume_stream(&stream_id, last - 4)
+            .await
+            .expect("kept"),
+    )
+    .await;
     assert_eq!(sequences(&tail), (last - 3..=last).collect::<Vec<_>>());
-    assert_eq!(
-        tail.last()
-            .and_then(|c| c.usage)
-            .map(|u| u.completion_tokens),
-        Some(100)
-    );
+    assert_eq!(common::completion_tokens(&tail), Some(100));
 }
 
 #[tokio::test]
@@ -345,14 +286,7 @@ async fn shutdown_stops_detached_generations() {
         c.shutdown_grace = Duration::from_millis(50);
     })
     .await;
-    let mut reader = start(
-        &server,
-        StreamChatRequest {
-            resumable: true,
-            ..endless(1)
-        },
-    )
-    .await;
+    let mut reader = server.stream_chat(common::endless_resumable(1)).await;
     take(&mut reader, 1).await;
     drop(reader);
     assert_eq!(server.metrics().live_generations, 1);

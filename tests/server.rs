@@ -3,14 +3,10 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use agentstream::pb;
-use common::{TestServer, ask, connect, endless};
+use common::{TestServer, ask, binary::Binary, connect, endless};
 use futures::StreamExt;
 use tonic::Code;
 use tonic_health::pb::{
@@ -45,13 +41,7 @@ async fn reflection_v1_lists_every_service_and_describes_their_files() {
         .expect("reflection")
         .into_inner();
 
-    let listed = match responses
-        .next()
-        .await
-        .expect("answer")
-        .expect("ok")
-        .message_response
-    {
+    let listed = match next_answer(&mut responses).await {
         Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
             list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
         }
@@ -108,16 +98,18 @@ async fn reflection_v1_lists_every_service_and_describes_their_files() {
     );
 }
 
+/// What the next answer of a reflection stream carries.
+async fn next_answer(
+    responses: &mut tonic::Streaming<v1::ServerReflectionResponse>,
+) -> Option<v1::server_reflection_response::MessageResponse> {
+    let answer = responses.next().await.expect("answer").expect("ok");
+    answer.message_response
+}
+
 async fn next_files(
     responses: &mut tonic::Streaming<v1::ServerReflectionResponse>,
 ) -> Vec<prost_types::FileDescriptorProto> {
-    match responses
-        .next()
-        .await
-        .expect("answer")
-        .expect("ok")
-        .message_response
-    {
+    match next_answer(responses).await {
         Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) => {
             files
                 .file_descriptor_proto
@@ -202,12 +194,7 @@ async fn shutdown_drains_then_ends_in_flight_streams_with_unavailable() {
         ServingStatus::Serving as i32
     );
 
-    let mut stream = server
-        .chat()
-        .stream_chat(endless(1))
-        .await
-        .expect("call")
-        .into_inner();
+    let mut stream = server.stream_chat(endless(1)).await;
     stream.next().await.expect("chunk").expect("ok");
     server.shutdown.request();
 
@@ -250,12 +237,7 @@ async fn shutdown_lets_streams_that_finish_within_the_grace_period_complete() {
         c.shutdown_grace = Duration::from_secs(30);
     })
     .await;
-    let mut stream = server
-        .chat()
-        .stream_chat(ask("finish me"))
-        .await
-        .expect("call")
-        .into_inner();
+    let mut stream = server.stream_chat(ask("finish me")).await;
     stream.next().await.expect("chunk").expect("ok");
     server.shutdown.request();
     let mut text = String::new();
@@ -276,42 +258,15 @@ async fn shutdown_lets_streams_that_finish_within_the_grace_period_complete() {
 /// and that SIGTERM makes it exit 0.
 #[tokio::test]
 async fn the_binary_logs_json_per_call_and_exits_zero_on_sigterm() {
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentstream"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--mock-token-delay",
-            "0",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir.path())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, mut lines) = tokio::sync::mpsc::channel(1024);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let listening = next_line_with(&mut lines, "agentstream listening").await;
-    let addr = listening
-        .split("\"addr\":\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no addr in {listening}"));
+    let mut binary = Binary::serve(&[
+        "--http-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--mock-token-delay",
+        "0",
+    ]);
+    let (_, addr) = binary.listening(common::PATIENCE).await;
     let channel = connect(addr).await;
     let mut chat = pb::chat_service_client::ChatServiceClient::new(channel);
     let mut request = tonic::Request::new(ask("log me"));
@@ -319,10 +274,10 @@ async fn the_binary_logs_json_per_call_and_exits_zero_on_sigterm() {
         .metadata_mut()
         .insert("x-request-id", "req-from-test-42".parse().expect("ascii"));
     let mut stream = chat.stream_chat(request).await.expect("call").into_inner();
-    while let Some(chunk) = stream.next().await {
-        chunk.expect("chunk");
-    }
-    let logged = next_line_with(&mut lines, "req-from-test-42").await;
+    common::drain_ok(&mut stream).await;
+    let logged = binary
+        .next_line_with("req-from-test-42", common::PATIENCE)
+        .await;
     for field in [
         "\"outcome\":\"ok\"",
         "\"model\":\"echo\"",
@@ -332,45 +287,14 @@ async fn the_binary_logs_json_per_call_and_exits_zero_on_sigterm() {
         assert!(logged.contains(field), "{field} missing in {logged}");
     }
 
-    let pid = child.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
+    binary.signal("TERM");
+    let status = binary.exit_status().await;
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
-}
-
-/// The next line from the server's log that contains `needle`.
-async fn next_line_with(lines: &mut tokio::sync::mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        let line = tokio::time::timeout(common::PATIENCE, lines.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no log line with {needle}"))
-            .unwrap_or_else(|| panic!("server exited before logging {needle}"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
 }
 
 /// Reads one metric from the Prometheus endpoint over HTTP.
 async fn scrape(addr: std::net::SocketAddr, name: &str) -> i64 {
-    // reqwest is built without a TLS provider of its own (plain HTTP here).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let body = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .expect("metrics endpoint answers")
-        .text()
-        .await
-        .expect("body");
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in {body}"))
+    common::scrape_series(&format!("http://{addr}/metrics"), name).await
 }
 
 #[tokio::test]
@@ -383,12 +307,7 @@ async fn metrics_endpoint_shows_streams_open_and_closed() {
     let addr = server.server.metrics_addr().expect("metrics enabled");
     assert_eq!(scrape(addr, "agentstream_active_streams").await, 0);
 
-    let mut stream = server
-        .chat()
-        .stream_chat(endless(1))
-        .await
-        .expect("call")
-        .into_inner();
+    let mut stream = server.stream_chat(endless(1)).await;
     stream.next().await.expect("chunk").expect("ok");
     assert_eq!(scrape(addr, "agentstream_active_streams").await, 1);
     assert_eq!(scrape(addr, "agentstream_live_generations").await, 1);

@@ -3,43 +3,13 @@
 mod common;
 
 use agentstream::pb::{self, TaskState, task_service_client::TaskServiceClient};
-use common::{PATIENCE, TestServer, bad_request_fields, eventually};
-use futures::StreamExt;
+use common::{
+    TestServer, bad_request_fields, demo, eventually, get_task, next_event, rest_of_watch,
+    start_task, watch_task,
+};
 use tonic::{Code, Status, transport::Channel};
 
 type Client = TaskServiceClient<Channel>;
-
-fn demo(steps: u32, step_delay_ms: u32, fail_at_step: u32) -> pb::StartTaskRequest {
-    pb::StartTaskRequest {
-        spec: Some(pb::start_task_request::Spec::Demo(pb::DemoTaskSpec {
-            steps,
-            step_delay_ms,
-            fail_at_step,
-        })),
-    }
-}
-
-async fn start(client: &mut Client, request: pb::StartTaskRequest) -> pb::Task {
-    client
-        .start_task(request)
-        .await
-        .expect("StartTask")
-        .into_inner()
-        .task
-        .expect("task")
-}
-
-async fn get(client: &mut Client, task_id: &str) -> Result<pb::Task, Status> {
-    let request = pb::GetTaskRequest {
-        task_id: task_id.into(),
-    };
-    Ok(client
-        .get_task(request)
-        .await?
-        .into_inner()
-        .task
-        .expect("task"))
-}
 
 async fn cancel(client: &mut Client, task_id: &str) -> pb::Task {
     let request = pb::CancelTaskRequest {
@@ -49,41 +19,12 @@ async fn cancel(client: &mut Client, task_id: &str) -> pb::Task {
     response.into_inner().task.expect("task")
 }
 
-async fn watch(
-    client: &mut Client,
-    task_id: &str,
-    after_sequence: u64,
-) -> Result<tonic::Streaming<pb::WatchTaskResponse>, Status> {
-    let request = pb::WatchTaskRequest {
-        task_id: task_id.into(),
-        after_sequence,
-    };
-    Ok(client.watch_task(request).await?.into_inner())
-}
-
-/// Reads the next event; `None` once the stream has ended with OK.
-async fn next_event(stream: &mut tonic::Streaming<pb::WatchTaskResponse>) -> Option<pb::TaskEvent> {
-    let item = tokio::time::timeout(PATIENCE, stream.next())
-        .await
-        .expect("an event or the end in time")?;
-    Some(item.expect("no error status").event.expect("event"))
-}
-
-/// Reads the rest of a watch until it ends with OK.
-async fn drain(stream: &mut tonic::Streaming<pb::WatchTaskResponse>) -> Vec<pb::TaskEvent> {
-    let mut events = Vec::new();
-    while let Some(event) = next_event(stream).await {
-        events.push(event);
-    }
-    events
-}
-
 /// Every event of a task after `after_sequence`, until the watch ends.
 async fn watch_all(client: &mut Client, task_id: &str, after_sequence: u64) -> Vec<pb::TaskEvent> {
-    let mut stream = watch(client, task_id, after_sequence)
+    let mut stream = watch_task(client, task_id, after_sequence)
         .await
         .expect("WatchTask");
-    drain(&mut stream).await
+    rest_of_watch(&mut stream).await
 }
 
 fn state(event: &pb::TaskEvent) -> TaskState {
@@ -109,7 +50,7 @@ fn sequences(events: &[pb::TaskEvent]) -> Vec<u64> {
 async fn events_arrive_in_order_with_gapless_sequences() {
     let server = TestServer::start().await;
     let mut client = server.tasks();
-    let task = start(&mut client, demo(5, 1, 0)).await;
+    let task = start_task(&mut client, demo(5, 1, 0)).await;
     assert_eq!(task.kind, "demo");
     assert!(task.task_id.starts_with("task-"), "{}", task.task_id);
 
@@ -130,7 +71,7 @@ async fn events_arrive_in_order_with_gapless_sequences() {
     let last = events.last().expect("terminal event");
     assert_eq!((last.step, last.total_steps, last.percent), (5, 5, 100.0));
 
-    let done = get(&mut client, &task.task_id).await.expect("GetTask");
+    let done = get_task(&mut client, &task.task_id).await.expect("GetTask");
     assert_eq!(task_state(&done), TaskState::Succeeded);
     assert_eq!(done.update_time, last.time);
 }
@@ -139,7 +80,7 @@ async fn events_arrive_in_order_with_gapless_sequences() {
 async fn concurrent_watchers_see_identical_events() {
     let server = TestServer::start().await;
     let mut client = server.tasks();
-    let task = start(&mut client, demo(20, 5, 0)).await;
+    let task = start_task(&mut client, demo(20, 5, 0)).await;
     let watchers: Vec<_> = (0..5)
         .map(|_| {
             let mut client = server.tasks();
@@ -159,13 +100,13 @@ async fn concurrent_watchers_see_identical_events() {
 async fn a_watcher_that_reconnects_with_its_last_sequence_misses_nothing() {
     let server = TestServer::start().await;
     let mut client = server.tasks();
-    let task = start(&mut client, demo(30, 5, 0)).await;
+    let task = start_task(&mut client, demo(30, 5, 0)).await;
 
     // Watch in three connections, each dropped after a few events.
     let mut received = Vec::new();
     for _ in 0..2 {
         let after = received.last().map_or(0, |e: &pb::TaskEvent| e.sequence);
-        let mut stream = watch(&mut client, &task.task_id, after)
+        let mut stream = watch_task(&mut client, &task.task_id, after)
             .await
             .expect("WatchTask");
         for _ in 0..10 {
@@ -188,7 +129,7 @@ async fn a_watcher_that_never_reads_does_not_delay_the_task_or_other_watchers() 
     })
     .await;
     let mut client = server.tasks();
-    let task = start(&mut client, demo(500, 2, 0)).await;
+    let task = start_task(&mut client, demo(500, 2, 0)).await;
 
     // A client with tiny HTTP/2 windows: once they are full, the server can
     // send it nothing more until it reads.
@@ -201,7 +142,7 @@ async fn a_watcher_that_never_reads_does_not_delay_the_task_or_other_watchers() 
             .await
             .expect("connects");
     let mut slow_client = TaskServiceClient::new(slow_channel);
-    let mut slow = watch(&mut slow_client, &task.task_id, 0)
+    let mut slow = watch_task(&mut slow_client, &task.task_id, 0)
         .await
         .expect("WatchTask");
     let first = next_event(&mut slow).await.expect("first event");
@@ -212,11 +153,11 @@ async fn a_watcher_that_never_reads_does_not_delay_the_task_or_other_watchers() 
     let terminal = fast.last().expect("terminal event").clone();
     assert_eq!(state(&terminal), TaskState::Succeeded);
     assert_eq!(terminal.sequence, 504);
-    let done = get(&mut client, &task.task_id).await.expect("GetTask");
+    let done = get_task(&mut client, &task.task_id).await.expect("GetTask");
     assert_eq!(task_state(&done), TaskState::Succeeded);
 
     // The task finished while the slow watcher still had events to read.
-    let rest = drain(&mut slow).await;
+    let rest = rest_of_watch(&mut slow).await;
     let next = rest.first().expect("unread events");
     assert!(next.sequence < terminal.sequence, "{next:?}");
     // It then got a coalesced but ordered view, with every state change.
@@ -240,8 +181,8 @@ async fn a_watcher_that_never_reads_does_not_delay_the_task_or_other_watchers() 
 async fn a_task_outlives_its_watchers() {
     let server = TestServer::start().await;
     let mut client = server.tasks();
-    let task = start(&mut client, demo(10, 5, 0)).await;
-    let mut stream = watch(&mut client, &task.task_id, 0)
+    let task = start_task(&mut client, demo(10, 5, 0)).await;
+    let mut stream = watch_task(&mut client, &task.task_id, 0)
         .await
         .expect("WatchTask");
     next_event(&mut stream).await.expect("an event");
@@ -250,7 +191,7 @@ async fn a_task_outlives_its_watchers() {
         let mut client = client.clone();
         let id = task.task_id.clone();
         async move {
-            let task = get(&mut client, &id).await.ok()?;
+            let task = get_task(&mut client, &id).await.ok()?;
             (task_state(&task) == TaskState::Succeeded).then_some(())
         }
     })
@@ -261,8 +202,8 @@ async fn a_task_outlives_its_watchers() {
 async fn cancelling_mid_way_ends_the_task_and_its_watchers() {
     let server = TestServer::start().await;
     let mut client = server.tasks();
-    let task = start(&mut client, demo(1000, 10, 0)).await;
-    let mut stream = watch(&mut client, &task.task_id, 0)
+    let task = start_task(&mut client, demo(1000, 10, 0)).await;
+    let mut stream = watch_task(&mut client, &task.task_id, 0)
         .await
         .expect("WatchTask");
     let mut events = Vec::new();
@@ -275,7 +216,7 @@ async fn cancelling_mid_way_ends_the_task_and_its_watchers() {
     assert!(cancelled.step < 1000, "{cancelled:?}");
     assert_eq!(cancelled.error, "");
 
-    events.extend(drain(&mut stream).await);
+    events.extend(rest_of_watch(&mut stream).await);
     assert_eq!(
         states(&events),
         [TaskState::Pending, TaskState::Running, TaskState::Cancelled]
@@ -286,7 +227,7 @@ async fn cancelling_mid_way_ends_the_task_and_its_watchers() {
     // Idempotent, and the task stays as it was cancelled.
     assert_eq!(cancel(&mut client, &task.task_id).await, cancelled);
     assert_eq!(
-        get(&mut client, &task.task_id).await.expect("GetTask"),
+        get_task(&mut client, &task.task_id).await.expect("GetTask"),
         cancelled
     );
 }
@@ -295,9 +236,9 @@ async fn cancelling_mid_way_ends_the_task_and_its_watchers() {
 async fn cancelling_a_finished_task_returns_it_unchanged() {
     let server = TestServer::start().await;
     let mut client = server.tasks();
-    let task = start(&mut client, demo(2, 0, 0)).await;
+    let task = start_task(&mut client, demo(2, 0, 0)).await;
     watch_all(&mut client, &task.task_id, 0).await;
-    let done = get(&mut client, &task.task_id).await.expect("GetTask");
+    let done = get_task(&mut client, &task.task_id).await.expect("GetTask");
     assert_eq!(task_state(&done), TaskState::Succeeded);
     assert_eq!(cancel(&mut client, &task.task_id).await, done);
 }
@@ -306,7 +247,7 @@ async fn cancelling_a_finished_task_returns_it_unchanged() {
 async fn a_task_fails_at_fail_at_step_with_the_error() {
     let server = TestServer::start().await;
     let mut client = server.tasks();
-    let task = start(&mut client, demo(5, 1, 3)).await;
+    let task = start_task(&mut client, demo(5, 1, 3)).await;
     let events = watch_all(&mut client, &task.task_id, 0).await;
     assert_eq!(
         states(&events),
@@ -317,7 +258,7 @@ async fn a_task_fails_at_fail_at_step_with_the_error() {
     assert_eq!(failed.step, 2, "the last step done");
     assert!(events.iter().rev().skip(1).all(|e| e.error.is_empty()));
 
-    let task = get(&mut client, &task.task_id).await.expect("GetTask");
+    let task = get_task(&mut client, &task.task_id).await.expect("GetTask");
     assert_eq!(task_state(&task), TaskState::Failed);
     assert_eq!(task.error, failed.error);
 }
@@ -326,14 +267,14 @@ async fn a_task_fails_at_fail_at_step_with_the_error() {
 async fn watching_a_finished_task_replays_and_ends() {
     let server = TestServer::start().await;
     let mut client = server.tasks();
-    let task = start(&mut client, demo(3, 0, 0)).await;
+    let task = start_task(&mut client, demo(3, 0, 0)).await;
     let live = watch_all(&mut client, &task.task_id, 0).await;
     let last = live.last().expect("terminal event").sequence;
 
     assert_eq!(watch_all(&mut client, &task.task_id, 0).await, live);
     assert_eq!(watch_all(&mut client, &task.task_id, 4).await, live[4..]);
     assert!(watch_all(&mut client, &task.task_id, last).await.is_empty());
-    let beyond = watch(&mut client, &task.task_id, last + 1)
+    let beyond = watch_task(&mut client, &task.task_id, last + 1)
         .await
         .expect_err("refused");
     assert_eq!(bad_request_fields(&beyond), ["after_sequence"]);
@@ -343,7 +284,7 @@ async fn watching_a_finished_task_replays_and_ends() {
 async fn a_long_finished_task_keeps_every_state_change() {
     let server = TestServer::start_with(|config| config.max_finished_task_events = 10).await;
     let mut client = server.tasks();
-    let task = start(&mut client, demo(200, 0, 0)).await;
+    let task = start_task(&mut client, demo(200, 0, 0)).await;
     let live = watch_all(&mut client, &task.task_id, 0).await;
     let replay = watch_all(&mut client, &task.task_id, 0).await;
     assert_eq!(replay.len(), 10);
@@ -376,13 +317,15 @@ async fn every_limit_is_checked_and_named() {
         assert_eq!(bad_request_fields(&status), fields);
     }
     // The limits themselves are accepted.
-    let edge = start(&mut client, demo(10_000, 60_000, 10_000)).await;
+    let edge = start_task(&mut client, demo(10_000, 60_000, 10_000)).await;
     cancel(&mut client, &edge.task_id).await;
 
     for task_id in [String::new(), "x".repeat(129)] {
-        let status = get(&mut client, &task_id).await.expect_err("refused");
+        let status = get_task(&mut client, &task_id).await.expect_err("refused");
         assert_eq!(bad_request_fields(&status), ["task_id"]);
-        let status = watch(&mut client, &task_id, 0).await.expect_err("refused");
+        let status = watch_task(&mut client, &task_id, 0)
+            .await
+            .expect_err("refused");
         assert_eq!(bad_request_fields(&status), ["task_id"]);
         let request = pb::CancelTaskRequest { task_id };
         let status = client.cancel_task(request).await.expect_err("refused");
@@ -411,10 +354,10 @@ async fn unknown_task_ids_are_not_found() {
     let mut client = server.tasks();
     let unknown = "task-00000000000000000000000000000000";
     assert_eq!(
-        get(&mut client, unknown).await.expect_err("").code(),
+        get_task(&mut client, unknown).await.expect_err("").code(),
         Code::NotFound
     );
-    let status = watch(&mut client, unknown, 0).await.expect_err("");
+    let status = watch_task(&mut client, unknown, 0).await.expect_err("");
     assert_eq!(status.code(), Code::NotFound);
     let request = pb::CancelTaskRequest {
         task_id: unknown.into(),
@@ -429,7 +372,7 @@ async fn list_pages_newest_first() {
     let mut client = server.tasks();
     let mut started = Vec::new();
     for _ in 0..5 {
-        started.push(start(&mut client, demo(1, 0, 0)).await.task_id);
+        started.push(start_task(&mut client, demo(1, 0, 0)).await.task_id);
     }
     started.reverse();
 
@@ -454,7 +397,7 @@ async fn list_pages_newest_first() {
         }
         if pages == 1 {
             // A task started meanwhile does not shift the following pages.
-            start(&mut client, demo(1, 0, 0)).await;
+            start_task(&mut client, demo(1, 0, 0)).await;
         }
         page_token = page.next_page_token;
     }
@@ -492,7 +435,7 @@ async fn forged_page_tokens_are_refused() {
     let server = TestServer::start().await;
     let mut client = server.tasks();
     for _ in 0..3 {
-        start(&mut client, demo(1, 0, 0)).await;
+        start_task(&mut client, demo(1, 0, 0)).await;
     }
     let first = list_page(&mut client, 1, "").await.expect("first page");
     let token = first.next_page_token;
@@ -508,7 +451,7 @@ async fn forged_page_tokens_are_refused() {
     let other = TestServer::start().await;
     let mut other_client = other.tasks();
     for _ in 0..2 {
-        start(&mut other_client, demo(1, 0, 0)).await;
+        start_task(&mut other_client, demo(1, 0, 0)).await;
     }
     let foreign = list_page(&mut other_client, 1, "")
         .await
@@ -534,26 +477,26 @@ async fn forged_page_tokens_are_refused() {
 async fn finished_tasks_beyond_the_retention_count_are_forgotten() {
     let server = TestServer::start_with(|config| config.max_finished_tasks = 1).await;
     let mut client = server.tasks();
-    let first = start(&mut client, demo(1, 0, 0)).await;
+    let first = start_task(&mut client, demo(1, 0, 0)).await;
     watch_all(&mut client, &first.task_id, 0).await;
-    let second = start(&mut client, demo(1, 0, 0)).await;
+    let second = start_task(&mut client, demo(1, 0, 0)).await;
     watch_all(&mut client, &second.task_id, 0).await;
-    let status = get(&mut client, &first.task_id)
+    let status = get_task(&mut client, &first.task_id)
         .await
         .expect_err("forgotten");
     assert_eq!(status.code(), Code::NotFound);
-    assert!(get(&mut client, &second.task_id).await.is_ok());
+    assert!(get_task(&mut client, &second.task_id).await.is_ok());
 }
 
 #[tokio::test]
 async fn starting_beyond_the_unfinished_limit_is_resource_exhausted() {
     let server = TestServer::start_with(|config| config.max_unfinished_tasks = 1).await;
     let mut client = server.tasks();
-    let running = start(&mut client, demo(100, 1_000, 0)).await;
+    let running = start_task(&mut client, demo(100, 1_000, 0)).await;
     let status = client.start_task(demo(1, 0, 0)).await.expect_err("refused");
     assert_eq!(status.code(), Code::ResourceExhausted);
     cancel(&mut client, &running.task_id).await;
-    start(&mut client, demo(1, 0, 0)).await;
+    start_task(&mut client, demo(1, 0, 0)).await;
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ mod raw_h2;
 use std::time::Duration;
 
 use agentstream::pb::{self, StreamChatRequest};
-use common::{PATIENCE, TestServer, connect, user};
+use common::{PATIENCE, TestServer, connect, drain_ok, user};
 use futures::StreamExt;
 use raw_h2::{HUGE_WINDOW, RawClient};
 use tokio::{
@@ -64,15 +64,7 @@ async fn connections_that_never_complete_the_preface_are_closed() {
 
     // A client that completes the preface in time stays connected past it.
     let mut client = RawClient::connect(addr, 65_535).await;
-    let (response, _body) = client
-        .call(
-            STREAM_CHAT,
-            &StreamChatRequest {
-                messages: vec![user("still here")],
-                ..Default::default()
-            },
-        )
-        .await;
+    let (response, _body) = client.call(STREAM_CHAT, &common::ask("still here")).await;
     assert_eq!(response.await.expect("response").status(), 200);
 }
 
@@ -81,13 +73,7 @@ async fn idle_connections_are_closed_gracefully() {
     let server = TestServer::start_with(|c| c.idle_timeout = Duration::from_millis(300)).await;
     let mut client = RawClient::connect(server.server.local_addr(), 65_535).await;
     let (response, _body) = client
-        .call(
-            STREAM_CHAT,
-            &StreamChatRequest {
-                messages: vec![user("one call, then silence")],
-                ..Default::default()
-            },
-        )
+        .call(STREAM_CHAT, &common::ask("one call, then silence"))
         .await;
     let mut body = response.await.expect("response").into_body();
     while let Some(data) = body.data().await {
@@ -116,17 +102,8 @@ async fn a_busy_connection_is_not_idle() {
         max_tokens: 200,
         ..endless()
     };
-    let mut stream = server
-        .chat()
-        .stream_chat(request)
-        .await
-        .expect("call")
-        .into_inner();
-    let mut chunks = 0;
-    while let Some(chunk) = stream.next().await {
-        chunk.expect("chunk");
-        chunks += 1;
-    }
+    let mut stream = server.stream_chat(request).await;
+    let chunks = drain_ok(&mut stream).await.len();
     assert!(chunks > 200, "every token arrived: {chunks} chunks");
 }
 
@@ -297,12 +274,7 @@ async fn a_new_connection_during_the_drain_is_told_not_serving() {
     })
     .await;
     // An in-flight stream keeps the server draining.
-    let mut stream = server
-        .chat()
-        .stream_chat(endless())
-        .await
-        .expect("call")
-        .into_inner();
+    let mut stream = server.stream_chat(endless()).await;
     stream.next().await.expect("first chunk").expect("ok");
     server.shutdown.request();
     let check = common::eventually("health answers NOT_SERVING", || async {
@@ -360,11 +332,7 @@ async fn a_stream_the_client_stops_reading_is_ended_by_the_send_timeout() {
         .await
         .expect("call")
         .into_inner();
-    let mut chunks = 0;
-    while let Some(chunk) = ok.next().await {
-        chunk.expect("chunk");
-        chunks += 1;
-    }
+    let chunks = drain_ok(&mut ok).await.len();
     assert!(chunks > 5, "every token arrived: {chunks} chunks");
 }
 
@@ -376,15 +344,8 @@ async fn max_request_bytes_above_4_mib_raises_the_decoding_limit() {
         max_tokens: 1,
         ..endless()
     };
-    let mut ok = server
-        .chat()
-        .stream_chat(big(9 << 19))
-        .await
-        .expect("4.5 MiB accepted")
-        .into_inner();
-    while let Some(chunk) = ok.next().await {
-        chunk.expect("chunk");
-    }
+    let mut ok = server.stream_chat(big(9 << 19)).await;
+    common::drain_ok(&mut ok).await;
     let refused = server
         .chat()
         .stream_chat(big(11 << 19))

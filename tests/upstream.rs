@@ -21,7 +21,7 @@ use agentstream::{
 use common::{TestServer, drain, text_of, user};
 use fake_openai::{After, FakeOpenAi, Reply, completion, content, data, error, stream};
 use futures::StreamExt;
-use tonic::{Code, Status, Streaming};
+use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 /// Generous bound for "at once": the upstream is observed to close well
@@ -47,15 +47,6 @@ fn ask(text: &str) -> StreamChatRequest {
         messages: vec![user(text)],
         ..Default::default()
     }
-}
-
-async fn open(server: &TestServer, request: StreamChatRequest) -> Streaming<StreamChatResponse> {
-    server
-        .chat()
-        .stream_chat(request)
-        .await
-        .expect("call accepted")
-        .into_inner()
 }
 
 fn finish_of(chunks: &[StreamChatResponse], index: u32) -> Vec<i32> {
@@ -110,7 +101,7 @@ async fn streams_the_upstream_answer_with_its_usage_and_maps_the_request() {
     request.temperature = Some(0.25);
     request.stop = vec!["END".into()];
     request.include_usage = true;
-    let (chunks, end) = drain(&mut open(&server, request).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(request).await).await;
     end.expect("ends OK");
 
     assert_eq!(text_of(&chunks, 0), "Hello 世界");
@@ -160,13 +151,13 @@ async fn models_route_to_their_backend_and_unknown_ones_are_not_found() {
     let fake = FakeOpenAi::start(vec![stream(completion(&["up"], "stop", None))], &[]).await;
     let server = server_for(&fake.url(), "").await;
 
-    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(ask("hi")).await).await;
     end.expect("upstream model");
     assert_eq!(text_of(&chunks, 0), "up");
 
     let mut echo = ask("hi");
     echo.model = "echo".into();
-    let (chunks, end) = drain(&mut open(&server, echo).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(echo).await).await;
     end.expect("built-in model");
     assert!(text_of(&chunks, 0).contains("hi"));
     assert_eq!(fake.requests(), 1, "echo must not reach the upstream");
@@ -174,8 +165,7 @@ async fn models_route_to_their_backend_and_unknown_ones_are_not_found() {
     let mut unknown = ask("hi");
     unknown.model = "gpt-99".into();
     let (_, status) = failure(&server, unknown).await;
-    assert_eq!(status.code(), Code::NotFound);
-    assert!(status.message().contains(MODEL), "{}", status.message());
+    common::assert_status(&status, Code::NotFound, MODEL);
 }
 
 #[tokio::test]
@@ -189,7 +179,7 @@ async fn the_default_model_can_be_an_upstream_one_and_must_exist() {
     .await;
     let mut request = ask("hi");
     request.model = String::new();
-    let (chunks, end) = drain(&mut open(&server, request).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(request).await).await;
     end.expect("default model");
     assert_eq!(text_of(&chunks, 0), "dflt");
 
@@ -216,7 +206,7 @@ async fn models_are_discovered_and_failed_discovery_stops_start_up() {
     let server = TestServer::start_with(|c| c.upstreams = vec![spec]).await;
     let mut request = ask("hi");
     request.model = "disc-b".into();
-    let (chunks, end) = drain(&mut open(&server, request).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(request).await).await;
     end.expect("discovered model");
     assert_eq!(text_of(&chunks, 0), "found");
     assert_eq!(fake.bodies()[0]["model"], "disc-b");
@@ -246,7 +236,7 @@ async fn usage_is_counted_with_the_tokenizer_when_the_upstream_sends_none() {
     let server = server_for(&fake.url(), "").await;
     let mut request = ask("Count me");
     request.include_usage = true;
-    let (chunks, end) = drain(&mut open(&server, request).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(request).await).await;
     end.expect("ok");
     assert_eq!(finish_of(&chunks, 0), [pb::FinishReason::Length as i32]);
     let usage = chunks.last().and_then(|c| c.usage).expect("usage");
@@ -274,7 +264,7 @@ async fn n_choices_interleave_and_each_finishes_once() {
     let mut request = ask("two please");
     request.n = 2;
     request.include_usage = true;
-    let (chunks, end) = drain(&mut open(&server, request).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(request).await).await;
     end.expect("ok");
     assert_eq!(fake.bodies()[0]["n"], 2);
     assert_eq!(text_of(&chunks, 0), "A1A2");
@@ -287,13 +277,7 @@ async fn n_choices_interleave_and_each_finishes_once() {
         .map(|c| c.index)
         .collect();
     assert_eq!(order[..3], [0, 1, 1], "chunks interleave as produced");
-    assert_eq!(
-        chunks
-            .last()
-            .and_then(|c| c.usage)
-            .map(|u| u.completion_tokens),
-        Some(4)
-    );
+    assert_eq!(common::completion_tokens(&chunks), Some(4));
 }
 
 #[tokio::test]
@@ -314,7 +298,7 @@ async fn a_stop_sequence_is_never_sent_and_the_upstream_is_closed() {
     let server = server_for(&fake.url(), "").await;
     let mut request = ask("hi");
     request.stop = vec!["END".into()];
-    let (chunks, end) = drain(&mut open(&server, request).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(request).await).await;
     end.expect("ok");
     assert_eq!(text_of(&chunks, 0), "Hello ");
     assert_eq!(finish_of(&chunks, 0), [pb::FinishReason::Stop as i32]);
@@ -325,7 +309,7 @@ async fn a_stop_sequence_is_never_sent_and_the_upstream_is_closed() {
 async fn a_client_that_goes_away_closes_the_upstream_stream() {
     let fake = FakeOpenAi::start(vec![Reply::endless(Duration::from_millis(20))], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let mut stream = open(&server, ask("go on forever")).await;
+    let mut stream = server.stream_chat(ask("go on forever")).await;
     for _ in 0..2 {
         let chunk = stream.next().await.expect("a chunk").expect("ok");
         assert_eq!(text_of(&[chunk], 0), "tick ");
@@ -333,9 +317,7 @@ async fn a_client_that_goes_away_closes_the_upstream_stream() {
     assert_eq!(fake.dropped_streams(), 0);
     drop(stream);
     fake.stream_dropped(SOON).await;
-    server
-        .until("no live generation", |m| m.live_generations == 0)
-        .await;
+    server.until_no_generation("no live generation").await;
 }
 
 #[tokio::test]
@@ -371,12 +353,7 @@ async fn server_errors_are_unavailable_after_bounded_retries() {
     let fake = FakeOpenAi::start(vec![error(503, "overloaded", None)], &[]).await;
     let server = server_for(&fake.url(), ",retries=2").await;
     let (_, status) = failure(&server, ask("hi")).await;
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status.message().contains("overloaded"),
-        "{}",
-        status.message()
-    );
+    common::assert_status(&status, Code::Unavailable, "overloaded");
     assert_eq!(fake.requests(), 3, "one attempt and two retries");
 }
 
@@ -396,7 +373,7 @@ async fn a_failure_before_the_first_token_is_retried() {
     )
     .await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(ask("hi")).await).await;
     end.expect("ok after retries");
     assert_eq!(text_of(&chunks, 0), "third time lucky");
     assert_eq!(fake.requests(), 3);
@@ -415,12 +392,7 @@ async fn rate_limits_are_resource_exhausted_with_the_retry_hint() {
     .await;
     let server = server_for(&fake.url(), "").await;
     let (_, status) = failure(&server, ask("hi")).await;
-    assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(
-        status.message().contains("Rate limit reached"),
-        "{}",
-        status.message()
-    );
+    common::assert_status(&status, Code::ResourceExhausted, "Rate limit reached");
     assert!(
         status.message().contains("retry after 30s"),
         "{}",
@@ -446,14 +418,12 @@ async fn a_rejected_request_is_invalid_argument_with_the_upstream_message() {
     let mut request = ask("hi");
     request.temperature = Some(1.5);
     let (_, status) = failure(&server, request).await;
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(
-        status.message().contains("'temperature' must be at most 1"),
-        "{}",
-        status.message()
+    common::assert_status(
+        &status,
+        Code::InvalidArgument,
+        "'temperature' must be at most 1",
     );
-    let bad = status.get_details_bad_request().expect("BadRequest");
-    assert_eq!(bad.field_violations[0].field, "temperature");
+    assert_eq!(common::bad_request_fields(&status)[0], "temperature");
     assert_eq!(fake.requests(), 1, "never retried");
 }
 
@@ -521,12 +491,9 @@ async fn upstream_error_bodies_never_reach_clients_with_the_upstreams_address() 
             );
         }
         // The HTTP edge says the same.
-        let http = common::http_client()
-            .post(common::http_url(&server, "/v1/chat/completions"))
-            .json(&serde_json::json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .expect("HTTP call");
+        let hi =
+            serde_json::json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
+        let http = server.post_completion(&hi, None).await;
         let body = http.text().await.expect("body");
         assert_sanitized(&body, &host);
     }
@@ -539,7 +506,7 @@ async fn upstream_error_bodies_never_reach_clients_with_the_upstreams_address() 
     let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
     let host = fake.addr.to_string();
     let server = server_for(&fake.url(), "").await;
-    let (_, end) = drain(&mut open(&server, ask("hi")).await).await;
+    let (_, end) = drain(&mut server.stream_chat(ask("hi")).await).await;
     let status = end.expect_err("fails");
     assert_eq!(status.code(), Code::Unavailable);
     assert_sanitized(status.message(), &host);
@@ -589,8 +556,7 @@ async fn with_api_keys_an_unknown_model_lists_no_model() {
             .1
             .expect_err("not found"),
     };
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
-    assert!(status.message().contains("gpt-99"), "{}", status.message());
+    common::assert_status(&status, Code::NotFound, "gpt-99");
     for model in [MODEL, "echo", "synthetic"] {
         assert!(
             !status.message().contains(model),
@@ -645,15 +611,10 @@ async fn an_error_event_mid_stream_ends_with_unavailable_after_the_chunks() {
     ];
     let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(ask("hi")).await).await;
     assert_eq!(text_of(&chunks, 0), "partial ");
     let status = end.expect_err("fails");
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status.message().contains("the GPU fell over"),
-        "{}",
-        status.message()
-    );
+    common::assert_status(&status, Code::Unavailable, "the GPU fell over");
     assert_eq!(fake.requests(), 1, "no retry after the first token");
 }
 
@@ -665,15 +626,10 @@ async fn malformed_data_mid_stream_ends_with_internal_after_the_chunks() {
     ];
     let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(ask("hi")).await).await;
     assert_eq!(text_of(&chunks, 0), "fine so far");
     let status = end.expect_err("fails");
-    assert_eq!(status.code(), Code::Internal);
-    assert!(
-        status.message().contains("malformed"),
-        "{}",
-        status.message()
-    );
+    common::assert_status(&status, Code::Internal, "malformed");
 }
 
 #[tokio::test]
@@ -681,7 +637,7 @@ async fn a_stream_cut_short_is_unavailable() {
     let frames = vec![data(&content(0, "half an ans", None))];
     let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(ask("hi")).await).await;
     assert_eq!(text_of(&chunks, 0), "half an ans");
     assert_eq!(end.expect_err("fails").code(), Code::Unavailable);
 }
@@ -698,15 +654,10 @@ async fn a_stalled_upstream_hits_the_idle_timeout_and_is_closed() {
     )
     .await;
     let server = server_for(&fake.url(), ",idle-timeout=300ms").await;
-    let (chunks, end) = drain(&mut open(&server, ask("hi")).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(ask("hi")).await).await;
     assert_eq!(text_of(&chunks, 0), "one");
     let status = end.expect_err("times out");
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status.message().contains("idle timeout of 300ms"),
-        "{}",
-        status.message()
-    );
+    common::assert_status(&status, Code::Unavailable, "idle timeout of 300ms");
     fake.stream_dropped(SOON).await;
 }
 
@@ -716,12 +667,7 @@ async fn an_upstream_that_never_starts_hits_the_first_token_timeout() {
     let server = server_for(&fake.url(), ",first-token-timeout=300ms").await;
     let (chunks, status) = failure(&server, ask("hi")).await;
     assert!(chunks.is_empty());
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status.message().contains("first-token timeout"),
-        "{}",
-        status.message()
-    );
+    common::assert_status(&status, Code::Unavailable, "first-token timeout");
 }
 
 /// What the RAG answerer does: a plain `Backend::generate` with a system and
@@ -830,11 +776,8 @@ async fn rag_with_an_upstream_model_prompts_with_numbered_sources_and_streams_it
     ingest_one(&server, "weather", "It is sunny in Beijing today.").await;
 
     let mut stream = server
-        .rag()
         .stream_answer(question_for_model("What happens to streams on SIGTERM?"))
-        .await
-        .expect("call")
-        .into_inner();
+        .await;
     let mut events = Vec::new();
     while let Some(event) = stream.next().await {
         events.push(event.expect("event").event.expect("set"));
@@ -887,11 +830,8 @@ async fn rag_client_that_goes_away_closes_the_upstream_stream() {
     let server = server_for(&fake.url(), "").await;
     ingest_one(&server, "streams", "Streams carry tokens to clients.").await;
     let mut stream = server
-        .rag()
         .stream_answer(question_for_model("What do streams carry?"))
-        .await
-        .expect("call")
-        .into_inner();
+        .await;
     let mut contents = 0;
     while contents < 2 {
         let event = stream.next().await.expect("event").expect("ok");
@@ -1038,7 +978,7 @@ async fn parallel_tool_calls_and_reasoning_pass_through_split_anywhere() {
         tool_call_id: "call_0".into(),
         ..Default::default()
     });
-    let (chunks, end) = drain(&mut open(&server, request).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(request).await).await;
     end.expect("ok");
 
     assert_eq!(
@@ -1113,7 +1053,7 @@ async fn refusal_and_content_filter_are_passed_on_never_turned_into_stop() {
     ];
     let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let (chunks, end) = drain(&mut open(&server, ask("something bad")).await).await;
+    let (chunks, end) = drain(&mut server.stream_chat(ask("something bad")).await).await;
     end.expect("ok");
     let refusal: String = chunks
         .iter()
@@ -1133,13 +1073,7 @@ async fn refusal_and_content_filter_are_passed_on_never_turned_into_stop() {
 async fn list_models_names_the_upstream_as_owner() {
     let fake = FakeOpenAi::start(vec![stream(completion(&["x"], "stop", None))], &[]).await;
     let server = server_for(&fake.url(), "").await;
-    let models = server
-        .chat()
-        .list_models(pb::ListModelsRequest {})
-        .await
-        .expect("list")
-        .into_inner()
-        .models;
+    let models = server.list_models().await;
     let owner = |id: &str| {
         models
             .iter()

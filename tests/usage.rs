@@ -9,68 +9,31 @@ mod common;
 #[path = "upstream/fake_openai.rs"]
 mod fake_openai;
 
-use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use agentstream::pb::{self, chat_service_client::ChatServiceClient};
-use common::{PATIENCE, ask, connect, eventually, http_client};
+use common::{PATIENCE, ask, binary::Binary, connect, eventually, http_client};
 use fake_openai::{FakeOpenAi, content, data};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-/// The server binary on free ports with JSON logs, and its log lines.
-struct Binary {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
+/// The server binary on free ports with JSON logs, and its addresses.
+struct Process {
+    binary: Binary,
     grpc: SocketAddr,
     http: SocketAddr,
-    _data: tempfile::TempDir,
 }
 
-impl Binary {
-    async fn start(extra: &[String]) -> Self {
-        let data = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agentstream"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--log-format", "json", "--mock-token-delay", "1ms"])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(data.path())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel(4096);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let Ok(line) = serde_json::from_str(&line) else {
-                    continue;
-                };
-                if tx.blocking_send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut binary = Self {
-            child,
-            lines,
+impl Process {
+    async fn start(extra: &[&str]) -> Self {
+        let mut args = vec!["--http-listen", "127.0.0.1:0"];
+        args.extend(["--log-format", "json", "--mock-token-delay", "1ms"]);
+        args.extend(extra);
+        let mut process = Self {
+            binary: Binary::serve(&args),
             grpc: "0.0.0.0:0".parse().expect("addr"),
             http: "0.0.0.0:0".parse().expect("addr"),
-            _data: data,
         };
         let addr = |line: &Value| {
             line["fields"]["addr"]
@@ -78,30 +41,28 @@ impl Binary {
                 .and_then(|a| a.parse().ok())
                 .expect("addr")
         };
-        binary.http = addr(
-            &binary
+        process.http = addr(
+            &process
                 .next(|l| l["fields"]["message"] == "http listening")
                 .await,
         );
-        binary.grpc = addr(
-            &binary
+        process.grpc = addr(
+            &process
                 .next(|l| l["fields"]["message"] == "agentstream listening")
                 .await,
         );
-        binary
+        process
     }
 
-    /// The next log line matching `wanted`.
+    /// The next JSON log line matching `wanted`.
     async fn next(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let line = tokio::time::timeout(PATIENCE, self.lines.recv())
-                .await
-                .expect("a log line in time")
-                .expect("the server is running");
-            if wanted(&line) {
-                return line;
-            }
-        }
+        let json = |line: &str| serde_json::from_str::<Value>(line).ok();
+        let line = self
+            .binary
+            .next_line(PATIENCE, |line| json(line).is_some_and(|l| wanted(&l)))
+            .await
+            .expect("the server is running");
+        json(&line).expect("JSON")
     }
 
     /// The closing line of the call with request id `id`: its span's fields.
@@ -118,17 +79,7 @@ impl Binary {
 
     /// One unlabelled series from `/metrics`.
     async fn metric(&self, name: &str) -> u64 {
-        let text = http_client()
-            .get(format!("http://{}/metrics", self.http))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("body");
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        common::scrape_series(&format!("http://{}/metrics", self.http), name).await
     }
 
     /// Waits until no generation runs.
@@ -137,13 +88,6 @@ impl Binary {
             (self.metric("agentstream_live_generations").await == 0).then_some(())
         })
         .await;
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -174,7 +118,7 @@ fn long_request() -> pb::StreamChatRequest {
 
 #[tokio::test]
 async fn cancelled_and_expired_chat_calls_log_the_tokens_they_used() {
-    let mut server = Binary::start(&[]).await;
+    let mut server = Process::start(&[]).await;
     let mut chat = server.chat().await;
 
     // A whole call: its closing line agrees with its usage chunk.
@@ -265,7 +209,7 @@ async fn a_chat_call_failing_mid_stream_logs_the_tokens_it_used() {
     ];
     let fake = FakeOpenAi::start(vec![fake_openai::stream(frames)], &[]).await;
     let upstream = format!("name=fake,url={},models=fake-model", fake.url());
-    let mut server = Binary::start(&["--upstream".into(), upstream]).await;
+    let mut server = Process::start(&["--upstream", &upstream]).await;
 
     let body = http_client()
         .post(format!("http://{}/v1/chat/completions", server.http))

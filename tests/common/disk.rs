@@ -79,6 +79,20 @@ impl TestDisk {
         Box::new(self.clone())
     }
 
+    /// A test server in `data_dir` whose document index is on this disk,
+    /// on the test defaults that `tweak` adjusts.
+    pub async fn serve(
+        &self,
+        data_dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut agentstream::config::ServeConfig),
+    ) -> crate::common::TestServer {
+        let index = data_dir.path().join("index");
+        let documents = agentstream::rag::DocumentIndex::open_in(self.directory(), index)
+            .await
+            .expect("index opens");
+        crate::common::TestServer::start_with_index(data_dir, documents, tweak).await
+    }
+
     /// Bytes the directory's files take now.
     pub fn used(&self) -> u64 {
         used(&self.dir)

@@ -26,6 +26,11 @@ fn finish_reasons(chunks: &[StreamChatResponse], index: u32) -> Vec<i32> {
         .collect()
 }
 
+/// The finish reason on the last chunk of choice 0.
+fn last_finish(chunks: &[StreamChatResponse]) -> Option<i32> {
+    finish_reasons(chunks, 0).last().copied()
+}
+
 async fn expect_status(server: &TestServer, request: StreamChatRequest) -> Status {
     match server.chat().stream_chat(request).await {
         Err(status) => status,
@@ -164,10 +169,7 @@ async fn synthetic_produces_exactly_max_tokens_and_finishes_with_length() {
         .filter(|c| c.delta.as_ref().is_some_and(|d| !d.content.is_empty()))
         .count();
     assert_eq!(tokens, 300, "one chunk per synthetic token");
-    assert_eq!(
-        finish_reasons(&chunks, 0).last(),
-        Some(&(pb::FinishReason::Length as i32))
-    );
+    assert_eq!(last_finish(&chunks), Some(pb::FinishReason::Length as i32));
 }
 
 #[tokio::test]
@@ -190,10 +192,7 @@ async fn echo_cut_short_by_max_tokens_finishes_with_length() {
     );
     assert_eq!(Tokenizer::cl100k().count(&text), 4);
     assert_eq!(common::completion_tokens(&chunks), Some(4));
-    assert_eq!(
-        finish_reasons(&chunks, 0).last(),
-        Some(&(pb::FinishReason::Length as i32))
-    );
+    assert_eq!(last_finish(&chunks), Some(pb::FinishReason::Length as i32));
 }
 
 #[tokio::test]
@@ -246,10 +245,7 @@ async fn stop_sequences_are_never_sent_even_across_chunks() {
         let expected = full.find(stop).map_or(full.as_str(), |at| &full[..at]);
         assert_eq!(text, expected, "stop {stop:?}");
         assert!(!text.contains(stop));
-        assert_eq!(
-            finish_reasons(&chunks, 0).last(),
-            Some(&(pb::FinishReason::Stop as i32))
-        );
+        assert_eq!(last_finish(&chunks), Some(pb::FinishReason::Stop as i32));
     }
 }
 

@@ -45,6 +45,16 @@ fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// The chunks of a complete SSE body that ends with `[DONE]`.
+fn sse_chunks(body: &str) -> Vec<Value> {
+    let mut events = sse_data(body);
+    assert_eq!(events.pop().as_deref(), Some("[DONE]"));
+    events
+        .iter()
+        .map(|e| serde_json::from_str(e).expect("chunk JSON"))
+        .collect()
+}
+
 fn text_of(chunks: &[Value], index: u64) -> String {
     chunks
         .iter()
@@ -92,12 +102,7 @@ async fn a_streamed_completion_is_openai_sse_ending_with_done() {
     assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
     assert!(response.headers().contains_key("x-request-id"));
     let body = response.text().await.expect("body");
-    let mut events = sse_data(&body);
-    assert_eq!(events.pop().as_deref(), Some("[DONE]"));
-    let chunks: Vec<Value> = events
-        .iter()
-        .map(|e| serde_json::from_str(e).expect("chunk JSON"))
-        .collect();
+    let chunks = sse_chunks(&body);
     assert!(chunks.len() > 10, "{} chunks", chunks.len());
     let id = chunks[0]["id"].as_str().expect("id");
     assert!(id.starts_with("chatcmpl-"));
@@ -133,12 +138,7 @@ async fn include_usage_n_and_stop_behave_as_over_grpc() {
         .text()
         .await
         .expect("body");
-    let mut events = sse_data(&text);
-    assert_eq!(events.pop().as_deref(), Some("[DONE]"));
-    let chunks: Vec<Value> = events
-        .iter()
-        .map(|e| serde_json::from_str(e).expect("JSON"))
-        .collect();
+    let chunks = sse_chunks(&text);
     let usage = chunks.last().expect("usage chunk");
     assert_eq!(usage["choices"], json!([]));
     let completion = usage["usage"]["completion_tokens"]

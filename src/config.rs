@@ -205,14 +205,14 @@ impl Default for ServeConfig {
 impl ServeConfig {
     /// The streaming calls one connection may have open: as configured, or
     /// a quarter of `max_active_streams` (at least 1).
-    pub fn active_streams_per_connection(&self) -> usize {
+    pub(crate) fn active_streams_per_connection(&self) -> usize {
         self.max_active_streams_per_connection
             .unwrap_or(self.max_active_streams / 4)
             .max(1)
     }
 
     /// The bounds of the offloaded request work.
-    pub fn offload_limits(&self) -> OffloadLimits {
+    pub(crate) fn offload_limits(&self) -> OffloadLimits {
         OffloadLimits {
             threshold_bytes: self.offload_threshold_bytes,
             max_running: self.max_offload_running,
@@ -221,7 +221,7 @@ impl ServeConfig {
     }
 
     /// The limits of the connection layer.
-    pub fn transport_limits(&self) -> TransportLimits {
+    pub(crate) fn transport_limits(&self) -> TransportLimits {
         TransportLimits {
             max_connections: self.max_connections,
             max_streams_per_connection: self.max_streams_per_connection,

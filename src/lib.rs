@@ -40,22 +40,31 @@
 //! - the `agentstream` command line is the binary's (`src/bin/agentstream/`):
 //!   clap, progress bars and terminal output stay out of the library; being a
 //!   gRPC client, it uses [`pb`] too.
+//!
+//! The library's public API is what the binaries and the tests need:
+//! [`config`], [`server`] (start, addresses, shutdown), [`pb`], [`metrics`]
+//! (the registry and its snapshot), [`rag`]'s index, [`llm`]'s `Backend`
+//! trait and upstream spec, [`offload`], [`telemetry`], [`tokenizer`] and
+//! [`error`]. Everything else is `pub(crate)`, and the `unreachable_pub`
+//! lint keeps it so.
 
-pub mod chat;
+#![warn(unreachable_pub)]
+
+pub(crate) mod chat;
 pub mod config;
 pub mod error;
-pub mod grpc;
-pub mod http;
+pub(crate) mod grpc;
+pub(crate) mod http;
 pub mod llm;
 pub mod metrics;
 pub mod offload;
 pub mod pb;
 pub mod rag;
 pub mod server;
-pub mod streams;
-pub mod tasks;
+pub(crate) mod streams;
+pub(crate) mod tasks;
 pub mod telemetry;
 pub mod tokenizer;
-pub mod validation;
+pub(crate) mod validation;
 
 pub use error::{Error, Result};

@@ -40,7 +40,7 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Labels of calls.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CallLabels {
+pub(crate) struct CallLabels {
     /// Full service name, e.g. `agentstream.v1.ChatService`.
     pub service: &'static str,
     /// Method name, e.g. `StreamChat`.
@@ -51,7 +51,7 @@ pub struct CallLabels {
 
 /// Labels of streams and generations.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodModelLabels {
+pub(crate) struct MethodModelLabels {
     /// Method name.
     pub method: &'static str,
     /// The model serving the call (only served models: the set is bounded).
@@ -60,28 +60,28 @@ pub struct MethodModelLabels {
 
 /// A model label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModelLabels {
+pub(crate) struct ModelLabels {
     /// The model (only served models).
     pub model: String,
 }
 
 /// A method label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodLabels {
+pub(crate) struct MethodLabels {
     /// Method name.
     pub method: &'static str,
 }
 
 /// An upstream label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpstreamLabels {
+pub(crate) struct UpstreamLabels {
     /// The upstream's configured name.
     pub upstream: String,
 }
 
 /// Labels of upstream errors.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpstreamErrorLabels {
+pub(crate) struct UpstreamErrorLabels {
     /// The upstream's configured name.
     pub upstream: String,
     /// What went wrong: `connect`, `timeout`, `status_4xx`, `status_5xx`,
@@ -99,35 +99,35 @@ pub struct Metrics {
     tokens_generated: Counter,
     active_streams: Gauge,
     /// Calls ended, by service, method and status code.
-    pub calls: Family<CallLabels, Counter>,
+    pub(crate) calls: Family<CallLabels, Counter>,
     /// Streaming calls open, by method and model.
-    pub streams_by_model: Family<MethodModelLabels, Gauge>,
+    pub(crate) streams_by_model: Family<MethodModelLabels, Gauge>,
     /// Generations running, by model.
-    pub generations_by_model: Family<ModelLabels, Gauge>,
+    pub(crate) generations_by_model: Family<ModelLabels, Gauge>,
     /// Time from the call's start to its first chunk, by model.
-    pub time_to_first_chunk: HistogramFamily<ModelLabels>,
+    pub(crate) time_to_first_chunk: HistogramFamily<ModelLabels>,
     /// Time between two chunks of one stream, by model.
-    pub inter_chunk_gap: HistogramFamily<ModelLabels>,
+    pub(crate) inter_chunk_gap: HistogramFamily<ModelLabels>,
     /// Time from a stream's start to its end, by model.
-    pub stream_duration: HistogramFamily<ModelLabels>,
+    pub(crate) stream_duration: HistogramFamily<ModelLabels>,
     /// Prompt tokens, by model.
-    pub prompt_tokens: Family<ModelLabels, Counter>,
+    pub(crate) prompt_tokens: Family<ModelLabels, Counter>,
     /// Completion tokens, by model.
-    pub completion_tokens: Family<ModelLabels, Counter>,
+    pub(crate) completion_tokens: Family<ModelLabels, Counter>,
     /// Calls the client cancelled, by method.
-    pub cancellations: Family<MethodLabels, Counter>,
+    pub(crate) cancellations: Family<MethodLabels, Counter>,
     /// Calls ended by their deadline, by method.
-    pub deadline_expiries: Family<MethodLabels, Counter>,
+    pub(crate) deadline_expiries: Family<MethodLabels, Counter>,
     /// Requests sent to upstreams (retries included).
-    pub upstream_requests: Family<UpstreamLabels, Counter>,
+    pub(crate) upstream_requests: Family<UpstreamLabels, Counter>,
     /// Failed upstream requests, by upstream and class.
-    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub(crate) upstream_errors: Family<UpstreamErrorLabels, Counter>,
     /// Upstream requests retried.
-    pub upstream_retries: Family<UpstreamLabels, Counter>,
+    pub(crate) upstream_retries: Family<UpstreamLabels, Counter>,
     /// Documents ingested into the index.
-    pub ingested_documents: Counter,
+    pub(crate) ingested_documents: Counter,
     /// Bytes of text ingested into the index.
-    pub ingested_bytes: Counter,
+    pub(crate) ingested_bytes: Counter,
 }
 
 /// A point-in-time copy of the unlabelled series.
@@ -270,7 +270,7 @@ impl Metrics {
     }
 
     /// Adds gauges read at each scrape (tasks, index size).
-    pub fn register_scraped(&self, gauges: ScrapedGauges) {
+    pub(crate) fn register_scraped(&self, gauges: ScrapedGauges) {
         self.registry
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -287,7 +287,7 @@ impl Metrics {
     }
 
     /// Every series in the Prometheus text exposition format (0.0.4).
-    pub fn render_prometheus(&self) -> String {
+    pub(crate) fn render_prometheus(&self) -> String {
         let mut text = String::new();
         let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(error) = prometheus_text::encode(&mut text, &registry) {
@@ -297,17 +297,17 @@ impl Metrics {
     }
 
     /// Counts `n` produced tokens.
-    pub fn add_tokens(&self, n: u64) {
+    pub(crate) fn add_tokens(&self, n: u64) {
         self.tokens_generated.inc_by(n);
     }
 
     /// Marks a generation live until the returned guard is dropped.
-    pub fn generation(&self) -> LiveGuard {
+    pub(crate) fn generation(&self) -> LiveGuard {
         LiveGuard::new(self.live_generations.clone())
     }
 
     /// Marks a streaming call open until the returned guard is dropped.
-    pub fn stream(&self) -> LiveGuard {
+    pub(crate) fn stream(&self) -> LiveGuard {
         LiveGuard::new(self.active_streams.clone())
     }
 
@@ -319,7 +319,7 @@ impl Metrics {
     /// Counts a call to `path` (`package.Service/Method`) that ended with
     /// `code` (a gRPC status code name, e.g. `OK`, `CANCELLED`);
     /// cancellations and deadline expiries also in their own series.
-    pub fn call_ended(&self, path: &'static str, code: &'static str) {
+    pub(crate) fn call_ended(&self, path: &'static str, code: &'static str) {
         let (service, method) = path.split_once('/').unwrap_or(("", path));
         self.calls
             .get_or_create(&CallLabels {
@@ -338,7 +338,7 @@ impl Metrics {
 
     /// The labelled series of one stream of `path` served by `model`,
     /// looked up once so that chunks touch only atomics.
-    pub fn stream_of(&self, path: &'static str, model: &str) -> StreamMetrics {
+    pub(crate) fn stream_of(&self, path: &'static str, model: &str) -> StreamMetrics {
         let method = path.split_once('/').map_or(path, |(_, m)| m);
         let by_model = ModelLabels {
             model: model.to_owned(),
@@ -358,7 +358,7 @@ impl Metrics {
     }
 
     /// The token counters of `model`, looked up once per generation.
-    pub fn tokens_of(&self, model: &str) -> TokenCounters {
+    pub(crate) fn tokens_of(&self, model: &str) -> TokenCounters {
         let by_model = ModelLabels {
             model: model.to_owned(),
         };
@@ -370,7 +370,7 @@ impl Metrics {
     }
 
     /// The counters of upstream `name`.
-    pub fn upstream_of(&self, name: &str) -> UpstreamCounters {
+    pub(crate) fn upstream_of(&self, name: &str) -> UpstreamCounters {
         let labels = UpstreamLabels {
             upstream: name.to_owned(),
         };
@@ -384,7 +384,7 @@ impl Metrics {
 
     /// Marks a generation of `model` live (in the unlabelled and the
     /// by-model gauge) until the returned guards are dropped.
-    pub fn generation_of(&self, model: &str) -> [LiveGuard; 2] {
+    pub(crate) fn generation_of(&self, model: &str) -> [LiveGuard; 2] {
         let labelled = self.generations_by_model.get_or_create_owned(&ModelLabels {
             model: model.to_owned(),
         });
@@ -394,7 +394,7 @@ impl Metrics {
 
 /// The counters of one upstream (see [`Metrics::upstream_of`]).
 #[derive(Debug, Clone)]
-pub struct UpstreamCounters {
+pub(crate) struct UpstreamCounters {
     name: String,
     requests: Counter,
     retries: Counter,
@@ -403,17 +403,17 @@ pub struct UpstreamCounters {
 
 impl UpstreamCounters {
     /// Counts a request sent.
-    pub fn request(&self) {
+    pub(crate) fn request(&self) {
         self.requests.inc();
     }
 
     /// Counts a retry.
-    pub fn retry(&self) {
+    pub(crate) fn retry(&self) {
         self.retries.inc();
     }
 
     /// Counts a failure of `class`.
-    pub fn error(&self, class: &'static str) {
+    pub(crate) fn error(&self, class: &'static str) {
         self.errors
             .get_or_create(&UpstreamErrorLabels {
                 upstream: self.name.clone(),
@@ -425,18 +425,18 @@ impl UpstreamCounters {
 
 /// A family of gauges read when scraped (task counts, index size): `read`
 /// returns each series' labels and value.
-pub struct ScrapedGauges {
+pub(crate) struct ScrapedGauges {
     name: &'static str,
     help: &'static str,
     read: Box<dyn Fn() -> Vec<(Labels, i64)> + Send + Sync>,
 }
 
 /// The labels of one series of [`ScrapedGauges`].
-pub type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 
 impl ScrapedGauges {
     /// Gauges `name` (prefixed with `agentstream_`) described by `help`.
-    pub fn new(
+    pub(crate) fn new(
         name: &'static str,
         help: &'static str,
         read: impl Fn() -> Vec<(Labels, i64)> + Send + Sync + 'static,
@@ -476,7 +476,7 @@ impl Collector for ScrapedGauges {
 /// The labelled series of one open stream (see [`Metrics::stream_of`]);
 /// keeps the stream counted as open by model while it lives.
 #[derive(Debug)]
-pub struct StreamMetrics {
+pub(crate) struct StreamMetrics {
     /// Start to first chunk.
     pub time_to_first_chunk: Histogram,
     /// Between two chunks.
@@ -488,7 +488,7 @@ pub struct StreamMetrics {
 
 /// Token counters of one model (see [`Metrics::tokens_of`]).
 #[derive(Debug, Clone)]
-pub struct TokenCounters {
+pub(crate) struct TokenCounters {
     prompt: Counter,
     completion: Counter,
     all: Counter,
@@ -496,12 +496,12 @@ pub struct TokenCounters {
 
 impl TokenCounters {
     /// Counts the prompt's tokens.
-    pub fn prompt(&self, n: u64) {
+    pub(crate) fn prompt(&self, n: u64) {
         self.prompt.inc_by(n);
     }
 
     /// Counts `n` generated tokens (by model, and in the server's total).
-    pub fn completion(&self, n: u64) {
+    pub(crate) fn completion(&self, n: u64) {
         self.completion.inc_by(n);
         self.all.inc_by(n);
     }
@@ -516,7 +516,7 @@ pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
 
 /// The gRPC status code name of a failure of `kind` (the `code` label; the
 /// same name whichever edge served the call).
-pub fn code_of(kind: crate::error::ErrorKind) -> &'static str {
+pub(crate) fn code_of(kind: crate::error::ErrorKind) -> &'static str {
     use crate::error::ErrorKind;
     match kind {
         ErrorKind::InvalidArgument => "INVALID_ARGUMENT",
@@ -535,13 +535,13 @@ pub fn code_of(kind: crate::error::ErrorKind) -> &'static str {
 
 /// Keeps a gauge raised while it lives.
 #[derive(Debug)]
-pub struct LiveGuard {
+pub(crate) struct LiveGuard {
     gauge: Gauge,
 }
 
 impl LiveGuard {
     /// Raises `gauge` until the guard is dropped.
-    pub fn new(gauge: Gauge) -> Self {
+    pub(crate) fn new(gauge: Gauge) -> Self {
         gauge.inc();
         Self { gauge }
     }
@@ -580,7 +580,7 @@ const fn millis<const N: usize>(ms: [f64; N]) -> [u64; N] {
 /// observation is a bucket search and two relaxed additions (no lock: it is
 /// on the per-chunk path). Exposed in seconds.
 #[derive(Debug, Clone)]
-pub struct Histogram(Arc<HistogramInner>);
+pub(crate) struct Histogram(Arc<HistogramInner>);
 
 #[derive(Debug)]
 struct HistogramInner {
@@ -593,7 +593,7 @@ struct HistogramInner {
 
 impl Histogram {
     /// An empty histogram with these upper bounds (nanoseconds, ascending).
-    pub fn new(bounds: &'static [u64]) -> Self {
+    pub(crate) fn new(bounds: &'static [u64]) -> Self {
         let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
         Self(Arc::new(HistogramInner {
             bounds,
@@ -603,7 +603,7 @@ impl Histogram {
     }
 
     /// Records one duration.
-    pub fn observe(&self, value: Duration) {
+    pub(crate) fn observe(&self, value: Duration) {
         let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
         let bucket = self.0.bounds.partition_point(|&bound| bound < nanos);
         if let Some(count) = self.0.counts.get(bucket) {
@@ -613,7 +613,8 @@ impl Histogram {
     }
 
     /// Observations so far.
-    pub fn count(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
         self.0.counts.iter().map(|c| c.load(Relaxed)).sum()
     }
 }

@@ -106,7 +106,7 @@ impl Offload {
     /// A place in the pool for work on `bytes` of input: `None` when the
     /// input is small enough to work on in place, RESOURCE_EXHAUSTED when
     /// every place is taken.
-    pub fn admit(&self, bytes: usize) -> Result<Option<Ticket>> {
+    pub(crate) fn admit(&self, bytes: usize) -> Result<Option<Ticket>> {
         if bytes < self.limits.threshold_bytes {
             return Ok(None);
         }

@@ -198,7 +198,7 @@ impl HttpClient for RuntimeClient {
 /// Makes `span` (a call's span) a child of the W3C trace context in
 /// `headers` (`traceparent`, `tracestate`), when spans are exported and the
 /// client sent a valid one. Both edges (gRPC metadata, HTTP headers) call it.
-pub fn accept_trace_context(span: &Span, headers: &HeaderMap) {
+pub(crate) fn accept_trace_context(span: &Span, headers: &HeaderMap) {
     if !EXPORTING.load(Relaxed) || !headers.contains_key("traceparent") {
         return;
     }
@@ -211,7 +211,7 @@ pub fn accept_trace_context(span: &Span, headers: &HeaderMap) {
 
 /// Adds the W3C trace context of `span` to an outgoing request's headers
 /// (upstream model servers), when spans are exported.
-pub fn inject_trace_context(span: &Span, headers: &mut HeaderMap) {
+pub(crate) fn inject_trace_context(span: &Span, headers: &mut HeaderMap) {
     if !EXPORTING.load(Relaxed) {
         return;
     }
@@ -226,7 +226,7 @@ fn colours_wanted(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool 
 
 /// Formats fields as `name=value`, the message bare, every value escaped.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct EscapedFields;
+pub(crate) struct EscapedFields;
 
 impl<'writer> FormatFields<'writer> for EscapedFields {
     fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> sfmt::Result {

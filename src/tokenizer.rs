@@ -33,7 +33,7 @@ pub struct Tokenizer {
 
 /// Text that ends on a character boundary, and the tokens it was made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Piece {
+pub(crate) struct Piece {
     /// Valid UTF-8 text.
     pub text: String,
     /// How many tokens produced it (at least 1).
@@ -68,7 +68,7 @@ impl Tokenizer {
 
     /// Splits `text` into tokens, grouped into pieces that never split a
     /// character.
-    pub fn pieces(&self, text: &str) -> Vec<Piece> {
+    pub(crate) fn pieces(&self, text: &str) -> Vec<Piece> {
         let tokens = self.bpe.encode_ordinary(text);
         let mut pieces = Vec::with_capacity(tokens.len());
         let mut assembler = Utf8Assembler::default();
@@ -99,7 +99,7 @@ impl Tokenizer {
     /// often; a rare word, a coined one or a name takes several tokens or a
     /// late one. RAG uses it to tell the reader's everyday paraphrase from
     /// a specific subject the documents never mention.
-    pub fn is_common_word(&self, word: &str) -> bool {
+    pub(crate) fn is_common_word(&self, word: &str) -> bool {
         if word.is_empty() || word.contains(char::is_whitespace) {
             return false;
         }
@@ -121,20 +121,20 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 /// Converts a count to the `uint32` of the wire, saturating.
-pub fn saturate(n: usize) -> u32 {
+pub(crate) fn saturate(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Re-assembles UTF-8 text from byte runs that may end inside a character.
 #[derive(Debug, Default)]
-pub struct Utf8Assembler {
+pub(crate) struct Utf8Assembler {
     pending: Vec<u8>,
 }
 
 impl Utf8Assembler {
     /// Adds bytes; returns the longest complete text available, if any.
     /// Bytes that can never be valid UTF-8 come out as U+FFFD.
-    pub fn push(&mut self, bytes: &[u8]) -> Option<String> {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Option<String> {
         self.pending.extend_from_slice(bytes);
         let complete = match std::str::from_utf8(&self.pending) {
             Ok(_) => self.pending.len(),
@@ -154,7 +154,7 @@ impl Utf8Assembler {
     }
 
     /// Whatever is left, with an incomplete trailing character replaced.
-    pub fn finish(self) -> Option<String> {
+    pub(crate) fn finish(self) -> Option<String> {
         (!self.pending.is_empty()).then(|| String::from_utf8_lossy(&self.pending).into_owned())
     }
 }

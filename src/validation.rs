@@ -17,18 +17,18 @@
 use crate::error::{Error, FieldViolation, Result};
 
 /// Most violations listed in one error.
-pub const MAX_LISTED: usize = 20;
+pub(crate) const MAX_LISTED: usize = 20;
 /// Most bytes of field paths and descriptions listed in one error.
-pub const MAX_LISTED_BYTES: usize = 2048;
+pub(crate) const MAX_LISTED_BYTES: usize = 2048;
 /// Longest field path listed (longer ones are cut).
-pub const MAX_FIELD_BYTES: usize = 128;
+pub(crate) const MAX_FIELD_BYTES: usize = 128;
 /// Longest description listed (longer ones are cut).
-pub const MAX_DESCRIPTION_BYTES: usize = 256;
+pub(crate) const MAX_DESCRIPTION_BYTES: usize = 256;
 
 /// The violations found so far in one request.
 #[derive(Debug, Default)]
 #[must_use = "call `finish` to turn the violations into an error"]
-pub struct Violations {
+pub(crate) struct Violations {
     listed: Vec<FieldViolation>,
     listed_bytes: usize,
     /// Violations found beyond what is listed.
@@ -37,12 +37,12 @@ pub struct Violations {
 
 impl Violations {
     /// No violation yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Records that `field` is wrong, and why.
-    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+    pub(crate) fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
         if self.listed.len() >= MAX_LISTED {
             self.omitted += 1;
             return;
@@ -62,7 +62,7 @@ impl Violations {
 
     /// Records a violation of `field` unless `ok`; `description` is only
     /// built when needed.
-    pub fn require(
+    pub(crate) fn require(
         &mut self,
         ok: bool,
         field: impl Into<String>,
@@ -74,21 +74,21 @@ impl Violations {
     }
 
     /// Records a violation of `field` when `len` bytes exceed `max`.
-    pub fn max_bytes(&mut self, field: impl Into<String>, len: usize, max: usize) {
+    pub(crate) fn max_bytes(&mut self, field: impl Into<String>, len: usize, max: usize) {
         self.require(len <= max, field, || {
             format!("is {len} bytes; at most {max}")
         });
     }
 
     /// Whether nothing was found.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.listed.is_empty() && self.omitted == 0
     }
 
     /// `Ok` when nothing was found, else [`Error::InvalidArgument`] with
     /// the violations in the order found (the first [`MAX_LISTED`], then a
     /// count of the others).
-    pub fn finish(mut self) -> Result<()> {
+    pub(crate) fn finish(mut self) -> Result<()> {
         if self.is_empty() {
             return Ok(());
         }
@@ -122,7 +122,7 @@ fn cut(mut text: String, max: usize) -> String {
 
 /// A page request of a list (ListDocuments, ListTasks) as a client sent it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PageDraft {
+pub(crate) struct PageDraft {
     /// Items per page; 0 for the list's default.
     pub page_size: u32,
     /// Empty for the first page, else the `next_page_token` of the last.
@@ -130,7 +130,7 @@ pub struct PageDraft {
 }
 
 /// The single violation of `field`, as an error.
-pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Error {
+pub(crate) fn invalid(field: impl Into<String>, description: impl Into<String>) -> Error {
     Error::InvalidArgument(vec![FieldViolation::new(field, description)])
 }
 

@@ -10,7 +10,7 @@ use crate::{
 
 /// One chunk of a chat completion, before it meets the wire.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ChatChunk {
+pub(crate) enum ChatChunk {
     /// Text for one choice.
     Choice {
         /// Choice index.
@@ -37,7 +37,7 @@ pub enum ChatChunk {
 /// usage chunk only when the client asked for it. A synchronous
 /// `filter_map` over [`to_chunk`] (tokio-stream's adapter costs no more per
 /// item than a hand-written stream did).
-pub fn chat_chunks(
+pub(crate) fn chat_chunks(
     events: GenerationStream,
     include_usage: bool,
 ) -> impl Stream<Item = Result<ChatChunk>> + Send {

@@ -24,7 +24,7 @@ use crate::{
 
 /// Runs chat completions over the server's models within its limits.
 #[derive(Clone)]
-pub struct Chat {
+pub(crate) struct Chat {
     models: Arc<Models>,
     limits: ChatLimits,
     streams: Streams,
@@ -34,7 +34,7 @@ pub struct Chat {
 impl Chat {
     /// Completions answered by `models` within `limits`, resumable ones
     /// kept in memory on the default limits.
-    pub fn new(models: Arc<Models>, limits: ChatLimits) -> Self {
+    pub(crate) fn new(models: Arc<Models>, limits: ChatLimits) -> Self {
         Self {
             models,
             limits,
@@ -44,22 +44,22 @@ impl Chat {
     }
 
     /// The same completions, large prompts counted in `offload`.
-    pub fn with_offload(self, offload: Offload) -> Self {
+    pub(crate) fn with_offload(self, offload: Offload) -> Self {
         Self { offload, ..self }
     }
 
     /// The same completions, resumable ones kept by `streams`.
-    pub fn with_streams(self, streams: Streams) -> Self {
+    pub(crate) fn with_streams(self, streams: Streams) -> Self {
         Self { streams, ..self }
     }
 
     /// The models served.
-    pub fn models(&self) -> &Arc<Models> {
+    pub(crate) fn models(&self) -> &Arc<Models> {
         &self.models
     }
 
     /// The resumable streams (resume, cancel).
-    pub fn streams(&self) -> &Streams {
+    pub(crate) fn streams(&self) -> &Streams {
         &self.streams
     }
 
@@ -67,7 +67,7 @@ impl Chat {
     /// its end whether or not the returned reader (the starting call's) is
     /// read; see [`crate::streams`].
     /// `owner` is the caller's API key name, to which the stream is bound.
-    pub async fn start_resumable(
+    pub(crate) async fn start_resumable(
         &self,
         draft: ChatDraft,
         owner: Option<&str>,
@@ -80,7 +80,7 @@ impl Chat {
     /// its place in the offload pool (RESOURCE_EXHAUSTED when the pool is
     /// full): its tokens are then counted off the async workers when the
     /// chunks are first pulled.
-    pub fn start(&self, draft: ChatDraft) -> Result<Completion> {
+    pub(crate) fn start(&self, draft: ChatDraft) -> Result<Completion> {
         let mut request = ChatRequest::validate(draft, &self.limits)?;
         let (model, backend) = self.models.resolve(&request.generation.model)?;
         request.generation.model = model;
@@ -95,7 +95,7 @@ impl Chat {
 }
 
 /// A checked completion, ready to generate.
-pub struct Completion {
+pub(crate) struct Completion {
     header: CompletionHeader,
     request: ChatRequest,
     backend: Arc<dyn Backend>,
@@ -105,18 +105,18 @@ pub struct Completion {
 
 impl Completion {
     /// What every chunk of the completion repeats (its id and model).
-    pub fn header(&self) -> &CompletionHeader {
+    pub(crate) fn header(&self) -> &CompletionHeader {
         &self.header
     }
 
     /// Where the generation counts its tokens as it goes (see
     /// [`UsageMeter`]): what a call cut short reports.
-    pub fn usage(&self) -> UsageMeter {
+    pub(crate) fn usage(&self) -> UsageMeter {
         self.request.generation.usage.clone()
     }
 
     /// Starts the generation: the chunks, pulled by the response stream.
-    pub fn into_chunks(
+    pub(crate) fn into_chunks(
         self,
     ) -> (
         CompletionHeader,
@@ -163,7 +163,7 @@ fn offloaded(
 
 /// What every chunk of one completion repeats.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompletionHeader {
+pub(crate) struct CompletionHeader {
     /// `chatcmpl-` and a unique suffix.
     pub id: String,
     /// Unix seconds when the completion started.

@@ -10,13 +10,13 @@
 //!   contract promises (role on the first chunk of a choice, finish reason on
 //!   its last, the optional usage chunk at the end).
 
-pub mod chunks;
-pub mod completion;
-pub mod request;
+pub(crate) mod chunks;
+pub(crate) mod completion;
+pub(crate) mod request;
 
-pub use chunks::{ChatChunk, chat_chunks};
-pub use completion::{Chat, Completion, CompletionHeader};
-pub use request::{
+pub(crate) use chunks::{ChatChunk, chat_chunks};
+pub(crate) use completion::{Chat, Completion, CompletionHeader};
+pub(crate) use request::{
     ChatDraft, ChatLimits, ChatRequest, MessageDraft, RoleDraft, ToolCallDraft, ToolChoiceDraft,
     ToolDraft,
 };

@@ -26,33 +26,33 @@ use crate::{
 };
 
 /// Most messages in one request.
-pub const MAX_MESSAGES: usize = 256;
+pub(crate) const MAX_MESSAGES: usize = 256;
 /// Most stop sequences.
-pub const MAX_STOP: usize = 4;
+pub(crate) const MAX_STOP: usize = 4;
 /// Longest stop sequence, in bytes.
-pub const MAX_STOP_BYTES: usize = 64;
+pub(crate) const MAX_STOP_BYTES: usize = 64;
 /// Most choices.
-pub const MAX_N: u32 = 8;
+pub(crate) const MAX_N: u32 = 8;
 /// Longest message `name`, in bytes.
-pub const MAX_NAME_BYTES: usize = 64;
+pub(crate) const MAX_NAME_BYTES: usize = 64;
 /// Highest temperature.
-pub const MAX_TEMPERATURE: f32 = 2.0;
+pub(crate) const MAX_TEMPERATURE: f32 = 2.0;
 /// Most tools in one request (OpenAI's limit too).
-pub const MAX_TOOLS: usize = 128;
+pub(crate) const MAX_TOOLS: usize = 128;
 /// Longest function name, in bytes (OpenAI's limit too).
-pub const MAX_FUNCTION_NAME_BYTES: usize = 64;
+pub(crate) const MAX_FUNCTION_NAME_BYTES: usize = 64;
 /// Longest function description, in bytes.
-pub const MAX_DESCRIPTION_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_DESCRIPTION_BYTES: usize = 8 * 1024;
 /// Largest parameters schema, in bytes of JSON.
-pub const MAX_PARAMETERS_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_PARAMETERS_BYTES: usize = 64 * 1024;
 /// Most tool calls in one message.
-pub const MAX_TOOL_CALLS: usize = 128;
+pub(crate) const MAX_TOOL_CALLS: usize = 128;
 /// Longest tool-call id, in bytes.
-pub const MAX_TOOL_CALL_ID_BYTES: usize = 256;
+pub(crate) const MAX_TOOL_CALL_ID_BYTES: usize = 256;
 
 /// The server-configured limits of a chat request.
 #[derive(Debug, Clone, Copy)]
-pub struct ChatLimits {
+pub(crate) struct ChatLimits {
     /// The `max_tokens` policy.
     pub budget: TokenBudget,
     /// Largest total message content, in bytes.
@@ -62,7 +62,7 @@ pub struct ChatLimits {
 /// A chat request as a client sent it, before validation. Zero values mean
 /// "the default", as in the contract.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ChatDraft {
+pub(crate) struct ChatDraft {
     /// The conversation.
     pub messages: Vec<MessageDraft>,
     /// The model; empty for the server's default.
@@ -87,7 +87,7 @@ pub struct ChatDraft {
 
 /// A tool of a [`ChatDraft`].
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ToolDraft {
+pub(crate) struct ToolDraft {
     /// The tool's kind as sent: "function" or empty.
     pub kind: String,
     /// The function's name.
@@ -100,7 +100,7 @@ pub struct ToolDraft {
 
 /// A `tool_choice` as the wire gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToolChoiceDraft {
+pub(crate) enum ToolChoiceDraft {
     /// A choice the edge recognised.
     Known(ToolChoice),
     /// A value the edge could not map, as sent (for the error).
@@ -109,7 +109,7 @@ pub enum ToolChoiceDraft {
 
 /// A tool call of an assistant message in a [`ChatDraft`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ToolCallDraft {
+pub(crate) struct ToolCallDraft {
     /// The call's id.
     pub id: String,
     /// The call's kind as sent: "function" or empty.
@@ -122,7 +122,7 @@ pub struct ToolCallDraft {
 
 /// One message of a [`ChatDraft`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MessageDraft {
+pub(crate) struct MessageDraft {
     /// The author, as the edge understood it.
     pub role: RoleDraft,
     /// The text.
@@ -137,7 +137,7 @@ pub struct MessageDraft {
 
 /// A message author as the wire gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoleDraft {
+pub(crate) enum RoleDraft {
     /// A role the edge recognised.
     Known(Role),
     /// A value the edge could not map to a role, as sent (for the error).
@@ -152,7 +152,8 @@ impl Default for RoleDraft {
 
 impl MessageDraft {
     /// A user message.
-    pub fn user(content: impl Into<String>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn user(content: impl Into<String>) -> Self {
         Self {
             role: RoleDraft::Known(Role::User),
             content: content.into(),
@@ -165,7 +166,7 @@ impl MessageDraft {
 
 /// A request that passed validation.
 #[derive(Debug, Clone)]
-pub struct ChatRequest {
+pub(crate) struct ChatRequest {
     /// The generation to run; `model` is as the client gave it (maybe empty).
     pub generation: GenerationRequest,
     /// Whether to send the usage chunk.
@@ -174,7 +175,7 @@ pub struct ChatRequest {
 
 impl ChatRequest {
     /// Checks `raw` against the contract and `limits`.
-    pub fn validate(raw: ChatDraft, limits: &ChatLimits) -> Result<Self> {
+    pub(crate) fn validate(raw: ChatDraft, limits: &ChatLimits) -> Result<Self> {
         let mut violations = Violations::new();
         let messages = messages(raw.messages, limits, &mut violations);
         check_model_name(&raw.model, &mut violations);

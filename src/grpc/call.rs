@@ -21,10 +21,10 @@ use crate::{
 
 /// The response stream of every streaming RPC: the call's stream with its
 /// errors converted to `Status` (named once, as tonic's examples do).
-pub type GrpcStream<T> = MapErr<CallStream<T>, fn(Error) -> Status>;
+pub(crate) type GrpcStream<T> = MapErr<CallStream<T>, fn(Error) -> Status>;
 
 /// Starts the call of `method` for `request`.
-pub fn start<T>(calls: &Calls, method: Method, request: &Request<T>) -> Call {
+pub(crate) fn start<T>(calls: &Calls, method: Method, request: &Request<T>) -> Call {
     let metadata = request.metadata();
     let request_id = metadata
         .get(REQUEST_ID_HEADER)
@@ -44,12 +44,12 @@ pub fn start<T>(calls: &Calls, method: Method, request: &Request<T>) -> Call {
 }
 
 /// A unary call's result as tonic's response.
-pub fn unary<T>(call: Call, result: Result<T>) -> Result<Response<T>, Status> {
+pub(crate) fn unary<T>(call: Call, result: Result<T>) -> Result<Response<T>, Status> {
     call.unary(result).map(Response::new).map_err(Status::from)
 }
 
 /// A streaming call's response: the stream, or the error that refused it.
-pub fn stream<T>(result: Result<CallStream<T>>) -> Result<Response<GrpcStream<T>>, Status> {
+pub(crate) fn stream<T>(result: Result<CallStream<T>>) -> Result<Response<GrpcStream<T>>, Status> {
     match result {
         Ok(items) => Ok(Response::new(
             items.map_err(Status::from as fn(Error) -> Status),

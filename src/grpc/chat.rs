@@ -29,18 +29,18 @@ use crate::{
 };
 
 /// The response header naming a resumable stream (gRPC metadata and HTTP).
-pub const STREAM_ID_HEADER: &str = "x-agentstream-stream-id";
+pub(crate) const STREAM_ID_HEADER: &str = "x-agentstream-stream-id";
 
 /// Implements `agentstream.v1.ChatService` over the core's [`Chat`].
 #[derive(Clone)]
-pub struct ChatApi {
+pub(crate) struct ChatApi {
     chat: Chat,
     calls: Calls,
 }
 
 impl ChatApi {
     /// The service over `chat`.
-    pub fn new(chat: Chat, calls: Calls) -> Self {
+    pub(crate) fn new(chat: Chat, calls: Calls) -> Self {
         Self { chat, calls }
     }
 }

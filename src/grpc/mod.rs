@@ -8,16 +8,16 @@
 //! `Status`. [`routes`] assembles the services with health and reflection;
 //! the server puts the transport and its layers (request ids) around them.
 
-pub mod call;
-pub mod chat;
-pub mod rag;
-pub mod status;
-pub mod tasks;
+pub(crate) mod call;
+pub(crate) mod chat;
+pub(crate) mod rag;
+pub(crate) mod status;
+pub(crate) mod tasks;
 
 use tonic::{server::NamedService, service::Routes};
 use tonic_health::pb::health_server::{Health, HealthServer};
 
-pub use self::{chat::ChatApi, rag::RagApi, tasks::TaskApi};
+pub(crate) use self::{chat::ChatApi, rag::RagApi, tasks::TaskApi};
 use crate::{
     chat::Chat,
     pb::{
@@ -31,19 +31,19 @@ use crate::{
 
 /// The agentstream services, by their full gRPC names (health reports on
 /// each of them).
-pub const SERVICE_NAMES: [&str; 3] = [
+pub(crate) const SERVICE_NAMES: [&str; 3] = [
     <ChatServiceServer<ChatApi> as NamedService>::NAME,
     <RagServiceServer<RagApi> as NamedService>::NAME,
     <TaskServiceServer<TaskApi> as NamedService>::NAME,
 ];
 
 /// Reflection could not be built from the embedded descriptors.
-pub type ReflectionError = tonic_reflection::server::Error;
+pub(crate) type ReflectionError = tonic_reflection::server::Error;
 
 /// The three agentstream services over the core, configured once for every
 /// transport that serves them (the gRPC port, gRPC-Web on the HTTP port).
 #[derive(Clone)]
-pub struct Services {
+pub(crate) struct Services {
     /// ChatService.
     pub chat: ChatServiceServer<ChatApi>,
     /// RagService.
@@ -54,7 +54,7 @@ pub struct Services {
 
 impl Services {
     /// The services over the core's `chat`, `rag` and `tasks`.
-    pub fn new(chat: Chat, rag: Rag, tasks: Tasks, calls: Calls) -> Self {
+    pub(crate) fn new(chat: Chat, rag: Rag, tasks: Tasks, calls: Calls) -> Self {
         Self {
             chat: ChatServiceServer::new(ChatApi::new(chat, calls.clone())),
             rag: RagServiceServer::new(RagApi::new(rag, calls.clone()))
@@ -66,7 +66,7 @@ impl Services {
 
 /// Every gRPC service of the server: `services`, `health` and reflection
 /// (v1 and v1alpha).
-pub fn routes(
+pub(crate) fn routes(
     services: Services,
     health: HealthServer<impl Health>,
 ) -> Result<Routes, ReflectionError> {

@@ -18,14 +18,14 @@ use crate::{
 
 /// Implements `agentstream.v1.RagService` over the core's [`Rag`].
 #[derive(Clone)]
-pub struct RagApi {
+pub(crate) struct RagApi {
     rag: Rag,
     calls: Calls,
 }
 
 impl RagApi {
     /// The service over `rag`.
-    pub fn new(rag: Rag, calls: Calls) -> Self {
+    pub(crate) fn new(rag: Rag, calls: Calls) -> Self {
         Self { rag, calls }
     }
 }

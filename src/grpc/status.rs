@@ -10,7 +10,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::error::{Error, ErrorKind};
 
 /// The gRPC code of each kind of error.
-pub fn code(kind: ErrorKind) -> Code {
+pub(crate) fn code(kind: ErrorKind) -> Code {
     match kind {
         ErrorKind::InvalidArgument => Code::InvalidArgument,
         ErrorKind::NotFound => Code::NotFound,

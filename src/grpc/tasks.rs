@@ -16,14 +16,14 @@ use crate::{
 
 /// Implements `agentstream.v1.TaskService` over the core's [`Tasks`].
 #[derive(Debug, Clone)]
-pub struct TaskApi {
+pub(crate) struct TaskApi {
     tasks: Tasks,
     calls: Calls,
 }
 
 impl TaskApi {
     /// The service over `tasks`.
-    pub fn new(tasks: Tasks, calls: Calls) -> Self {
+    pub(crate) fn new(tasks: Tasks, calls: Calls) -> Self {
         Self { tasks, calls }
     }
 }

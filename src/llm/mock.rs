@@ -41,13 +41,13 @@ use crate::{
 };
 
 /// Name of the model that restates the question.
-pub const ECHO: &str = "echo";
+pub(crate) const ECHO: &str = "echo";
 /// Name of the benchmark model.
-pub const SYNTHETIC: &str = "synthetic";
+pub(crate) const SYNTHETIC: &str = "synthetic";
 
 /// Serves the `echo` and `synthetic` models.
 #[derive(Debug, Clone)]
-pub struct MockBackend {
+pub(crate) struct MockBackend {
     token_delay: Duration,
     tokenizer: Tokenizer,
     metrics: Arc<Metrics>,
@@ -55,7 +55,7 @@ pub struct MockBackend {
 
 impl MockBackend {
     /// Built-in models pacing tokens `token_delay` apart.
-    pub fn new(token_delay: Duration, tokenizer: Tokenizer, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(token_delay: Duration, tokenizer: Tokenizer, metrics: Arc<Metrics>) -> Self {
         Self {
             token_delay,
             tokenizer,

@@ -12,12 +12,12 @@
 //! - emit, for each choice, its deltas then exactly one `Finished`;
 //! - emit one `Usage` after every choice has finished.
 
-pub mod mock;
+pub(crate) mod mock;
 pub mod openai;
-pub mod pace;
-pub mod stop;
-pub mod tool_model;
-pub mod tools;
+pub(crate) mod pace;
+pub(crate) mod stop;
+pub(crate) mod tool_model;
+pub(crate) mod tools;
 
 pub use tools::{Tool, ToolCall, ToolCallDelta, ToolChoice};
 
@@ -37,11 +37,11 @@ use crate::{
 };
 
 /// Longest model name a request may give, in bytes.
-pub const MAX_MODEL_BYTES: usize = 256;
+pub(crate) const MAX_MODEL_BYTES: usize = 256;
 
 /// Reports a model name longer than [`MAX_MODEL_BYTES`] as a violation of
 /// the request's `model` field.
-pub fn check_model_name(model: &str, violations: &mut Violations) {
+pub(crate) fn check_model_name(model: &str, violations: &mut Violations) {
     violations.require(model.len() <= MAX_MODEL_BYTES, "model", || {
         format!("must be at most {MAX_MODEL_BYTES} bytes")
     });
@@ -49,7 +49,7 @@ pub fn check_model_name(model: &str, violations: &mut Violations) {
 
 /// The server's `max_tokens` policy, the same for every RPC that generates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenBudget {
+pub(crate) struct TokenBudget {
     /// Tokens per choice when a request asks for 0.
     pub default_max_tokens: u32,
     /// Most tokens per choice a request may ask for.
@@ -59,7 +59,7 @@ pub struct TokenBudget {
 impl TokenBudget {
     /// The budget of a request asking for `requested` tokens (0: the
     /// default); above the limit, a violation of its `max_tokens` field.
-    pub fn resolve(&self, requested: u32, violations: &mut Violations) -> u32 {
+    pub(crate) fn resolve(&self, requested: u32, violations: &mut Violations) -> u32 {
         violations.require(requested <= self.max_tokens_limit, "max_tokens", || {
             format!(
                 "{requested} is above the server maximum of {}",
@@ -180,18 +180,18 @@ pub struct UsageMeter {
 
 impl UsageMeter {
     /// Records the prompt's tokens.
-    pub fn set_prompt(&self, tokens: u32) {
+    pub(crate) fn set_prompt(&self, tokens: u32) {
         self.prompt.store(tokens, Relaxed);
     }
 
     /// The completion counter itself, for a backend that keeps its own
     /// running count in it.
-    pub fn completion_counter(&self) -> Arc<AtomicU32> {
+    pub(crate) fn completion_counter(&self) -> Arc<AtomicU32> {
         self.completion.clone()
     }
 
     /// Counts `tokens` more completion tokens.
-    pub fn add_completion(&self, tokens: u32) {
+    pub(crate) fn add_completion(&self, tokens: u32) {
         self.completion.fetch_add(tokens, Relaxed);
     }
 
@@ -242,7 +242,7 @@ pub struct GenerationRequest {
 impl GenerationRequest {
     /// The prompt's tokens: as counted before, or counted now with
     /// `tokenizer`.
-    pub fn prompt_tokens_with(&self, tokenizer: &crate::tokenizer::Tokenizer) -> u32 {
+    pub(crate) fn prompt_tokens_with(&self, tokenizer: &crate::tokenizer::Tokenizer) -> u32 {
         self.prompt_tokens
             .unwrap_or_else(|| tokenizer.prompt_tokens(&self.messages))
     }
@@ -291,10 +291,10 @@ pub enum GenerationEvent {
 }
 
 /// The events of one generation, pulled by the response stream.
-pub type GenerationStream = BoxStream<'static, Result<GenerationEvent>>;
+pub(crate) type GenerationStream = BoxStream<'static, Result<GenerationEvent>>;
 
 /// Who serves the built-in models, in model listings.
-pub const BUILTIN_OWNER: &str = "agentstream";
+pub(crate) const BUILTIN_OWNER: &str = "agentstream";
 
 /// A source of generated text.
 pub trait Backend: Send + Sync + 'static {
@@ -328,7 +328,7 @@ pub trait Backend: Send + Sync + 'static {
 
 /// Routes a model name to the backend that serves it.
 #[derive(Clone)]
-pub struct Models {
+pub(crate) struct Models {
     backends: BTreeMap<String, Arc<dyn Backend>>,
     default_model: String,
     /// Whether an unknown model's error lists the models served (not
@@ -341,7 +341,7 @@ pub struct Models {
 
 /// One model as listings show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelInfo {
+pub(crate) struct ModelInfo {
     /// The model's name.
     pub id: String,
     /// Who serves it ([`Backend::owner`]).
@@ -352,7 +352,7 @@ pub struct ModelInfo {
 
 impl Models {
     /// An empty registry whose default model is `default_model`.
-    pub fn new(default_model: impl Into<String>) -> Self {
+    pub(crate) fn new(default_model: impl Into<String>) -> Self {
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -367,12 +367,12 @@ impl Models {
     /// Whether the error for an unknown model lists the models served
     /// (the default); a server with API keys turns it off, so that model
     /// names (an upstream's, too) reach callers through ListModels only.
-    pub fn list_models_in_errors(&mut self, list: bool) {
+    pub(crate) fn list_models_in_errors(&mut self, list: bool) {
         self.list_in_errors = list;
     }
 
     /// Serves every model of `backend` (later registrations win).
-    pub fn register(&mut self, backend: Arc<dyn Backend>) {
+    pub(crate) fn register(&mut self, backend: Arc<dyn Backend>) {
         for model in backend.models() {
             self.backends.insert(model, backend.clone());
         }
@@ -380,7 +380,7 @@ impl Models {
 
     /// The backend for `model` (empty: the default model) and the model's
     /// resolved name.
-    pub fn resolve(&self, model: &str) -> Result<(String, Arc<dyn Backend>)> {
+    pub(crate) fn resolve(&self, model: &str) -> Result<(String, Arc<dyn Backend>)> {
         let name = if model.is_empty() {
             self.default_model.as_str()
         } else {
@@ -400,12 +400,12 @@ impl Models {
     }
 
     /// Every model served, sorted.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.backends.keys().cloned().collect()
     }
 
     /// Every model served with its owner, sorted by name.
-    pub fn list(&self) -> Vec<ModelInfo> {
+    pub(crate) fn list(&self) -> Vec<ModelInfo> {
         self.backends
             .iter()
             .map(|(id, backend)| ModelInfo {
@@ -414,10 +414,5 @@ impl Models {
                 created: self.created,
             })
             .collect()
-    }
-
-    /// The model used when a request names none.
-    pub fn default_model(&self) -> &str {
-        &self.default_model
     }
 }

@@ -38,7 +38,7 @@ pin_project! {
 
 /// Releases the items of `items` on a fixed schedule, `delay` per unit of
 /// `weight`; with a zero `delay`, as fast as they come.
-pub fn paced<S, F>(items: S, delay: Duration, weight: F) -> Paced<S, F>
+pub(crate) fn paced<S, F>(items: S, delay: Duration, weight: F) -> Paced<S, F>
 where
     S: Stream,
     F: FnMut(&S::Item) -> u32,

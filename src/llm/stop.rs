@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 /// What the filter lets through for one piece of text.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Filtered {
+pub(crate) enum Filtered {
     /// Text that is safe to send (possibly empty); generation goes on.
     Pass(String),
     /// A stop sequence was reached: send this text (the part before the stop
@@ -19,14 +19,14 @@ pub enum Filtered {
 
 /// Cuts a stream of text pieces at the first stop sequence.
 #[derive(Debug)]
-pub struct StopSequenceFilter {
+pub(crate) struct StopSequenceFilter {
     stops: Vec<String>,
     held: String,
 }
 
 impl StopSequenceFilter {
     /// A filter for `stops`; empty strings are ignored.
-    pub fn new(stops: &[String]) -> Self {
+    pub(crate) fn new(stops: &[String]) -> Self {
         Self {
             stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
             held: String::new(),
@@ -34,13 +34,13 @@ impl StopSequenceFilter {
     }
 
     /// Whether the filter has anything to do.
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         !self.stops.is_empty()
     }
 
     /// Feeds the next piece of generated text (an owned piece passes
     /// without a copy when there are no stop sequences).
-    pub fn push<'a>(&mut self, piece: impl Into<Cow<'a, str>>) -> Filtered {
+    pub(crate) fn push<'a>(&mut self, piece: impl Into<Cow<'a, str>>) -> Filtered {
         let piece = piece.into();
         if !self.is_active() {
             return Filtered::Pass(piece.into_owned());
@@ -56,7 +56,7 @@ impl StopSequenceFilter {
     }
 
     /// Generation ended without a stop sequence: releases the held text.
-    pub fn finish(&mut self) -> String {
+    pub(crate) fn finish(&mut self) -> String {
         std::mem::take(&mut self.held)
     }
 

@@ -41,14 +41,14 @@ use crate::{
 };
 
 /// Name of the model that calls tools.
-pub const TOOLS: &str = "tools";
+pub(crate) const TOOLS: &str = "tools";
 
 /// Shortest word of a tool's name that asks for it.
 const MIN_WORD: usize = 4;
 
 /// Serves the `tools` model.
 #[derive(Debug, Clone)]
-pub struct ToolModel {
+pub(crate) struct ToolModel {
     text: MockBackend,
     tokenizer: Tokenizer,
     token_delay: Duration,
@@ -57,7 +57,7 @@ pub struct ToolModel {
 
 impl ToolModel {
     /// The model, pacing tokens `token_delay` apart.
-    pub fn new(token_delay: Duration, tokenizer: Tokenizer, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(token_delay: Duration, tokenizer: Tokenizer, metrics: Arc<Metrics>) -> Self {
         Self {
             text: MockBackend::new(token_delay, tokenizer, metrics.clone()),
             tokenizer,

@@ -38,10 +38,10 @@ use super::{
 use crate::llm::ChatMessage;
 
 /// Most units quoted in an extractive answer.
-pub const MAX_ANSWER_UNITS: usize = 3;
+pub(crate) const MAX_ANSWER_UNITS: usize = 3;
 /// Most characters of quoted text in an extractive answer (the best unit is
 /// always quoted, so it alone may exceed it).
-pub const MAX_ANSWER_CHARS: usize = 700;
+pub(crate) const MAX_ANSWER_CHARS: usize = 700;
 /// Weight of a question term found only in a unit's headings.
 const HEADING_CONTEXT: f32 = 0.3;
 /// Weight of a question term found only in the unit before.
@@ -64,7 +64,8 @@ const MAX_ATTACHED_LINES: usize = 12;
 const MAX_ITEM_CHARS: usize = 250;
 
 /// The answer when no passage covers the question.
-pub fn not_covered(question: &str) -> String {
+#[cfg(test)]
+pub(crate) fn not_covered(question: &str) -> String {
     not_covered_answer(&Question::new(question), &[])
 }
 
@@ -100,12 +101,13 @@ struct Scored<'a> {
 
 /// The extractive answer to `question` (weighted by nothing: every term
 /// counts the same).
-pub fn extractive_answer(question: &str, passages: &[RetrievedPassage]) -> String {
+#[cfg(test)]
+pub(crate) fn extractive_answer(question: &str, passages: &[RetrievedPassage]) -> String {
     compose(&Question::new(question), passages)
 }
 
 /// The extractive answer to `question` from `passages`.
-pub fn compose(question: &Question, passages: &[RetrievedPassage]) -> String {
+pub(crate) fn compose(question: &Question, passages: &[RetrievedPassage]) -> String {
     let retrieved: HashSet<String> = passages
         .iter()
         .flat_map(|p| {
@@ -365,7 +367,7 @@ const INSTRUCTION: &str = "Answer the question using only the numbered sources b
 
 /// The conversation that asks a model to answer from `passages`: a system
 /// message with the instruction and the numbered sources, then the question.
-pub fn prompt(question: &str, passages: &[RetrievedPassage]) -> Vec<ChatMessage> {
+pub(crate) fn prompt(question: &str, passages: &[RetrievedPassage]) -> Vec<ChatMessage> {
     let mut system = String::from(INSTRUCTION);
     system.push_str("\n\nSources:");
     if passages.is_empty() {

@@ -9,19 +9,19 @@ use std::collections::BTreeMap;
 use crate::validation::Violations;
 
 /// Longest document id, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
+pub(crate) const MAX_ID_BYTES: usize = 256;
 /// Longest title, in bytes.
-pub const MAX_TITLE_BYTES: usize = 1 << 10;
+pub(crate) const MAX_TITLE_BYTES: usize = 1 << 10;
 /// Longest document text, in bytes.
-pub const MAX_TEXT_BYTES: usize = 4 << 20;
+pub(crate) const MAX_TEXT_BYTES: usize = 4 << 20;
 /// Longest source, in bytes.
-pub const MAX_SOURCE_BYTES: usize = 2 << 10;
+pub(crate) const MAX_SOURCE_BYTES: usize = 2 << 10;
 /// Most metadata entries per document.
-pub const MAX_METADATA_ENTRIES: usize = 64;
+pub(crate) const MAX_METADATA_ENTRIES: usize = 64;
 /// Longest metadata key, in bytes (and keys must not be empty).
-pub const MAX_METADATA_KEY_BYTES: usize = 256;
+pub(crate) const MAX_METADATA_KEY_BYTES: usize = 256;
 /// Longest metadata value, in bytes.
-pub const MAX_METADATA_VALUE_BYTES: usize = 4 << 10;
+pub(crate) const MAX_METADATA_VALUE_BYTES: usize = 4 << 10;
 
 /// A document to index, as a client sends it (the draft of an ingestion is
 /// a list of these).
@@ -50,7 +50,7 @@ impl NewDocument {
 
 /// Checks one document against every documented limit, naming its fields
 /// under `path` (e.g. `documents[3]` gives `documents[3].title`).
-pub fn check_document(path: &str, doc: &NewDocument, violations: &mut Violations) {
+pub(crate) fn check_document(path: &str, doc: &NewDocument, violations: &mut Violations) {
     violations.max_bytes(format!("{path}.id"), doc.id.len(), MAX_ID_BYTES);
     violations.max_bytes(format!("{path}.title"), doc.title.len(), MAX_TITLE_BYTES);
     violations.max_bytes(format!("{path}.text"), doc.text.len(), MAX_TEXT_BYTES);

@@ -29,7 +29,7 @@ use crate::{
 
 /// One event of an answer, in the order they are produced.
 #[derive(Debug, Clone, PartialEq)]
-pub enum AnswerEvent {
+pub(crate) enum AnswerEvent {
     /// Retrieval began.
     RetrievalStarted {
         /// Passages asked for.
@@ -88,7 +88,7 @@ fn write_answer(
 }
 
 /// The events answering `request` with `model`, written by `backend`.
-pub fn answer_events(
+pub(crate) fn answer_events(
     index: DocumentIndex,
     request: AnswerRequest,
     model: String,

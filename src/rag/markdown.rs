@@ -23,7 +23,7 @@ use pulldown_cmark::{CodeBlockKind, Event, Options, Parser, Tag, TagEnd};
 
 /// One block of a document, cleaned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Block {
+pub(crate) enum Block {
     /// A heading, level 1 to 6.
     Heading {
         /// 1 for `#`, 2 for `##`, …
@@ -62,7 +62,7 @@ pub enum Block {
 
 impl Block {
     /// Whether the block is running text (read as sentences).
-    pub fn is_prose(&self) -> bool {
+    pub(crate) fn is_prose(&self) -> bool {
         matches!(
             self,
             Block::Paragraph(_) | Block::Quote(_) | Block::Item { .. }
@@ -71,7 +71,7 @@ impl Block {
 }
 
 /// The blocks of `text`, in order, without empty ones.
-pub fn blocks(text: &str) -> Vec<Block> {
+pub(crate) fn blocks(text: &str) -> Vec<Block> {
     let options = Options::ENABLE_TABLES
         | Options::ENABLE_STRIKETHROUGH
         | Options::ENABLE_HEADING_ATTRIBUTES
@@ -308,14 +308,14 @@ fn clean(text: &str) -> String {
 
 /// Chinese, Japanese or Korean characters and their punctuation, which need
 /// no space between them.
-pub fn is_cjk(c: char) -> bool {
+pub(crate) fn is_cjk(c: char) -> bool {
     matches!(c as u32,
         0x3000..=0x303F | 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF
         | 0xAC00..=0xD7AF | 0xF900..=0xFAFF | 0xFF00..=0xFFEF)
 }
 
 /// The Markdown of one block.
-pub fn render(block: &Block) -> String {
+pub(crate) fn render(block: &Block) -> String {
     match block {
         Block::Heading { level, text } => {
             format!("{} {text}", "#".repeat(usize::from(*level)))
@@ -349,7 +349,7 @@ pub fn render(block: &Block) -> String {
 
 /// The Markdown of consecutive blocks: list items one per line, other
 /// blocks separated by a blank line.
-pub fn render_all<'a>(blocks: impl IntoIterator<Item = &'a Block>) -> String {
+pub(crate) fn render_all<'a>(blocks: impl IntoIterator<Item = &'a Block>) -> String {
     let mut out = String::new();
     let mut previous_item = false;
     for block in blocks {

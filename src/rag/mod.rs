@@ -22,22 +22,24 @@
 //!   [`request`] checks every request's draft before work starts;
 //!   [`service`] is the protocol-free set of operations both edges call.
 
-pub mod answer;
-pub mod document;
-pub mod events;
-pub mod index;
-pub mod markdown;
-pub mod passages;
-pub mod question;
-pub mod queue;
-pub mod request;
-pub mod service;
-pub mod tokenizer;
+pub(crate) mod answer;
+pub(crate) mod document;
+pub(crate) mod events;
+pub(crate) mod index;
+pub(crate) mod markdown;
+pub(crate) mod passages;
+pub(crate) mod question;
+pub(crate) mod queue;
+pub(crate) mod request;
+pub(crate) mod service;
+pub(crate) mod tokenizer;
 
 pub use document::NewDocument;
-pub use events::AnswerEvent;
+pub(crate) use events::AnswerEvent;
 pub use index::{
-    DocumentIndex, DocumentInfo, IngestError, IngestProgress, IngestReport, RetrievedPassage,
-    Unwatched,
+    DocumentIndex, DocumentInfo, DocumentPage, IngestError, IngestProgress, IngestReport,
+    RetrievedPassage, Unwatched,
 };
-pub use service::{DocumentListing, INGEST_TASK_KIND, Rag};
+pub use queue::DEFAULT_MAX_QUEUED_INGEST_BYTES;
+pub(crate) use service::Rag;
+pub use tokenizer::has_cjk;

@@ -31,19 +31,19 @@ use std::ops::Range;
 use super::markdown::{self, Block};
 
 /// Longest passage, in characters (its heading context may add a little).
-pub const MAX_PASSAGE_CHARS: usize = 1000;
+pub(crate) const MAX_PASSAGE_CHARS: usize = 1000;
 /// How much consecutive passages share where a passage must be cut.
-pub const OVERLAP_CHARS: usize = 150;
+pub(crate) const OVERLAP_CHARS: usize = 150;
 /// A passage this long ends at the next heading; a shorter one takes the
 /// next section in as well.
-pub const MIN_PASSAGE_CHARS: usize = 400;
+pub(crate) const MIN_PASSAGE_CHARS: usize = 400;
 /// Longest piece of one block, leaving room for the heading context.
 const MAX_PIECE_CHARS: usize = MAX_PASSAGE_CHARS * 4 / 5;
 /// Most headings repeated as a passage's context (the innermost ones).
 const MAX_CONTEXT_HEADINGS: usize = 3;
 
 /// The passages of `text` as Markdown, in order; none for a blank text.
-pub fn split_passages(text: &str) -> Vec<String> {
+pub(crate) fn split_passages(text: &str) -> Vec<String> {
     let mut packer = Packer::default();
     for block in markdown::blocks(text) {
         match block {
@@ -249,7 +249,7 @@ fn table_pieces(header: Vec<String>, rows: Vec<Vec<String>>) -> Vec<Block> {
 }
 
 /// Byte ranges of the sentences of `text`, trimmed, in order.
-pub fn sentences(text: &str) -> Vec<Range<usize>> {
+pub(crate) fn sentences(text: &str) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut chars = text.char_indices().peekable();

@@ -296,7 +296,7 @@ fn is_name(word: &str, question: &str) -> bool {
 }
 
 /// BM25's inverse document frequency.
-pub fn idf(document_frequency: u64, passages: u64) -> f32 {
+pub(crate) fn idf(document_frequency: u64, passages: u64) -> f32 {
     let n = passages as f32;
     let df = (document_frequency.min(passages)) as f32;
     (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
@@ -333,7 +333,7 @@ fn compound_of(term: &str, parts: &[String]) -> bool {
 
 /// The sentence saying that the documents do not cover `question`, naming
 /// the `missing` words, in the question's language.
-pub fn not_covered_answer(question: &Question, missing: &[&Term]) -> String {
+pub(crate) fn not_covered_answer(question: &Question, missing: &[&Term]) -> String {
     let names: Vec<&str> = missing
         .iter()
         .take(3)

@@ -41,7 +41,7 @@ const RETRY_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::fro
 
 /// The ingestions admitted and not finished; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct IngestQueue {
+pub(crate) struct IngestQueue {
     shared: Arc<Shared>,
 }
 
@@ -67,7 +67,7 @@ struct Held {
 /// One admitted ingestion's share of the queue, given back when dropped
 /// (when the ingestion's task ends, whatever its outcome).
 #[derive(Debug)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     shared: Arc<Shared>,
     bytes: usize,
     ids: Vec<String>,
@@ -75,7 +75,7 @@ pub struct Admitted {
 
 impl IngestQueue {
     /// A queue admitting ingestions while they hold at most `limit` bytes.
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 limit,
@@ -87,7 +87,7 @@ impl IngestQueue {
     /// Admits an ingestion of `documents`, or refuses it with
     /// RESOURCE_EXHAUSTED and a retry hint when it would take the queue over
     /// its limit.
-    pub fn admit(&self, documents: &[NewDocument]) -> Result<Admitted> {
+    pub(crate) fn admit(&self, documents: &[NewDocument]) -> Result<Admitted> {
         let bytes = documents
             .iter()
             .map(NewDocument::size_bytes)
@@ -127,12 +127,13 @@ impl IngestQueue {
     }
 
     /// Whether an admitted, unfinished ingestion will write document `id`.
-    pub fn holds(&self, id: &str) -> bool {
+    pub(crate) fn holds(&self, id: &str) -> bool {
         self.shared.held().ids.contains_key(id)
     }
 
     /// Bytes of documents the admitted ingestions hold now.
-    pub fn held_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> usize {
         self.shared.held().bytes
     }
 }

@@ -15,27 +15,27 @@ use crate::{
 };
 
 /// Most documents in one IngestDocuments request.
-pub const MAX_DOCUMENTS: usize = 1_000;
+pub(crate) const MAX_DOCUMENTS: usize = 1_000;
 /// Most bytes of all documents of one request (text, title, source and
 /// metadata together): larger corpora are sent in several requests.
-pub const MAX_INGEST_BYTES: usize = 32 << 20;
+pub(crate) const MAX_INGEST_BYTES: usize = 32 << 20;
 /// Largest IngestDocuments message the server decodes: the content limit
 /// plus room for the protobuf envelope. Bigger messages are refused by the
 /// transport with OUT_OF_RANGE before they are read.
-pub const MAX_MESSAGE_BYTES: usize = MAX_INGEST_BYTES + (1 << 20);
+pub(crate) const MAX_MESSAGE_BYTES: usize = MAX_INGEST_BYTES + (1 << 20);
 /// Longest question, in bytes.
-pub const MAX_QUESTION_BYTES: usize = 8 << 10;
+pub(crate) const MAX_QUESTION_BYTES: usize = 8 << 10;
 /// Passages retrieved when a request gives `top_k` 0.
-pub const DEFAULT_TOP_K: usize = 4;
+pub(crate) const DEFAULT_TOP_K: usize = 4;
 /// Most passages a request may ask for.
-pub const MAX_TOP_K: u32 = 20;
+pub(crate) const MAX_TOP_K: u32 = 20;
 /// Documents per page when a request gives `page_size` 0.
-pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 50;
 /// Most documents per page.
-pub const MAX_PAGE_SIZE: u32 = 1_000;
+pub(crate) const MAX_PAGE_SIZE: u32 = 1_000;
 
 /// Checks the documents of an IngestDocuments request.
-pub fn ingest_request(documents: Vec<NewDocument>) -> Result<Vec<NewDocument>> {
+pub(crate) fn ingest_request(documents: Vec<NewDocument>) -> Result<Vec<NewDocument>> {
     let mut violations = Violations::new();
     let count = documents.len();
     violations.require((1..=MAX_DOCUMENTS).contains(&count), "documents", || {
@@ -65,7 +65,7 @@ pub fn ingest_request(documents: Vec<NewDocument>) -> Result<Vec<NewDocument>> {
 /// A StreamAnswer request as a client sent it. Zero values mean "the
 /// default".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AnswerDraft {
+pub(crate) struct AnswerDraft {
     /// The question.
     pub question: String,
     /// Passages to retrieve; 0 for the default.
@@ -77,11 +77,11 @@ pub struct AnswerDraft {
 }
 
 /// A ListDocuments request as a client sent it.
-pub type ListDraft = PageDraft;
+pub(crate) type ListDraft = PageDraft;
 
 /// A checked StreamAnswer request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AnswerRequest {
+pub(crate) struct AnswerRequest {
     /// The question, non-blank.
     pub question: String,
     /// Passages to retrieve, 1 to [`MAX_TOP_K`].
@@ -94,7 +94,7 @@ pub struct AnswerRequest {
 
 impl AnswerRequest {
     /// Checks `raw` against the contract and `budget`.
-    pub fn validate(raw: AnswerDraft, budget: &TokenBudget) -> Result<Self> {
+    pub(crate) fn validate(raw: AnswerDraft, budget: &TokenBudget) -> Result<Self> {
         let mut violations = Violations::new();
         if raw.question.trim().is_empty() {
             violations.add("question", "is required");
@@ -121,7 +121,7 @@ impl AnswerRequest {
 
 /// A checked ListDocuments request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListRequest {
+pub(crate) struct ListRequest {
     /// Documents per page, 1 to [`MAX_PAGE_SIZE`].
     pub page_size: usize,
     /// The id to continue after, from the page token.
@@ -130,7 +130,7 @@ pub struct ListRequest {
 
 impl ListRequest {
     /// Checks `raw`.
-    pub fn validate(raw: ListDraft) -> Result<Self> {
+    pub(crate) fn validate(raw: ListDraft) -> Result<Self> {
         let mut violations = Violations::new();
         violations.require(raw.page_size <= MAX_PAGE_SIZE, "page_size", || {
             format!("{} asked; at most {MAX_PAGE_SIZE}", raw.page_size)
@@ -156,7 +156,7 @@ impl ListRequest {
 }
 
 /// Checks the document id of a DeleteDocument request.
-pub fn delete_request(document_id: &str) -> Result<()> {
+pub(crate) fn delete_request(document_id: &str) -> Result<()> {
     if document_id.is_empty() || document_id.len() > MAX_ID_BYTES {
         return Err(invalid(
             "document_id",
@@ -171,7 +171,7 @@ const PAGE_TOKEN_PREFIX: &str = "after:";
 
 /// The page token that continues after the document `id`: the id itself,
 /// hex-encoded so the token is plain ASCII whatever the id holds.
-pub fn encode_page_token(id: &str) -> String {
+pub(crate) fn encode_page_token(id: &str) -> String {
     let mut token = String::with_capacity(PAGE_TOKEN_PREFIX.len() + id.len() * 2);
     token.push_str(PAGE_TOKEN_PREFIX);
     for byte in id.bytes() {
@@ -181,7 +181,7 @@ pub fn encode_page_token(id: &str) -> String {
 }
 
 /// The id a page token continues after; `None` when malformed.
-pub fn decode_page_token(token: &str) -> Option<String> {
+pub(crate) fn decode_page_token(token: &str) -> Option<String> {
     let hex = token.strip_prefix(PAGE_TOKEN_PREFIX)?;
     if hex.is_empty() || hex.len() % 2 != 0 || hex.len() > MAX_ID_BYTES * 2 {
         return None;

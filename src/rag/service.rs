@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// The `kind` of ingestion tasks in TaskService.
-pub const INGEST_TASK_KIND: &str = "ingest";
+pub(crate) const INGEST_TASK_KIND: &str = "ingest";
 
 /// Ingestion reports its progress as task events.
 impl IngestProgress for TaskContext {
@@ -33,7 +33,7 @@ impl IngestProgress for TaskContext {
 
 /// Ingestion, answers and the document list over one index.
 #[derive(Clone)]
-pub struct Rag {
+pub(crate) struct Rag {
     index: DocumentIndex,
     tasks: TaskRegistry,
     models: Arc<Models>,
@@ -46,7 +46,7 @@ pub struct Rag {
 
 /// One page of the document list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DocumentListing {
+pub(crate) struct DocumentListing {
     /// The documents, by id.
     pub documents: Vec<DocumentInfo>,
     /// The token of the next page; empty on the last.
@@ -56,7 +56,7 @@ pub struct DocumentListing {
 impl Rag {
     /// RAG over `index`, answering with `models`; the answers of models
     /// whose backend can recite (the built-in ones) are extractive.
-    pub fn new(
+    pub(crate) fn new(
         index: DocumentIndex,
         tasks: TaskRegistry,
         models: Arc<Models>,
@@ -75,13 +75,13 @@ impl Rag {
     /// Admits ingestions while those admitted and unfinished hold at most
     /// `limit` bytes of documents (default
     /// [`DEFAULT_MAX_QUEUED_INGEST_BYTES`]).
-    pub fn with_max_queued_ingest_bytes(mut self, limit: usize) -> Self {
+    pub(crate) fn with_max_queued_ingest_bytes(mut self, limit: usize) -> Self {
         self.queue = IngestQueue::new(limit);
         self
     }
 
     /// Counts ingested documents and bytes in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }
@@ -91,7 +91,7 @@ impl Rag {
     /// rolls back on failure or cancellation. Refused with
     /// RESOURCE_EXHAUSTED (and a retry hint) when the ingestions waiting for
     /// the index writer already hold as many bytes as allowed.
-    pub async fn ingest(&self, documents: Vec<NewDocument>) -> Result<TaskSnapshot> {
+    pub(crate) async fn ingest(&self, documents: Vec<NewDocument>) -> Result<TaskSnapshot> {
         let documents = request::ingest_request(documents)?;
         // Held by the task until it ends, released if it never starts.
         let admitted = self.queue.admit(&documents)?;
@@ -114,7 +114,7 @@ impl Rag {
 
     /// Checks `draft` and resolves its model; returns the model and the
     /// pulled stream of the answer's events (nothing runs until polled).
-    pub fn answer(
+    pub(crate) fn answer(
         &self,
         draft: AnswerDraft,
     ) -> Result<(
@@ -128,7 +128,7 @@ impl Rag {
     }
 
     /// One page of the document list.
-    pub fn list(&self, draft: ListDraft) -> Result<DocumentListing> {
+    pub(crate) fn list(&self, draft: ListDraft) -> Result<DocumentListing> {
         let list = ListRequest::validate(draft)?;
         let page = self.index.list(list.page_size, list.after.as_deref())?;
         Ok(DocumentListing {
@@ -143,7 +143,7 @@ impl Rag {
     /// Deletes the document `id`, durably. An id that an admitted
     /// ingestion will write waits for it (and for the writer); one that is
     /// neither indexed nor on its way is NOT_FOUND at once.
-    pub async fn delete(&self, id: &str) -> Result<()> {
+    pub(crate) async fn delete(&self, id: &str) -> Result<()> {
         request::delete_request(id)?;
         // The queue first: an ingestion gives its ids back only once they
         // are in the catalog, so an id absent from both is absent.

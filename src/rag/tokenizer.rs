@@ -20,7 +20,7 @@ use tantivy::tokenizer::{
 };
 
 /// Name under which the analyzer is registered in the index.
-pub const ANALYZER: &str = "agentstream_mixed";
+pub(crate) const ANALYZER: &str = "agentstream_mixed";
 
 /// Longest token kept, in bytes; longer ones are noise (base64, hashes).
 const MAX_TOKEN_BYTES: usize = 64;
@@ -148,10 +148,10 @@ fn jieba() -> &'static Jieba {
 
 /// Segments mixed Chinese/English text into lower-cased search terms.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct MixedTextTokenizer;
+pub(crate) struct MixedTextTokenizer;
 
 /// The tokens of one text, produced eagerly by jieba.
-pub struct MixedTokenStream {
+pub(crate) struct MixedTokenStream {
     tokens: std::vec::IntoIter<Token>,
     current: Token,
 }
@@ -203,7 +203,7 @@ impl TokenStream for MixedTokenStream {
 }
 
 /// The analyzer to register under [`ANALYZER`].
-pub fn analyzer() -> TextAnalyzer {
+pub(crate) fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(MixedTextTokenizer)
         .filter(Stemmer::new(Language::English))
         .build()
@@ -221,12 +221,12 @@ fn question_analyzer() -> TextAnalyzer {
 }
 
 /// Every term of `text`, in order, duplicates included.
-pub fn terms(text: &str) -> Vec<String> {
+pub(crate) fn terms(text: &str) -> Vec<String> {
     terms_of(&mut analyzer(), text)
 }
 
 /// The distinct meaningful terms of a question, in order of appearance.
-pub fn question_terms(question: &str) -> Vec<String> {
+pub(crate) fn question_terms(question: &str) -> Vec<String> {
     question_words(question)
         .into_iter()
         .map(|w| w.term)
@@ -244,7 +244,7 @@ pub struct QuestionWord {
 }
 
 /// The distinct meaningful words of a question, in order of appearance.
-pub fn question_words(question: &str) -> Vec<QuestionWord> {
+pub(crate) fn question_words(question: &str) -> Vec<QuestionWord> {
     let mut seen = std::collections::HashSet::new();
     let mut analyzer = question_analyzer();
     let mut stream = analyzer.token_stream(question);

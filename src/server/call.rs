@@ -48,12 +48,12 @@ use crate::{
 };
 
 /// Header carrying the request id (set by the client or generated).
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Every operation the server offers, named once: the name is the gRPC
 /// method path, which the HTTP edge's log lines use too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method {
+pub(crate) enum Method {
     /// ChatService.StreamChat (and the HTTP chat completions).
     StreamChat,
     /// ChatService.ListModels (and the HTTP model list).
@@ -84,7 +84,7 @@ pub enum Method {
 
 impl Method {
     /// The method's full gRPC name, as logged.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Method::StreamChat => "agentstream.v1.ChatService/StreamChat",
             Method::ListModels => "agentstream.v1.ChatService/ListModels",
@@ -105,7 +105,7 @@ impl Method {
 
 /// What an edge read off the wire about a call.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CallMeta<'a> {
+pub(crate) struct CallMeta<'a> {
     /// The request id (the client's or the one generated for it).
     pub request_id: &'a str,
     /// The client's deadline, measured from now, when it set one.
@@ -122,14 +122,14 @@ pub struct CallMeta<'a> {
 /// connection and hands it to every request of it, so that one client's
 /// connection cannot take the whole `--max-active-streams` budget.
 #[derive(Debug, Clone)]
-pub struct ConnectionStreams {
+pub(crate) struct ConnectionStreams {
     permits: Arc<Semaphore>,
     limit: usize,
 }
 
 impl ConnectionStreams {
     /// A connection that may have `limit` streams open at once.
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         let limit = limit.min(Semaphore::MAX_PERMITS);
         Self {
             permits: Arc::new(Semaphore::new(limit)),
@@ -141,7 +141,7 @@ impl ConnectionStreams {
 /// Starts the bookkeeping of calls; one per server, shared by every service
 /// of both edges.
 #[derive(Debug, Clone)]
-pub struct Calls {
+pub(crate) struct Calls {
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
     streams: Arc<Semaphore>,
@@ -151,7 +151,11 @@ pub struct Calls {
 impl Calls {
     /// Calls that report to `metrics`, end on `shutdown` and admit at most
     /// `max_active_streams` streams at once.
-    pub fn new(metrics: Arc<Metrics>, shutdown: Shutdown, max_active_streams: usize) -> Self {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+        max_active_streams: usize,
+    ) -> Self {
         let max_active_streams = max_active_streams.min(Semaphore::MAX_PERMITS);
         Self {
             metrics,
@@ -162,7 +166,7 @@ impl Calls {
     }
 
     /// Opens the span of a call to `method`.
-    pub fn start(&self, method: Method, meta: CallMeta<'_>) -> Call {
+    pub(crate) fn start(&self, method: Method, meta: CallMeta<'_>) -> Call {
         let span = tracing::info_span!(
             "call",
             request_id = meta.request_id,
@@ -192,14 +196,14 @@ impl Calls {
     }
 
     /// The server's counters.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 }
 
 /// One call in progress.
 #[derive(Debug)]
-pub struct Call {
+pub(crate) struct Call {
     span: Span,
     /// The generation's token counts, for calls that generate.
     usage: Option<UsageMeter>,
@@ -216,37 +220,37 @@ pub struct Call {
 impl Call {
     /// Records the model that serves the call (its streams are then
     /// measured by model).
-    pub fn record_model(&mut self, model: &str) {
+    pub(crate) fn record_model(&mut self, model: &str) {
         self.span.record("model", model);
         self.model = Some(model.to_owned());
     }
 
     /// Records where the call's generation counts its tokens: the call's
     /// closing line then reports them however it ends, cut short too.
-    pub fn record_usage(&mut self, meter: UsageMeter) {
+    pub(crate) fn record_usage(&mut self, meter: UsageMeter) {
         self.usage = Some(meter);
     }
 
     /// The name of the API key the call presented (`None` on an open
     /// server): what owns the resumable streams it starts.
-    pub fn owner(&self) -> Option<&str> {
+    pub(crate) fn owner(&self) -> Option<&str> {
         self.caller.as_ref().map(Caller::name)
     }
 
     /// The call's span, for work done on its behalf.
-    pub fn span(&self) -> &Span {
+    pub(crate) fn span(&self) -> &Span {
         &self.span
     }
 
     /// Runs `f` inside the call's span: work created there (a backend's
     /// generation) records what it logs under the call, and its spans are
     /// the call's children.
-    pub fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
+    pub(crate) fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
         self.span.in_scope(f)
     }
 
     /// Ends a unary call with `result`, logging how it went.
-    pub fn unary<T>(self, result: Result<T>) -> Result<T> {
+    pub(crate) fn unary<T>(self, result: Result<T>) -> Result<T> {
         match result {
             Ok(value) => {
                 self.finish(1, None);
@@ -257,7 +261,7 @@ impl Call {
     }
 
     /// Ends the call before any response with `error`.
-    pub fn fail(self, error: Error) -> Error {
+    pub(crate) fn fail(self, error: Error) -> Error {
         self.finish(0, Some(&error));
         error
     }
@@ -277,7 +281,7 @@ impl Call {
     /// Answers with a stream of items; refuses when the server is draining
     /// or already serves its maximum of streams, or the call's connection
     /// or the caller's key its share of them.
-    pub fn stream<T: Send + 'static>(
+    pub(crate) fn stream<T: Send + 'static>(
         self,
         items: impl Stream<Item = Result<T>> + Send + 'static,
     ) -> Result<CallStream<T>> {

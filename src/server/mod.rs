@@ -8,12 +8,12 @@
 //! Shutdown goes: health NOT_SERVING, stop accepting calls, let in-flight
 //! streams run for the grace period, end the rest with UNAVAILABLE, return.
 
-pub mod auth;
-pub mod call;
+pub(crate) mod auth;
+pub(crate) mod call;
 mod metrics_endpoint;
-pub mod request_id;
-pub mod shutdown;
-pub mod transport;
+pub(crate) mod request_id;
+pub(crate) mod shutdown;
+pub(crate) mod transport;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -22,7 +22,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use auth::{ApiKeys, RequireKeyLayer};
-pub use call::{Call, CallMeta, CallStream, Calls, ConnectionStreams, Method};
+pub(crate) use call::{Call, CallMeta, CallStream, Calls, ConnectionStreams, Method};
 pub use shutdown::Shutdown;
 use transport::{Protocols, Transport, tls::Tls};
 

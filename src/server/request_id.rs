@@ -10,19 +10,19 @@
 use http::{HeaderValue, Request};
 
 /// The header that carries the request id.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Longest request id kept from a client.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
+pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Whether a client's request id is kept.
-pub fn is_acceptable(value: &HeaderValue) -> bool {
+pub(crate) fn is_acceptable(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
     !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_LEN && bytes.iter().all(u8::is_ascii_graphic)
 }
 
 /// Removes an unacceptable `x-request-id`, so that a new one is generated.
-pub fn drop_unacceptable<B>(mut request: Request<B>) -> Request<B> {
+pub(crate) fn drop_unacceptable<B>(mut request: Request<B>) -> Request<B> {
     let ids = request.headers().get_all(REQUEST_ID_HEADER);
     let mut ids = ids.iter();
     let keep = match (ids.next(), ids.next()) {

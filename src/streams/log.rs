@@ -21,7 +21,7 @@ const CHUNK_OVERHEAD: usize = 128;
 
 /// One chunk of a resumable stream with its place in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kept {
+pub(crate) struct Kept {
     /// Position in the stream: 1, 2, 3, ...
     pub sequence: u64,
     /// The chunk.
@@ -30,7 +30,7 @@ pub struct Kept {
 
 /// What a reader at a cursor gets next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next<'a> {
+pub(crate) enum Next<'a> {
     /// The chunk right after the cursor.
     Chunk(&'a Kept),
     /// Nothing after the cursor yet.
@@ -45,7 +45,7 @@ pub enum Next<'a> {
 
 /// The kept chunks of one stream.
 #[derive(Debug)]
-pub struct ChunkLog {
+pub(crate) struct ChunkLog {
     chunks: VecDeque<Kept>,
     bytes: usize,
     last_sequence: u64,
@@ -55,7 +55,7 @@ pub struct ChunkLog {
 impl ChunkLog {
     /// An empty log keeping about `max_bytes` of chunks (always the newest
     /// one, whatever its size).
-    pub fn new(max_bytes: usize) -> Self {
+    pub(crate) fn new(max_bytes: usize) -> Self {
         Self {
             chunks: VecDeque::new(),
             bytes: 0,
@@ -66,7 +66,7 @@ impl ChunkLog {
 
     /// Appends `chunk` as the next sequence and returns it, dropping the
     /// oldest chunks while the log is over its bound.
-    pub fn push(&mut self, chunk: ChatChunk) -> u64 {
+    pub(crate) fn push(&mut self, chunk: ChatChunk) -> u64 {
         self.last_sequence = self.last_sequence.saturating_add(1);
         self.bytes = self.bytes.saturating_add(chunk_bytes(&chunk));
         self.chunks.push_back(Kept {
@@ -82,7 +82,7 @@ impl ChunkLog {
     }
 
     /// What a reader that has seen every chunk up to `cursor` gets next.
-    pub fn next_after(&self, cursor: u64) -> Next<'_> {
+    pub(crate) fn next_after(&self, cursor: u64) -> Next<'_> {
         let Some(oldest) = self.chunks.front().map(|k| k.sequence) else {
             return Next::Waiting;
         };
@@ -94,12 +94,13 @@ impl ChunkLog {
     }
 
     /// The sequence of the last chunk pushed (0 before the first).
-    pub fn last_sequence(&self) -> u64 {
+    pub(crate) fn last_sequence(&self) -> u64 {
         self.last_sequence
     }
 
     /// Bytes counted for the kept chunks.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 }

@@ -39,7 +39,7 @@ const CANCEL_ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// Resumable streams in this process's memory.
 #[derive(Debug)]
-pub struct MemoryStreams {
+pub(crate) struct MemoryStreams {
     shared: Arc<Shared>,
 }
 
@@ -92,7 +92,7 @@ enum Ending {
 
 impl MemoryStreams {
     /// An empty store keeping what `limits` allow.
-    pub fn new(limits: StreamLimits) -> Self {
+    pub(crate) fn new(limits: StreamLimits) -> Self {
         Self {
             shared: Arc::new(Shared {
                 limits,
@@ -344,21 +344,21 @@ impl Drop for Reader {
 
 /// A reader somewhere else (another replica) that keeps a stream alive here
 /// while this value lives, as a local reader would.
-pub struct Presence {
+pub(crate) struct Presence {
     _reader: Reader,
 }
 
 impl MemoryStreams {
     /// Every chunk of stream `id` from the first, then how it ends, without
     /// counting as a reader: what copies the stream to a shared store reads.
-    pub fn tap(&self, id: &str) -> Result<Follow> {
+    pub(crate) fn tap(&self, id: &str) -> Result<Follow> {
         let entry = self.shared.find(id)?;
         Ok(follow(entry, 0, Counted::No))
     }
 
     /// Counts a reader of stream `id` that is not in this process, while
     /// the returned value lives; `None` for an unknown stream.
-    pub fn presence(&self, id: &str) -> Option<Presence> {
+    pub(crate) fn presence(&self, id: &str) -> Option<Presence> {
         let entry = self.shared.find(id).ok()?;
         Some(Presence {
             _reader: Reader::new(entry, Counted::Yes),
@@ -367,7 +367,7 @@ impl MemoryStreams {
 
     /// Stops the generation of stream `id` without waiting (see
     /// [`StreamStore::cancel`]); false for an unknown stream.
-    pub fn stop(&self, id: &str) -> bool {
+    pub(crate) fn stop(&self, id: &str) -> bool {
         self.shared
             .find(id)
             .map(|entry| entry.stop.cancel())
@@ -377,7 +377,7 @@ impl MemoryStreams {
     /// Stops the generation of stream `id` because of `error` (the shared
     /// store cannot keep it): its readers end with `error` rather than
     /// CANCELLED. False for an unknown stream.
-    pub fn fail(&self, id: &str, error: Error) -> bool {
+    pub(crate) fn fail(&self, id: &str, error: Error) -> bool {
         let Ok(entry) = self.shared.find(id) else {
             return false;
         };

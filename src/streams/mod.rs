@@ -34,16 +34,16 @@
 //! can implement it later without touching the edges. [`Streams`] is what
 //! the edges call: it applies the rules that do not depend on the engine.
 
-pub mod log;
-pub mod memory;
-pub mod redis;
+pub(crate) mod log;
+pub(crate) mod memory;
+pub(crate) mod redis;
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use futures::{StreamExt, future::BoxFuture, stream::BoxStream};
 use tracing::Span;
 
-pub use log::Kept;
+pub(crate) use log::Kept;
 
 use crate::{
     chat::{Chat, ChatChunk, ChatDraft, CompletionHeader},
@@ -51,11 +51,11 @@ use crate::{
 };
 
 /// Longest stream id accepted, in bytes (the server's ids are 39).
-pub const MAX_STREAM_ID_BYTES: usize = 128;
+pub(crate) const MAX_STREAM_ID_BYTES: usize = 128;
 
 /// How much the server keeps of resumable streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamLimits {
+pub(crate) struct StreamLimits {
     /// How long a stream is kept (and generates) after its last reader left.
     pub ttl: Duration,
     /// Most streams kept at once; beyond it, the finished stream with no
@@ -78,14 +78,14 @@ impl Default for StreamLimits {
 }
 
 /// A completion's chunks, as a backend produces them.
-pub type ChunkStream = BoxStream<'static, Result<ChatChunk>>;
+pub(crate) type ChunkStream = BoxStream<'static, Result<ChatChunk>>;
 
 /// A reader of a resumable stream: the chunks after its resume point, then
 /// the live ones. It ends when the stream ends: with `None` when the
 /// generation finished, or with the error that ended it (CANCELLED for
 /// CancelStream, the backend's error for a failure, OUT_OF_RANGE when the
 /// reader fell behind the buffer). Dropping it leaves the stream running.
-pub struct Follow {
+pub(crate) struct Follow {
     /// The stream's id.
     pub stream_id: String,
     /// What every chunk of the completion repeats.
@@ -104,7 +104,7 @@ impl fmt::Debug for Follow {
 }
 
 /// Where resumable streams are kept, and who runs their generation.
-pub trait StreamStore: Send + Sync + fmt::Debug + 'static {
+pub(crate) trait StreamStore: Send + Sync + fmt::Debug + 'static {
     /// Keeps a new stream of `chunks`, owned by `owner`, under a fresh id,
     /// starts generating it whether or not anyone reads, and returns its
     /// first reader (from sequence 1). Refuses with RESOURCE_EXHAUSTED at
@@ -144,7 +144,7 @@ pub trait StreamStore: Send + Sync + fmt::Debug + 'static {
 
 /// How many resumable streams a process keeps, by whether they generate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KeptStreams {
+pub(crate) struct KeptStreams {
     /// Streams still generating.
     pub generating: usize,
     /// Streams that ended and are kept for their time to live.
@@ -153,18 +153,18 @@ pub struct KeptStreams {
 
 /// The resumable streams of the server, as the edges use them.
 #[derive(Clone, Debug)]
-pub struct Streams {
+pub(crate) struct Streams {
     store: Arc<dyn StreamStore>,
 }
 
 impl Streams {
     /// Streams kept by `store`.
-    pub fn new(store: Arc<dyn StreamStore>) -> Self {
+    pub(crate) fn new(store: Arc<dyn StreamStore>) -> Self {
         Self { store }
     }
 
     /// Streams kept in this process's memory within `limits`.
-    pub fn in_memory(limits: StreamLimits) -> Self {
+    pub(crate) fn in_memory(limits: StreamLimits) -> Self {
         Self::new(Arc::new(memory::MemoryStreams::new(limits)))
     }
 
@@ -172,7 +172,7 @@ impl Streams {
     /// (the caller's API key name); the returned reader is the starting
     /// call's. The usage chunk is always included, so that whoever resumes
     /// the stream learns its final usage.
-    pub async fn start(
+    pub(crate) async fn start(
         &self,
         chat: &Chat,
         mut draft: ChatDraft,
@@ -187,24 +187,24 @@ impl Streams {
 
     /// Resumes stream `id` after sequence `after` (0: from its first kept
     /// chunk) for `owner`.
-    pub async fn resume(&self, id: &str, after: u64, owner: Option<&str>) -> Result<Follow> {
+    pub(crate) async fn resume(&self, id: &str, after: u64, owner: Option<&str>) -> Result<Follow> {
         check_id(id)?;
         self.store.follow(id, after, owner).await
     }
 
     /// Stops stream `id` for `owner`; idempotent.
-    pub async fn cancel(&self, id: &str, owner: Option<&str>) -> Result<()> {
+    pub(crate) async fn cancel(&self, id: &str, owner: Option<&str>) -> Result<()> {
         check_id(id)?;
         self.store.cancel(id, owner).await
     }
 
     /// How many streams this process keeps now.
-    pub fn kept(&self) -> KeptStreams {
+    pub(crate) fn kept(&self) -> KeptStreams {
         self.store.kept()
     }
 
     /// Stops every generation and forgets every stream (server shutdown).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.store.close();
     }
 }

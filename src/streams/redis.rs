@@ -56,7 +56,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long Redis may keep failing before a reader ends with UNAVAILABLE
 /// and the flusher gives up (stopping the generation).
-pub const FAULT_WAIT: Duration = Duration::from_secs(3);
+pub(crate) const FAULT_WAIT: Duration = Duration::from_secs(3);
 
 /// How often a reader stamps `read_at`.
 const TOUCH_EVERY: Duration = Duration::from_secs(1);
@@ -103,7 +103,7 @@ const MAX_END_PAUSE: Duration = Duration::from_secs(5);
 
 /// Resumable streams shared by every replica on one Redis.
 #[derive(Debug)]
-pub struct RedisStreams {
+pub(crate) struct RedisStreams {
     local: Arc<MemoryStreams>,
     link: RedisLink,
     limits: StreamLimits,
@@ -111,7 +111,7 @@ pub struct RedisStreams {
 
 impl RedisStreams {
     /// Streams generated in this process, kept in Redis through `link`.
-    pub fn new(link: RedisLink, limits: StreamLimits) -> Self {
+    pub(crate) fn new(link: RedisLink, limits: StreamLimits) -> Self {
         Self {
             local: Arc::new(MemoryStreams::new(limits)),
             link,

@@ -7,14 +7,14 @@ use super::TaskContext;
 use crate::{error::Result, validation::Violations};
 
 /// Most steps of a demo task.
-pub const MAX_STEPS: u32 = 10_000;
+pub(crate) const MAX_STEPS: u32 = 10_000;
 
 /// Longest step of a demo task, in milliseconds.
-pub const MAX_STEP_DELAY_MS: u32 = 60_000;
+pub(crate) const MAX_STEP_DELAY_MS: u32 = 60_000;
 
 /// How a demo task stops short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum DemoError {
+pub(crate) enum DemoError {
     /// Its cancellation was observed before `step`.
     #[error("cancelled at step {step} of {total}")]
     Cancelled {
@@ -35,7 +35,7 @@ pub enum DemoError {
 
 /// A checked demo task specification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DemoSpec {
+pub(crate) struct DemoSpec {
     steps: u32,
     step_delay: Duration,
     fail_at_step: Option<u32>,
@@ -44,7 +44,7 @@ pub struct DemoSpec {
 impl DemoSpec {
     /// Checks the raw fields (as named in `DemoTaskSpec`); `fail_at_step` 0
     /// means the task does not fail.
-    pub fn new(steps: u32, step_delay_ms: u32, fail_at_step: u32) -> Result<Self> {
+    pub(crate) fn new(steps: u32, step_delay_ms: u32, fail_at_step: u32) -> Result<Self> {
         let mut violations = Violations::new();
         violations.require((1..=MAX_STEPS).contains(&steps), "demo.steps", || {
             format!("must be 1 to {MAX_STEPS}, got {steps}")
@@ -67,7 +67,7 @@ impl DemoSpec {
 
     /// Runs the steps, reporting progress after each; stops early when the
     /// task is cancelled, and fails at `fail_at_step`.
-    pub async fn run(self, context: TaskContext) -> Result<(), DemoError> {
+    pub(crate) async fn run(self, context: TaskContext) -> Result<(), DemoError> {
         let total = self.steps;
         context.progress(0, total, format!("starting {total} steps"));
         for step in 1..=total {

@@ -18,13 +18,13 @@ use super::TaskState;
 
 /// The fewest events a log keeps: the three state changes and the latest
 /// progress.
-pub const MIN_EVENTS: usize = 4;
+pub(crate) const MIN_EVENTS: usize = 4;
 
 /// Longest progress message kept, in bytes; longer ones are truncated.
-pub const MAX_MESSAGE_BYTES: usize = 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// Longest error kept, in bytes; longer ones are truncated.
-pub const MAX_ERROR_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_ERROR_BYTES: usize = 8 * 1024;
 
 /// A task's state and latest progress at one moment.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +76,7 @@ impl TaskStatus {
 
 /// Why an event was recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// The state changed; never compacted.
     State,
     /// Progress within RUNNING; may be coalesced into a later one.
@@ -85,7 +85,7 @@ pub enum Change {
 
 /// One entry of the log: the task's status right after a change.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TaskEvent {
+pub(crate) struct TaskEvent {
     /// Position in the log: 1, 2, 3, ...
     pub sequence: u64,
     /// What changed.
@@ -96,7 +96,7 @@ pub struct TaskEvent {
 
 /// The retained events of one task, in sequence order.
 #[derive(Debug, Clone)]
-pub struct EventLog {
+pub(crate) struct EventLog {
     events: VecDeque<TaskEvent>,
     last_sequence: u64,
     limit: usize,
@@ -105,7 +105,7 @@ pub struct EventLog {
 impl EventLog {
     /// An empty log that keeps at most `limit` events (at least
     /// [`MIN_EVENTS`]).
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             events: VecDeque::new(),
             last_sequence: 0,
@@ -115,7 +115,7 @@ impl EventLog {
 
     /// Appends `status` as the next event and returns its sequence,
     /// compacting old progress if the log is over its limit.
-    pub fn record(&mut self, change: Change, status: &TaskStatus) -> u64 {
+    pub(crate) fn record(&mut self, change: Change, status: &TaskStatus) -> u64 {
         self.last_sequence += 1;
         self.events.push_back(TaskEvent {
             sequence: self.last_sequence,
@@ -128,7 +128,7 @@ impl EventLog {
 
     /// Drops the oldest progress events until at most `limit` events (at
     /// least [`MIN_EVENTS`]) remain.
-    pub fn compact_to(&mut self, limit: usize) {
+    pub(crate) fn compact_to(&mut self, limit: usize) {
         let limit = limit.max(MIN_EVENTS);
         while self.events.len() > limit {
             // State changes come first in a log (PENDING, RUNNING), so the
@@ -152,24 +152,20 @@ impl EventLog {
     }
 
     /// The first retained event with a sequence greater than `cursor`.
-    pub fn next_after(&self, cursor: u64) -> Option<&TaskEvent> {
+    pub(crate) fn next_after(&self, cursor: u64) -> Option<&TaskEvent> {
         let index = self.events.partition_point(|e| e.sequence <= cursor);
         self.events.get(index)
     }
 
     /// The sequence of the last event recorded (0 before the first).
-    pub fn last_sequence(&self) -> u64 {
+    pub(crate) fn last_sequence(&self) -> u64 {
         self.last_sequence
     }
 
     /// Number of events retained.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.events.len()
-    }
-
-    /// Whether nothing was recorded yet.
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
     }
 }
 

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 
 /// The tasks of this process.
 #[derive(Debug)]
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     limits: TaskLimits,
     tasks: Mutex<Index>,
     /// Signs page tokens: random per process, like the tasks themselves.
@@ -48,7 +48,7 @@ struct Index {
 
 impl MemoryStore {
     /// An empty store keeping what `limits` allow.
-    pub fn new(limits: TaskLimits) -> Self {
+    pub(crate) fn new(limits: TaskLimits) -> Self {
         Self {
             limits,
             tasks: Mutex::default(),

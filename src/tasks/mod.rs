@@ -27,21 +27,21 @@
 //! [`page_token`] signs ListTasks page tokens.
 //! Other services start their own kinds of task with [`TaskRegistry::start`].
 
-pub mod demo;
-pub mod log;
-pub mod memory;
-pub mod page_token;
-pub mod redis;
-pub mod request;
-pub mod service;
-pub mod state;
-pub mod store;
-pub mod watch;
-pub mod work;
+pub(crate) mod demo;
+pub(crate) mod log;
+pub(crate) mod memory;
+pub(crate) mod page_token;
+pub(crate) mod redis;
+pub(crate) mod request;
+pub(crate) mod service;
+pub(crate) mod state;
+pub(crate) mod store;
+pub(crate) mod watch;
+pub(crate) mod work;
 
-pub use demo::{DemoError, DemoSpec};
-pub use log::{Change, TaskEvent, TaskStatus};
-pub use service::{DEMO_TASK_KIND, TaskListing, Tasks};
-pub use state::TaskState;
-pub use store::{TaskLimits, TaskPage, TaskSnapshot, TaskStore, TaskWatch};
-pub use work::{TaskContext, TaskRegistry};
+pub(crate) use demo::DemoSpec;
+pub(crate) use log::{TaskEvent, TaskStatus};
+pub(crate) use service::Tasks;
+pub(crate) use state::TaskState;
+pub(crate) use store::{TaskLimits, TaskPage, TaskSnapshot, TaskWatch};
+pub(crate) use work::{TaskContext, TaskRegistry};

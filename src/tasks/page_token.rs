@@ -21,7 +21,7 @@ use ring::{
 use subtle::ConstantTimeEq;
 
 /// Bytes of a signing key.
-pub const KEY_BYTES: usize = 32;
+pub(crate) const KEY_BYTES: usize = 32;
 
 /// What page tokens start with (a version, so the format can change).
 const PREFIX: &str = "p1.";
@@ -36,20 +36,20 @@ const CONTEXT: &[u8] = b"agentstream.v1.TaskService/ListTasks page_token\0";
 
 /// Issues and checks page tokens with one key.
 #[derive(Clone)]
-pub struct PageTokens {
+pub(crate) struct PageTokens {
     key: hmac::Key,
 }
 
 impl PageTokens {
     /// Tokens signed with `key` (any length; a [`SigningKey`] in practice).
-    pub fn new(key: &[u8]) -> Self {
+    pub(crate) fn new(key: &[u8]) -> Self {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
         }
     }
 
     /// The token of the page that starts before list key `before`.
-    pub fn issue(&self, before: u64) -> String {
+    pub(crate) fn issue(&self, before: u64) -> String {
         let tag = hmac::sign(&self.key, &message(before));
         let mut token = String::with_capacity(PREFIX.len() + 2 * (8 + TAG_BYTES));
         token.push_str(PREFIX);
@@ -60,7 +60,7 @@ impl PageTokens {
 
     /// The list key in `token`, when this server issued it; `None` for
     /// anything else.
-    pub fn verify(&self, token: &str) -> Option<u64> {
+    pub(crate) fn verify(&self, token: &str) -> Option<u64> {
         let hex = token.strip_prefix(PREFIX)?;
         let mut bytes = [0u8; 8 + TAG_BYTES];
         decode_hex(hex, &mut bytes)?;
@@ -81,11 +81,11 @@ impl std::fmt::Debug for PageTokens {
 
 /// The secret of page tokens; its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SigningKey([u8; KEY_BYTES]);
+pub(crate) struct SigningKey([u8; KEY_BYTES]);
 
 impl SigningKey {
     /// A fresh random key.
-    pub fn random() -> Self {
+    pub(crate) fn random() -> Self {
         let mut key = [0u8; KEY_BYTES];
         // The system's generator fails only when the OS has none at all,
         // where TLS could not work either; a key of zeros still verifies
@@ -97,12 +97,12 @@ impl SigningKey {
     }
 
     /// The key's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// The key as hex, for keeping it in a shared store.
-    pub fn to_hex(&self) -> String {
+    pub(crate) fn to_hex(&self) -> String {
         let mut hex = String::with_capacity(2 * KEY_BYTES);
         push_hex(&mut hex, &self.0);
         hex
@@ -110,7 +110,7 @@ impl SigningKey {
 
     /// A key read back from a shared store; `None` unless it is
     /// [`KEY_BYTES`] bytes of lowercase hex.
-    pub fn from_hex(hex: &str) -> Option<Self> {
+    pub(crate) fn from_hex(hex: &str) -> Option<Self> {
         let mut key = [0u8; KEY_BYTES];
         decode_hex(hex.trim(), &mut key)?;
         Some(Self(key))

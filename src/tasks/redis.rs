@@ -47,7 +47,7 @@ use super::{
 use crate::error::{Error, Result};
 
 /// How often a watcher re-reads its stream without a notice.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most events a watcher reads from Redis at once.
 const READ_BATCH: usize = 64;
@@ -108,7 +108,7 @@ return 1
 
 /// How the Redis store runs.
 #[derive(Debug, Clone)]
-pub struct RedisOptions {
+pub(crate) struct RedisOptions {
     /// `redis://host:port/db` (or `rediss://`, `redis+unix://`).
     pub url: String,
     /// How long this replica's lease lasts without renewal (renewed every
@@ -117,7 +117,7 @@ pub struct RedisOptions {
 }
 
 /// Tasks kept in Redis, shared by every replica on it.
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     shared: Arc<Shared>,
 }
 
@@ -147,7 +147,7 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects to Redis (failing if it cannot be reached now), takes this
     /// replica's lease and starts the notice listener and the lease sweep.
-    pub async fn connect(
+    pub(crate) async fn connect(
         options: &RedisOptions,
         limits: TaskLimits,
     ) -> Result<Self, redis::RedisError> {
@@ -199,7 +199,7 @@ async fn shared_page_token_key(redis: &mut ConnectionManager) -> redis::RedisRes
 impl RedisStore {
     /// What another engine on the same Redis (resumable streams) shares
     /// with this store: its connection, this replica's lease and notices.
-    pub fn link(&self) -> RedisLink {
+    pub(crate) fn link(&self) -> RedisLink {
         RedisLink {
             shared: self.shared.clone(),
         }
@@ -209,7 +209,7 @@ impl RedisStore {
 /// The task store's Redis connection, replica lease and notice listener,
 /// lent to other engines so that a replica holds one of each.
 #[derive(Clone)]
-pub struct RedisLink {
+pub(crate) struct RedisLink {
     shared: Arc<Shared>,
 }
 
@@ -223,38 +223,38 @@ impl std::fmt::Debug for RedisLink {
 
 impl RedisLink {
     /// The shared (multiplexed, reconnecting) connection.
-    pub fn connection(&self) -> ConnectionManager {
+    pub(crate) fn connection(&self) -> ConnectionManager {
         self.shared.redis.clone()
     }
 
     /// This replica's id, whose lease [`RedisLink::replica_alive`] checks.
-    pub fn replica(&self) -> &str {
+    pub(crate) fn replica(&self) -> &str {
         &self.shared.replica
     }
 
     /// How long a replica's lease lasts without renewal.
-    pub fn lease(&self) -> Duration {
+    pub(crate) fn lease(&self) -> Duration {
         self.shared.lease
     }
 
     /// Whether replica `replica` still holds its lease.
-    pub async fn replica_alive(&self, replica: &str) -> redis::RedisResult<bool> {
+    pub(crate) async fn replica_alive(&self, replica: &str) -> redis::RedisResult<bool> {
         let mut redis = self.shared.redis.clone();
         redis.exists(lease_key(replica)).await
     }
 
     /// Wakes on every notice published for `key` on [`NOTICE_CHANNEL`].
-    pub fn notice(&self, key: &str) -> Notice {
+    pub(crate) fn notice(&self, key: &str) -> Notice {
         Notice::new(self.shared.clone(), key.to_owned())
     }
 }
 
 /// The channel that carries "`key` changed" notices (payload: the key).
-pub const NOTICE_CHANNEL: &str = EVENTS_CHANNEL;
+pub(crate) const NOTICE_CHANNEL: &str = EVENTS_CHANNEL;
 
 /// A subscription to the notices of one key, dropped from the fan-out map
 /// with its last subscriber.
-pub struct Notice {
+pub(crate) struct Notice {
     shared: Arc<Shared>,
     key: String,
     receiver: watch::Receiver<u64>,
@@ -275,12 +275,12 @@ impl Notice {
     }
 
     /// Marks every notice so far as seen.
-    pub fn mark_seen(&mut self) {
+    pub(crate) fn mark_seen(&mut self) {
         self.receiver.borrow_and_update();
     }
 
     /// Waits for a notice after the last [`Notice::mark_seen`], at most `wait`.
-    pub async fn wait(&mut self, wait: Duration) {
+    pub(crate) async fn wait(&mut self, wait: Duration) {
         let _ = tokio::time::timeout(wait, self.receiver.changed()).await;
     }
 }
@@ -821,7 +821,7 @@ fn not_found(id: &str) -> Error {
 /// the stream store) is full (RESOURCE_EXHAUSTED) when Redis is out of
 /// memory under `maxmemory` with `noeviction`, else unavailable (down,
 /// unreachable, or slower than the response timeout).
-pub fn store_error(what: &str, error: &redis::RedisError) -> Error {
+pub(crate) fn store_error(what: &str, error: &redis::RedisError) -> Error {
     if is_full(error) {
         Error::ResourceExhausted(format!(
             "the {what} (Redis) is full (maxmemory); retry later: {error}"

@@ -11,16 +11,16 @@ use crate::{
 };
 
 /// Tasks per ListTasks page when the request sets none.
-pub const DEFAULT_PAGE_SIZE: u32 = 50;
+pub(crate) const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Most tasks per ListTasks page.
-pub const MAX_PAGE_SIZE: u32 = 1_000;
+pub(crate) const MAX_PAGE_SIZE: u32 = 1_000;
 /// Longest task id accepted; the server's own are 37 bytes.
-pub const MAX_TASK_ID_BYTES: usize = 128;
+pub(crate) const MAX_TASK_ID_BYTES: usize = 128;
 
 /// A StartTask request as a client sent it: which kind of task, with its
 /// raw parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartDraft {
+pub(crate) enum StartDraft {
     /// A demo task.
     Demo {
         /// Steps.
@@ -36,13 +36,13 @@ pub enum StartDraft {
 
 /// A checked StartTask request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskSpec {
+pub(crate) enum TaskSpec {
     /// A demo task.
     Demo(DemoSpec),
 }
 
 /// Checks a StartTask request.
-pub fn start_request(draft: StartDraft) -> Result<TaskSpec> {
+pub(crate) fn start_request(draft: StartDraft) -> Result<TaskSpec> {
     match draft {
         StartDraft::Demo {
             steps,
@@ -58,7 +58,7 @@ pub fn start_request(draft: StartDraft) -> Result<TaskSpec> {
 }
 
 /// A task id must be given and no longer than any id the server makes.
-pub fn check_task_id(id: &str) -> Result<()> {
+pub(crate) fn check_task_id(id: &str) -> Result<()> {
     if id.is_empty() {
         Err(invalid("task_id", "required"))
     } else if id.len() > MAX_TASK_ID_BYTES {
@@ -72,7 +72,7 @@ pub fn check_task_id(id: &str) -> Result<()> {
 }
 
 /// Checks that a watcher resumes from a sequence the task has reached.
-pub fn check_after_sequence(after_sequence: u64, last: u64) -> Result<()> {
+pub(crate) fn check_after_sequence(after_sequence: u64, last: u64) -> Result<()> {
     if after_sequence > last {
         return Err(invalid(
             "after_sequence",
@@ -83,11 +83,11 @@ pub fn check_after_sequence(after_sequence: u64, last: u64) -> Result<()> {
 }
 
 /// A ListTasks request as a client sent it.
-pub type ListDraft = PageDraft;
+pub(crate) type ListDraft = PageDraft;
 
 /// A checked ListTasks request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListRequest {
+pub(crate) struct ListRequest {
     /// Tasks per page, 1 to [`MAX_PAGE_SIZE`].
     pub page_size: usize,
     /// The creation order the page starts before; `None` for the newest.
@@ -97,7 +97,7 @@ pub struct ListRequest {
 /// Checks a ListTasks request; its page token must be one that `tokens`
 /// issued (the list key of the last task of the previous page, signed, so
 /// pages stay stable as tasks come and go and forged tokens are refused).
-pub fn list_request(draft: &ListDraft, tokens: &PageTokens) -> Result<ListRequest> {
+pub(crate) fn list_request(draft: &ListDraft, tokens: &PageTokens) -> Result<ListRequest> {
     let mut violations = Violations::new();
     violations.require(draft.page_size <= MAX_PAGE_SIZE, "page_size", || {
         format!("must be at most {MAX_PAGE_SIZE}, got {}", draft.page_size)

@@ -21,7 +21,7 @@ use crate::error::Result;
 
 /// How much a store and the work runner keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TaskLimits {
+pub(crate) struct TaskLimits {
     /// How long a finished task is kept.
     pub retention: Duration,
     /// Most finished tasks kept; the oldest finished are forgotten first.
@@ -66,7 +66,7 @@ pub struct TaskSnapshot {
 
 /// One page of the newest-first task list.
 #[derive(Debug, Clone)]
-pub struct TaskPage {
+pub(crate) struct TaskPage {
     /// Tasks, newest first.
     pub tasks: Vec<TaskSnapshot>,
     /// Pass as `before` to get the next page; `None` on the last page.
@@ -74,11 +74,11 @@ pub struct TaskPage {
 }
 
 /// A task's events, as a watcher receives them; ends after the terminal one.
-pub type TaskWatch = BoxStream<'static, TaskEvent>;
+pub(crate) type TaskWatch = BoxStream<'static, TaskEvent>;
 
 /// A request that the work of task `id` stop, for `reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CancelRequest {
+pub(crate) struct CancelRequest {
     /// The task.
     pub id: String,
     /// Why (becomes the task's last message).
@@ -86,7 +86,7 @@ pub struct CancelRequest {
 }
 
 /// Task records, event streams, the list and cancel requests.
-pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
+pub(crate) trait TaskStore: Send + Sync + fmt::Debug + 'static {
     /// Registers a PENDING task of `kind` (its first event recorded) and
     /// returns the journal its work writes to; once this returns, every
     /// replica on the store can see the task.
@@ -132,4 +132,4 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
 }
 
 /// Tasks by kind and state.
-pub type TaskCounts = std::collections::BTreeMap<(&'static str, super::TaskState), usize>;
+pub(crate) type TaskCounts = std::collections::BTreeMap<(&'static str, super::TaskState), usize>;

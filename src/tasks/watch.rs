@@ -21,7 +21,7 @@ use super::{
 /// One task as the replica that runs it (or, in memory, the store) holds it:
 /// what never changes and its journal.
 #[derive(Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     /// Unique id, `task-` and 32 hex digits.
     pub id: String,
     /// The paging key of the newest-first list: larger is newer.
@@ -35,7 +35,7 @@ pub struct Journal {
 
 /// The mutable part of a task.
 #[derive(Debug)]
-pub struct Entries {
+pub(crate) struct Entries {
     /// The state and latest progress.
     pub status: TaskStatus,
     /// The retained events.
@@ -44,7 +44,7 @@ pub struct Entries {
 
 /// How the work of a task ended.
 #[derive(Debug, Clone)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// It did its job.
     Succeeded,
     /// It stopped with this error.
@@ -55,7 +55,7 @@ pub enum Ending {
 
 impl Journal {
     /// A PENDING task whose log holds its first event.
-    pub fn new(order: u64, kind: &'static str, max_events: usize) -> Self {
+    pub(crate) fn new(order: u64, kind: &'static str, max_events: usize) -> Self {
         // Whole microseconds, as every store keeps it.
         let created = whole_micros(SystemTime::now());
         let status = TaskStatus::pending(created);
@@ -71,12 +71,12 @@ impl Journal {
     }
 
     /// The task's state now.
-    pub fn state(&self) -> TaskState {
+    pub(crate) fn state(&self) -> TaskState {
         self.sender.borrow().status.state
     }
 
     /// The task as it is now.
-    pub fn snapshot(&self) -> TaskSnapshot {
+    pub(crate) fn snapshot(&self) -> TaskSnapshot {
         TaskSnapshot {
             id: self.id.clone(),
             kind: self.kind.into(),
@@ -86,31 +86,31 @@ impl Journal {
     }
 
     /// The sequence of the last event recorded so far.
-    pub fn last_sequence(&self) -> u64 {
+    pub(crate) fn last_sequence(&self) -> u64 {
         self.sender.borrow().log.last_sequence()
     }
 
     /// The events after `after`, then the live ones, ending right after the
     /// terminal event.
-    pub fn follow(&self, after: u64) -> impl Stream<Item = TaskEvent> + Send + 'static {
+    pub(crate) fn follow(&self, after: u64) -> impl Stream<Item = TaskEvent> + Send + 'static {
         follow(self.sender.subscribe(), after)
     }
 
     /// Waits until the task has ended.
-    pub async fn ended(&self) {
+    pub(crate) async fn ended(&self) {
         let mut entries = self.sender.subscribe();
         // The sender lives as long as `self`, so this cannot fail.
         let _ = entries.wait_for(|e| e.status.state.is_terminal()).await;
     }
 
     /// PENDING → RUNNING; false when the task was cancelled first.
-    pub fn start_running(&self) -> bool {
+    pub(crate) fn start_running(&self) -> bool {
         self.sender
             .send_if_modified(|entries| entries.change_state(TaskState::Running))
     }
 
     /// Records progress; ignored unless the task is RUNNING.
-    pub fn progress(&self, step: u32, total_steps: u32, message: String) {
+    pub(crate) fn progress(&self, step: u32, total_steps: u32, message: String) {
         self.sender.send_if_modified(|entries| {
             if entries.status.state != TaskState::Running {
                 return false;
@@ -124,7 +124,7 @@ impl Journal {
 
     /// Moves the task to its terminal state and compacts its log to
     /// `keep_events`; false if it had ended already.
-    pub fn end(&self, ending: Ending, keep_events: usize) -> bool {
+    pub(crate) fn end(&self, ending: Ending, keep_events: usize) -> bool {
         self.sender.send_if_modified(|entries| {
             if entries.status.state.is_terminal() {
                 return false;

@@ -31,7 +31,7 @@ use super::{
 use crate::error::{Error, Result};
 
 /// How long CancelTask waits for a running task's work to stop.
-pub const CANCEL_ACK_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const CANCEL_ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// The reason CancelTask gives.
 const CANCELLED_BY_REQUEST: &str = "cancelled by request";
@@ -39,7 +39,7 @@ const CANCELLED_BY_REQUEST: &str = "cancelled by request";
 /// Every task the server can see, and the work of those it runs; cheap to
 /// clone, shared by the services.
 #[derive(Clone)]
-pub struct TaskRegistry {
+pub(crate) struct TaskRegistry {
     shared: Arc<Shared>,
 }
 
@@ -83,13 +83,13 @@ struct Running {
 
 impl TaskRegistry {
     /// A registry keeping its tasks in memory, as `limits` allow.
-    pub fn new(limits: TaskLimits) -> Self {
+    pub(crate) fn new(limits: TaskLimits) -> Self {
         Self::with_store(limits, Arc::new(MemoryStore::new(limits)))
     }
 
     /// A registry over `store`; must be called within a tokio runtime when
     /// the store delivers cancel requests from other replicas.
-    pub fn with_store(limits: TaskLimits, store: Arc<dyn TaskStore>) -> Self {
+    pub(crate) fn with_store(limits: TaskLimits, store: Arc<dyn TaskStore>) -> Self {
         let budgets = HashMap::from([(DEMO_TASK_KIND, KindBudget::new(limits.max_demo_tasks))]);
         let shared = Arc::new(Shared {
             limits,
@@ -113,7 +113,8 @@ impl TaskRegistry {
     /// returns. A panic in `work` makes it FAILED. This never refuses (but
     /// for a failing store): callers with their own admission control use
     /// it; [`TaskRegistry::try_start`] applies the registry's limit.
-    pub async fn start<F, Fut, E>(&self, kind: &'static str, work: F) -> Result<TaskSnapshot>
+    #[cfg(test)]
+    pub(crate) async fn start<F, Fut, E>(&self, kind: &'static str, work: F) -> Result<TaskSnapshot>
     where
         F: FnOnce(TaskContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
@@ -127,7 +128,11 @@ impl TaskRegistry {
     /// `max_unfinished_tasks` tasks of this replica are pending or running,
     /// or when `kind` has a budget of its own (demo tasks:
     /// `max_demo_tasks`) and that is full.
-    pub async fn try_start<F, Fut, E>(&self, kind: &'static str, work: F) -> Result<TaskSnapshot>
+    pub(crate) async fn try_start<F, Fut, E>(
+        &self,
+        kind: &'static str,
+        work: F,
+    ) -> Result<TaskSnapshot>
     where
         F: FnOnce(TaskContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
@@ -157,7 +162,7 @@ impl TaskRegistry {
     }
 
     /// The task with `id` as it is now.
-    pub async fn get(&self, id: &str) -> Result<TaskSnapshot> {
+    pub(crate) async fn get(&self, id: &str) -> Result<TaskSnapshot> {
         self.shared.store.get(id).await
     }
 
@@ -168,7 +173,7 @@ impl TaskRegistry {
     /// so the state always says what the work really did (an ingestion that
     /// committed is never reported CANCELLED). A finished task is returned
     /// unchanged.
-    pub async fn cancel(&self, id: &str) -> Result<TaskSnapshot> {
+    pub(crate) async fn cancel(&self, id: &str) -> Result<TaskSnapshot> {
         let local = self.shared.running().get(id).cloned();
         if let Some(task) = local {
             self.shared.cancel(&task, CANCELLED_BY_REQUEST);
@@ -199,7 +204,7 @@ impl TaskRegistry {
 
     /// Cancels every unfinished task of this replica (at server shutdown),
     /// with `reason` as their last message.
-    pub fn cancel_all(&self, reason: &str) {
+    pub(crate) fn cancel_all(&self, reason: &str) {
         let running: Vec<_> = self.shared.running().values().cloned().collect();
         for task in running {
             self.shared.cancel(&task, reason);
@@ -207,19 +212,19 @@ impl TaskRegistry {
     }
 
     /// The sequence of the last event task `id` recorded so far.
-    pub async fn last_sequence(&self, id: &str) -> Result<u64> {
+    pub(crate) async fn last_sequence(&self, id: &str) -> Result<u64> {
         self.shared.store.last_sequence(id).await
     }
 
     /// The events of task `id` with a sequence greater than `after`, then
     /// the live ones, ending right after the terminal event.
-    pub async fn watch(&self, id: &str, after: u64) -> Result<TaskWatch> {
+    pub(crate) async fn watch(&self, id: &str, after: u64) -> Result<TaskWatch> {
         self.shared.store.watch(id, after).await
     }
 
     /// How many tasks the store keeps by kind and state; with a shared
     /// store, the unfinished tasks this replica runs.
-    pub fn counts(&self) -> TaskCounts {
+    pub(crate) fn counts(&self) -> TaskCounts {
         if let Some(counts) = self.shared.store.counts() {
             return counts;
         }
@@ -233,13 +238,13 @@ impl TaskRegistry {
 
     /// The page tokens of [`TaskRegistry::list`]: valid on every replica
     /// of the store.
-    pub fn page_tokens(&self) -> &PageTokens {
+    pub(crate) fn page_tokens(&self) -> &PageTokens {
         &self.shared.page_tokens
     }
 
     /// Up to `page_size` tasks created before the list key `before` (from
     /// the newest when `None`), newest first.
-    pub async fn list(&self, page_size: usize, before: Option<u64>) -> Result<TaskPage> {
+    pub(crate) async fn list(&self, page_size: usize, before: Option<u64>) -> Result<TaskPage> {
         self.shared.store.list(page_size, before).await
     }
 
@@ -396,20 +401,15 @@ impl Running {
 }
 
 /// What a task's work gets: a way to report progress and its cancellation.
-pub struct TaskContext {
+pub(crate) struct TaskContext {
     task: Arc<Running>,
 }
 
 impl TaskContext {
-    /// The id of the task this work belongs to.
-    pub fn task_id(&self) -> &str {
-        &self.task.journal.id
-    }
-
     /// Records progress: `step` of `total_steps` (0 while unknown) and a
     /// human-readable message (cut to 1 KiB). Cheap; watchers never slow it
     /// down. Ignored once the task has ended.
-    pub fn progress(&self, step: u32, total_steps: u32, message: impl Into<String>) {
+    pub(crate) fn progress(&self, step: u32, total_steps: u32, message: impl Into<String>) {
         self.task
             .journal
             .progress(step, total_steps, message.into());
@@ -417,12 +417,12 @@ impl TaskContext {
 
     /// Whether the task was cancelled; the work should stop (and undo what
     /// it has not committed) at its next check.
-    pub fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.task.cancel.is_cancelled()
     }
 
     /// The task's cancellation token, to `select!` on in long waits.
-    pub fn cancellation(&self) -> &CancellationToken {
+    pub(crate) fn cancellation(&self) -> &CancellationToken {
         &self.task.cancel
     }
 }

@@ -307,7 +307,7 @@ impl Report {
         let mut r = Report::default();
         let (mut r1, mut rk, mut rr, mut hits, mut nc) = (0usize, 0usize, 0f64, 0usize, 0usize);
         for (q, o) in questions.iter().zip(outcomes) {
-            let language = if agentstream::rag::tokenizer::has_cjk(&q.question) {
+            let language = if agentstream::rag::has_cjk(&q.question) {
                 "zh"
             } else {
                 "en"

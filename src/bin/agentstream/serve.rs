@@ -222,7 +222,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "AGENTSTREAM_MAX_QUEUED_INGEST_BYTES",
-        default_value_t = agentstream::rag::queue::DEFAULT_MAX_QUEUED_INGEST_BYTES
+        default_value_t = agentstream::rag::DEFAULT_MAX_QUEUED_INGEST_BYTES
     )]
     max_queued_ingest_bytes: usize,
 

@@ -43,7 +43,7 @@ use crate::{
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait before a retry: a longer retry-after fails the call at once
 /// (the client can decide better than a hidden wait).
-pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 /// Largest error body read from an upstream.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Largest model list read at discovery.
@@ -448,7 +448,7 @@ async fn read_capped(response: Response, cap: usize, deadline: Instant) -> Resul
 
 /// The upstream's retry hint: `retry-after-ms` (OpenAI, Azure) or
 /// `retry-after` in seconds. An HTTP date is ignored (no hint).
-pub fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
     let value = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
     let seconds = value("retry-after-ms")
         .map(|ms| ms / 1000.0)
@@ -459,7 +459,7 @@ pub fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
 /// A failure's cause in a few words a client may read ("connection
 /// refused", "timed out"): the kind of the I/O error underneath, never
 /// the error's text, which names the URL.
-pub fn short_cause(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn short_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut source = Some(error);
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
@@ -477,7 +477,7 @@ pub fn short_cause(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// An error and its causes, `outer: inner: root`, which is where reqwest
 /// keeps the useful part ("Connection refused").
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -18,16 +18,16 @@ use std::{fmt, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 use reqwest::Url;
 
 /// Default time allowed to open the TCP (and TLS) connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time allowed from sending a request to its first streamed event:
 /// a loaded GPU server may queue a request and then read a long prompt.
-pub const DEFAULT_FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default longest silence between two streamed events.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default number of retries of a failed attempt before the first token.
-pub const DEFAULT_RETRIES: u32 = 2;
+pub(crate) const DEFAULT_RETRIES: u32 = 2;
 /// Most retries an operator may ask for: more only delays a doomed call.
-pub const MAX_RETRIES: u32 = 10;
+pub(crate) const MAX_RETRIES: u32 = 10;
 
 /// The keys a spec understands, for error messages.
 const KEYS: &str = "name, url, key-env, key-file, models, discover, connect-timeout, \

@@ -52,7 +52,7 @@ const DONE: &str = "[DONE]";
 
 /// Whether to keep reading the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// More events are expected.
     More,
     /// Nothing more is needed: stop reading (closing the connection).
@@ -61,7 +61,7 @@ pub enum Step {
 
 /// The state of one generation's stream.
 #[derive(Debug)]
-pub struct ChunkDecoder {
+pub(crate) struct ChunkDecoder {
     /// The upstream's name, and what cleans its words for clients.
     upstream: Redactor,
     max_tokens: u32,
@@ -92,7 +92,11 @@ struct ChoiceState {
 
 impl ChunkDecoder {
     /// A decoder for `request`, served by the upstream of `upstream`.
-    pub fn new(upstream: &Redactor, request: &GenerationRequest, tokenizer: Tokenizer) -> Self {
+    pub(crate) fn new(
+        upstream: &Redactor,
+        request: &GenerationRequest,
+        tokenizer: Tokenizer,
+    ) -> Self {
         let choices = (0..request.n.max(1))
             .map(|_| ChoiceState {
                 stop: StopSequenceFilter::new(&request.stop),
@@ -117,13 +121,13 @@ impl ChunkDecoder {
 
     /// Tokens counted in the text received so far (for metrics and for the
     /// fallback usage).
-    pub fn counted_tokens(&self) -> u32 {
+    pub(crate) fn counted_tokens(&self) -> u32 {
         self.counted_tokens
     }
 
     /// Handles one server-sent event (`name` is its `event:` field, usually
     /// empty), appending what it produces to `out`.
-    pub fn on_event(
+    pub(crate) fn on_event(
         &mut self,
         name: &str,
         data: &str,
@@ -166,7 +170,7 @@ impl ChunkDecoder {
 
     /// The upstream's stream is over (`[DONE]`, end of body, or [`Step::Done`]):
     /// finishes what can be finished and appends the usage.
-    pub fn finish(
+    pub(crate) fn finish(
         &mut self,
         request: &GenerationRequest,
         out: &mut Vec<GenerationEvent>,

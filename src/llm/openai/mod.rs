@@ -25,11 +25,11 @@
 //! events); each one that passes ends the call with UNAVAILABLE, because the
 //! client's own deadline has not passed (that one is DEADLINE_EXCEEDED).
 
-pub mod client;
-pub mod config;
-pub mod decode;
-pub mod redact;
-pub mod wire;
+pub(crate) mod client;
+pub(crate) mod config;
+pub(crate) mod decode;
+pub(crate) mod redact;
+pub(crate) mod wire;
 
 use std::{
     collections::BTreeSet,
@@ -168,7 +168,7 @@ impl OpenAiBackend {
     }
 
     /// Sets up every upstream, in order; names must be unique.
-    pub async fn connect_all(
+    pub(crate) async fn connect_all(
         specs: &[UpstreamSpec],
         tokenizer: Tokenizer,
         metrics: &Arc<Metrics>,

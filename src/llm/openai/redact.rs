@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::config::ApiKey;
 
 /// Longest upstream explanation passed on to a client, in characters.
-pub const MAX_REASON_CHARS: usize = 200;
+pub(crate) const MAX_REASON_CHARS: usize = 200;
 
 /// Longest field name an upstream may blame, in bytes.
 const MAX_FIELD_BYTES: usize = 64;

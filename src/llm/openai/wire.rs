@@ -167,7 +167,7 @@ impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
 /// One `data:` payload of the stream: a `chat.completion.chunk`, or an error.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct StreamChunk {
+pub(crate) struct StreamChunk {
     #[serde(deserialize_with = "null_as_empty")]
     pub choices: Vec<ChunkChoice>,
     pub usage: Option<WireUsage>,
@@ -186,7 +186,7 @@ where
 /// One choice of a chunk.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct ChunkChoice {
+pub(crate) struct ChunkChoice {
     pub index: u32,
     pub delta: Option<ChunkDelta>,
     pub finish_reason: Option<String>,
@@ -195,7 +195,7 @@ pub struct ChunkChoice {
 /// What a chunk adds to a choice.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct ChunkDelta {
+pub(crate) struct ChunkDelta {
     pub content: Option<String>,
     /// DeepSeek's and vLLM's name for the reasoning text.
     pub reasoning_content: Option<String>,
@@ -211,7 +211,7 @@ pub struct ChunkDelta {
 /// some send empty strings or nulls after, a few repeat them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct ToolCallChunk {
+pub(crate) struct ToolCallChunk {
     /// Missing on servers that stream one call at a time (then 0).
     pub index: u32,
     pub id: Option<String>,
@@ -221,7 +221,7 @@ pub struct ToolCallChunk {
 /// The function part of a tool-call piece.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct FunctionChunk {
+pub(crate) struct FunctionChunk {
     pub name: Option<String>,
     pub arguments: Option<String>,
 }
@@ -229,7 +229,7 @@ pub struct FunctionChunk {
 /// Token accounting as the upstream counted it.
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
 #[serde(default)]
-pub struct WireUsage {
+pub(crate) struct WireUsage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
 }
@@ -237,14 +237,14 @@ pub struct WireUsage {
 /// The answer of `GET {base}/models`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct ModelList {
+pub(crate) struct ModelList {
     pub data: Vec<ModelEntry>,
 }
 
 /// One model of the list.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct ModelEntry {
+pub(crate) struct ModelEntry {
     pub id: String,
 }
 
@@ -252,7 +252,7 @@ pub struct ModelEntry {
 /// known server sends (the caller decides and says so in the log).
 /// Beside OpenAI's own values: `function_call` (OpenAI's legacy name),
 /// TGI's `eos_token` and `stop_sequence`, and `max_tokens`.
-pub fn finish_reason(reason: &str) -> Option<FinishReason> {
+pub(crate) fn finish_reason(reason: &str) -> Option<FinishReason> {
     Some(match reason {
         "stop" | "eos_token" | "eos" | "stop_sequence" | "end_turn" => FinishReason::Stop,
         "length" | "max_tokens" => FinishReason::Length,
@@ -264,7 +264,7 @@ pub fn finish_reason(reason: &str) -> Option<FinishReason> {
 
 /// What an upstream said in an error body or `error` event.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct UpstreamMessage {
+pub(crate) struct UpstreamMessage {
     /// Human-readable explanation (may be empty).
     pub message: String,
     /// The request field it blames, when it names one (OpenAI's `param`).
@@ -281,7 +281,7 @@ impl UpstreamMessage {
     /// Reads the explanation out of the shapes servers use:
     /// `{"error": {"message", "param"}}` (OpenAI, vLLM, Ollama, llama.cpp),
     /// `{"error": "..."}` (TGI), `{"message": "..."}` (older vLLM), or text.
-    pub fn parse(body: &str) -> Self {
+    pub(crate) fn parse(body: &str) -> Self {
         let Ok(json) = serde_json::from_str::<serde_json::Value>(body) else {
             return Self::text(body);
         };
@@ -289,7 +289,7 @@ impl UpstreamMessage {
     }
 
     /// Like [`UpstreamMessage::parse`], on JSON already parsed.
-    pub fn from_json(json: &serde_json::Value) -> Self {
+    pub(crate) fn from_json(json: &serde_json::Value) -> Self {
         let error = json.get("error").unwrap_or(json);
         let explanation = error
             .get("message")

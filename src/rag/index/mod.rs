@@ -61,14 +61,13 @@ use tantivy::{
 };
 use tokio::sync::Mutex;
 
-pub use search::{MAX_PASSAGES_PER_DOCUMENT, Retrieval};
-pub use write::INGEST_BATCH;
+pub(crate) use search::Retrieval;
 
 use self::{
     schema::{Fields, KIND_DOCUMENT},
     write::{WRITER_MEMORY_BYTES, WriterSlot},
 };
-pub use super::document::NewDocument;
+pub(crate) use super::document::NewDocument;
 use super::tokenizer::{self, ANALYZER};
 use crate::error::{Error, Result, StorageFault};
 
@@ -236,7 +235,7 @@ impl DocumentIndex {
     }
 
     /// Bytes the index's files take on disk (0 if they cannot be listed).
-    pub fn disk_bytes(&self) -> u64 {
+    pub(crate) fn disk_bytes(&self) -> u64 {
         std::fs::read_dir(&self.inner.dir).map_or(0, |entries| {
             entries
                 .filter_map(|e| e.ok()?.metadata().ok())

@@ -47,10 +47,10 @@ use crate::{
 
 /// Most passages of one document among the results of one search, unless a
 /// further one scores far above the rest.
-pub const MAX_PASSAGES_PER_DOCUMENT: usize = 2;
+pub(crate) const MAX_PASSAGES_PER_DOCUMENT: usize = 2;
 /// A passage beyond the per-document cap is taken when it scores this many
 /// times the best passage left from other documents.
-pub const FAR_ABOVE: f32 = 1.5;
+pub(super) const FAR_ABOVE: f32 = 1.5;
 /// Weight of a title match relative to a match in the passage text.
 const TITLE_BOOST: f32 = 0.5;
 /// Candidates scored again with the tuned BM25.

@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// Documents added between two progress reports (and cancellation checks).
-pub const INGEST_BATCH: usize = 50;
+pub(crate) const INGEST_BATCH: usize = 50;
 /// Memory the writer may buffer before it flushes a segment.
 pub(super) const WRITER_MEMORY_BYTES: usize = 64 << 20;
 

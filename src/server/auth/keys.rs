@@ -22,11 +22,11 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Largest keys file read.
-pub const MAX_KEYS_FILE_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_KEYS_FILE_BYTES: u64 = 1 << 20;
 /// Longest key accepted in the file.
-pub const MAX_KEY_LEN: usize = 512;
+pub(crate) const MAX_KEY_LEN: usize = 512;
 /// Longest key name accepted in the file.
-pub const MAX_NAME_LEN: usize = 64;
+pub(crate) const MAX_NAME_LEN: usize = 64;
 /// Keys shorter than this are accepted with a warning at start-up.
 const SHORT_KEY: usize = 16;
 
@@ -70,7 +70,7 @@ pub enum KeysFileError {
 /// Who made a call: the name of the key it presented. Put in the request's
 /// extensions by the key check, read by the call's bookkeeping.
 #[derive(Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     name: Arc<str>,
     /// The key's share of streams (`--max-streams-per-key`), if limited.
     streams: Option<(Arc<Semaphore>, usize)>,
@@ -78,13 +78,13 @@ pub struct Caller {
 
 impl Caller {
     /// The key's name (safe to log).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// A place among the key's streams: `Ok(None)` when the key has no
     /// limit, `Err(limit)` when it is at its limit.
-    pub fn admit_stream(&self) -> Result<Option<OwnedSemaphorePermit>, usize> {
+    pub(crate) fn admit_stream(&self) -> Result<Option<OwnedSemaphorePermit>, usize> {
         match &self.streams {
             None => Ok(None),
             Some((streams, limit)) => streams
@@ -109,7 +109,7 @@ struct Entry {
 }
 
 /// The configured keys.
-pub struct ApiKeys {
+pub(crate) struct ApiKeys {
     entries: Vec<Entry>,
 }
 
@@ -125,7 +125,10 @@ impl fmt::Debug for ApiKeys {
 impl ApiKeys {
     /// Reads the keys of `path`; each key may hold at most
     /// `max_streams_per_key` streams at once (`None`: no per-key limit).
-    pub fn load(path: &Path, max_streams_per_key: Option<usize>) -> Result<Self, KeysFileError> {
+    pub(crate) fn load(
+        path: &Path,
+        max_streams_per_key: Option<usize>,
+    ) -> Result<Self, KeysFileError> {
         let read_error = |source| KeysFileError::Read {
             path: path.to_owned(),
             source,
@@ -209,18 +212,13 @@ impl ApiKeys {
     }
 
     /// How many keys are configured.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    /// Whether no key is configured (never true for a loaded file).
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// The caller whose key is `presented`, if any. Every key is compared,
     /// each in constant time.
-    pub fn find(&self, presented: &[u8]) -> Option<&Caller> {
+    pub(crate) fn find(&self, presented: &[u8]) -> Option<&Caller> {
         let mut found = None;
         for entry in &self.entries {
             if bool::from(entry.key.ct_eq(presented)) {

@@ -34,7 +34,7 @@ use http::{HeaderMap, Request, Response, header};
 use http_body_util::Either as EitherBody;
 use tower::{Layer, Service};
 
-pub use keys::{ApiKeys, Caller, KeysFileError, MAX_KEY_LEN, MAX_KEYS_FILE_BYTES, MAX_NAME_LEN};
+pub(crate) use keys::{ApiKeys, Caller, KeysFileError, MAX_KEY_LEN};
 
 use super::request_id::REQUEST_ID_HEADER;
 use crate::error::Error;
@@ -123,13 +123,13 @@ fn refusal(headers: &HeaderMap, reason: &'static str) -> Response<RefusalBody> {
 
 /// The layer that checks API keys (a pass-through without keys).
 #[derive(Debug, Clone, Default)]
-pub struct RequireKeyLayer {
+pub(crate) struct RequireKeyLayer {
     keys: Option<Arc<ApiKeys>>,
 }
 
 impl RequireKeyLayer {
     /// Checks against `keys`; `None` lets every request through.
-    pub fn new(keys: Option<Arc<ApiKeys>>) -> Self {
+    pub(crate) fn new(keys: Option<Arc<ApiKeys>>) -> Self {
         Self { keys }
     }
 }
@@ -147,7 +147,7 @@ impl<S> Layer<S> for RequireKeyLayer {
 
 /// The service of [`RequireKeyLayer`].
 #[derive(Debug, Clone)]
-pub struct RequireKey<S> {
+pub(crate) struct RequireKey<S> {
     inner: S,
     keys: Option<Arc<ApiKeys>>,
 }

@@ -22,14 +22,14 @@ use tonic::{
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// Initial size of a call's encode buffer.
-pub const ENCODE_BUFFER: usize = 4 * 1024;
+pub(crate) const ENCODE_BUFFER: usize = 4 * 1024;
 
 /// Encoded bytes batched before they are handed to HTTP/2.
-pub const YIELD_THRESHOLD: usize = 8 * 1024;
+pub(crate) const YIELD_THRESHOLD: usize = 8 * 1024;
 
 /// prost encoding with [`YIELD_THRESHOLD`] batches (named by `build.rs`).
 #[derive(Debug, Clone)]
-pub struct BoundedCodec<T, U>(PhantomData<(T, U)>);
+pub(crate) struct BoundedCodec<T, U>(PhantomData<(T, U)>);
 
 impl<T, U> Default for BoundedCodec<T, U> {
     fn default() -> Self {
@@ -58,7 +58,7 @@ where
 
 /// prost decoding, with undecodable messages reported as INVALID_ARGUMENT.
 #[derive(Debug)]
-pub struct ClientFaultDecoder<U>(ProstDecoder<U>);
+pub(crate) struct ClientFaultDecoder<U>(ProstDecoder<U>);
 
 impl<U: Message + Default> Decoder for ClientFaultDecoder<U> {
     type Item = U;

@@ -14,11 +14,11 @@
 //! one encoded batch of messages, whatever windows the client grants.
 
 mod accept;
-pub mod codec;
+pub(crate) mod codec;
 mod connection;
 mod load;
 mod stall;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -37,23 +37,23 @@ use tokio_rustls::TlsAcceptor;
 
 /// Bytes of response data one HTTP/2 stream may have queued for sending
 /// before the service is asked for more (hyper's default is 400 KiB).
-pub const STREAM_SEND_BUFFER: usize = 8 * 1024;
+pub(crate) const STREAM_SEND_BUFFER: usize = 8 * 1024;
 
 /// Streams the server makes its peer reset (protocol errors it answers
 /// with RST_STREAM) before it ends the connection with GOAWAY: the
 /// MadeYouReset mitigation. hyper's own default; tonic turns it off.
-pub const MAX_LOCAL_RESETS: usize = 1024;
+pub(crate) const MAX_LOCAL_RESETS: usize = 1024;
 
 /// Streams a client may open and reset before the server accepted them
 /// (the HTTP/2 rapid-reset mitigation).
-pub const MAX_PENDING_RESETS: usize = 20;
+pub(crate) const MAX_PENDING_RESETS: usize = 20;
 
 /// Largest HTTP/1 read or write buffer of one connection.
 const HTTP1_BUFFER: usize = 64 * 1024;
 
 /// Limits of the connection layer (from the command line).
 #[derive(Debug, Clone)]
-pub struct TransportLimits {
+pub(crate) struct TransportLimits {
     /// Connections open at once; beyond it new ones are closed.
     pub max_connections: usize,
     /// The advertised SETTINGS_MAX_CONCURRENT_STREAMS.
@@ -76,7 +76,7 @@ pub struct TransportLimits {
 
 /// Which HTTP versions a port speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocols {
+pub(crate) enum Protocols {
     /// HTTP/2 only, with prior knowledge (the gRPC port).
     Http2,
     /// HTTP/1.1 and HTTP/2 (h2c), told apart by the preface.
@@ -99,7 +99,7 @@ struct Shared {
 /// The connection layer of a server: its ports share the connection cap,
 /// the count of requests in flight and the signal that closes everything.
 #[derive(Debug, Clone)]
-pub struct Transport {
+pub(crate) struct Transport {
     limits: TransportLimits,
     tls: Option<Tls>,
     shutdown: Shutdown,
@@ -111,7 +111,7 @@ pub struct Transport {
 impl Transport {
     /// A connection layer with `limits` that drains on `shutdown`, serving
     /// TLS on every port when `tls` is set.
-    pub fn new(limits: TransportLimits, tls: Option<Tls>, shutdown: Shutdown) -> Self {
+    pub(crate) fn new(limits: TransportLimits, tls: Option<Tls>, shutdown: Shutdown) -> Self {
         Self {
             tls,
             slots: Arc::new(Semaphore::new(limits.max_connections)),
@@ -125,7 +125,7 @@ impl Transport {
     /// Serves `service` on `listener` in the background until [`close`].
     ///
     /// [`close`]: Transport::close
-    pub fn serve<S, B>(
+    pub(crate) fn serve<S, B>(
         &self,
         listener: TcpListener,
         service: S,
@@ -166,12 +166,12 @@ impl Transport {
     }
 
     /// Resolves when no request is in flight on any connection.
-    pub async fn idle(&self) {
+    pub(crate) async fn idle(&self) {
         self.load.idle().await;
     }
 
     /// Stops accepting and closes every connection at once.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.cancel();
     }
 

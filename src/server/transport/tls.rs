@@ -50,7 +50,7 @@ pub enum TlsError {
 
 /// The TLS settings of a server: one certificate, each port's ALPN.
 #[derive(Clone)]
-pub struct Tls {
+pub(crate) struct Tls {
     config: Arc<ServerConfig>,
 }
 
@@ -63,7 +63,7 @@ impl std::fmt::Debug for Tls {
 impl Tls {
     /// Loads the PEM certificate chain at `cert` (leaf first) and the PEM
     /// private key at `key` (PKCS#8, PKCS#1 or SEC1).
-    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let chain = CertificateDer::pem_file_iter(cert)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .and_then(|certs| match certs.is_empty() {

@@ -145,14 +145,7 @@ pub(crate) async fn bind(
     cors_origins: &[String],
     auth: RequireKeyLayer,
 ) -> Result<Listening, ServeError> {
-    let bind_error = |source| ServeError::Bind {
-        addr: listen,
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(bind_error)?;
-    let addr = listener.local_addr().map_err(bind_error)?;
+    let (listener, addr) = crate::server::bind(listen).await?;
     let app = router(edge, grpc, cors_origins, auth);
     Ok(Listening {
         addr,

@@ -10,7 +10,7 @@
 
 use axum::{
     extract::{Path, State},
-    http::{StatusCode, Uri, header},
+    http::{StatusCode, Uri},
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
@@ -20,7 +20,7 @@ use super::{
     error::ApiError,
     json::{Json, query},
     stream::{self, Frame, Frames, Framing},
-    tasks::PageQuery,
+    tasks::{PageQuery, task_at_location},
 };
 use crate::{
     grpc::rag::{answer_draft, document, to_wire as answer_to_wire},
@@ -84,17 +84,9 @@ pub(crate) async fn ingest(
     let call = call::start(&edge.calls, Method::IngestDocuments, &headers);
     let documents = request.documents.into_iter().map(document).collect();
     match call.unary(edge.rag.ingest(documents).await) {
-        Ok(task) => {
-            let location = format!("/v1/tasks/{}", task.id);
-            let body = pb::IngestDocumentsResponse {
-                task: Some(task.into()),
-            };
-            let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
-            if let Ok(location) = location.parse() {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            response
-        }
+        Ok(task) => task_at_location(StatusCode::ACCEPTED, task, |task| {
+            pb::IngestDocumentsResponse { task: Some(task) }
+        }),
         Err(error) => ApiError::from(error).into_response(),
     }
 }

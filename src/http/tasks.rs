@@ -32,7 +32,7 @@ use crate::{
     grpc::tasks::{event_to_wire, start_draft},
     pb,
     server::Method,
-    tasks::{TaskEvent, TaskState, request::ListDraft},
+    tasks::{TaskEvent, TaskSnapshot, TaskState, request::ListDraft},
 };
 
 /// The event that closes a finished task's stream.
@@ -52,6 +52,21 @@ fn proto_json(status: StatusCode, message: &impl serde::Serialize) -> Response {
     (status, axum::Json(message)).into_response()
 }
 
+/// `status` with the message `wrap` makes of `task`, its `Location` the
+/// task's URL: how StartTask (201) and IngestDocuments (202) answer.
+pub(crate) fn task_at_location<M: serde::Serialize>(
+    status: StatusCode,
+    task: TaskSnapshot,
+    wrap: impl FnOnce(pb::Task) -> M,
+) -> Response {
+    let location = format!("/v1/tasks/{}", task.id);
+    let mut response = proto_json(status, &wrap(task.into()));
+    if let Ok(location) = location.parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
 /// `POST /v1/tasks`: 201 with the task, `Location` its URL.
 pub(crate) async fn start(
     State(edge): State<Edge>,
@@ -60,17 +75,9 @@ pub(crate) async fn start(
 ) -> Response {
     let call = call::start(&edge.calls, Method::StartTask, &headers);
     match call.unary(edge.tasks.start(start_draft(request)).await) {
-        Ok(task) => {
-            let location = format!("/v1/tasks/{}", task.id);
-            let body = pb::StartTaskResponse {
-                task: Some(task.into()),
-            };
-            let mut response = proto_json(StatusCode::CREATED, &body);
-            if let Ok(location) = location.parse() {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            response
-        }
+        Ok(task) => task_at_location(StatusCode::CREATED, task, |task| pb::StartTaskResponse {
+            task: Some(task),
+        }),
         Err(error) => ApiError::from(error).into_response(),
     }
 }

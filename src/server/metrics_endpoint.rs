@@ -16,14 +16,7 @@ pub(super) async fn start(
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) -> Result<SocketAddr, ServeError> {
-    let bind_error = |source| ServeError::Bind {
-        addr: listen,
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(bind_error)?;
-    let addr = listener.local_addr().map_err(bind_error)?;
+    let (listener, addr) = super::bind(listen).await?;
     let app = Router::new().route(
         "/metrics",
         get(move || {

@@ -51,6 +51,18 @@ use crate::{
 /// remaining connections are closed.
 const FLUSH_AFTER_ABORT: Duration = Duration::from_secs(1);
 
+/// Binds `listen`; returns the listener and its bound address (useful with
+/// port 0).
+pub(crate) async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let bind_error = |source| ServeError::Bind {
+        addr: listen,
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
+}
+
 /// Errors that stop the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -132,17 +144,7 @@ impl Server {
         config: ServeConfig,
         documents: Option<DocumentIndex>,
     ) -> Result<Self, ServeError> {
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, addr) = bind(config.listen).await?;
         let keys = match &config.api_keys_file {
             Some(path) => Some(Arc::new(ApiKeys::load(path, config.max_streams_per_key)?)),
             None => None,

@@ -460,6 +460,25 @@ mod tests {
         registry.watch(id, 0).await.expect("watch").collect().await
     }
 
+    /// Starts work that, once running, waits for its cancellation and then
+    /// returns `outcome`; returns when the work runs.
+    async fn start_running_until_cancelled(
+        registry: &TaskRegistry,
+        outcome: Outcome,
+    ) -> TaskSnapshot {
+        let (started, mut running) = tokio::sync::watch::channel(false);
+        let task = registry
+            .start("test", move |context| async move {
+                started.send_replace(true);
+                context.cancellation().cancelled().await;
+                outcome
+            })
+            .await
+            .expect("start");
+        running.wait_for(|&r| r).await.expect("work starts");
+        task
+    }
+
     fn states(events: &[TaskEvent]) -> Vec<TaskState> {
         let mut states: Vec<_> = events.iter().map(|e| e.status.state).collect();
         states.dedup();
@@ -524,16 +543,7 @@ mod tests {
     #[tokio::test]
     async fn cancelling_waits_for_the_work_to_stop_and_records_cancelled() {
         let registry = registry(TaskLimits::default());
-        let (started, mut running) = tokio::sync::watch::channel(false);
-        let task = registry
-            .start("test", move |context| async move {
-                started.send_replace(true);
-                context.cancellation().cancelled().await;
-                Outcome::Err(Failure("stopped"))
-            })
-            .await
-            .expect("start");
-        running.wait_for(|&r| r).await.expect("work starts");
+        let task = start_running_until_cancelled(&registry, Err(Failure("stopped"))).await;
         let cancelled = registry.cancel(&task.id).await.expect("cancel");
         assert_eq!(cancelled.status.state, TaskState::Cancelled);
         assert_eq!(cancelled.status.message, "cancelled by request");
@@ -553,17 +563,8 @@ mod tests {
     #[tokio::test]
     async fn work_that_completes_despite_a_cancel_is_reported_succeeded() {
         let registry = registry(TaskLimits::default());
-        let (started, mut running) = tokio::sync::watch::channel(false);
-        let task = registry
-            .start("test", move |context| async move {
-                started.send_replace(true);
-                // Past the point of no return (say, a commit): finish anyway.
-                context.cancellation().cancelled().await;
-                Outcome::Ok(())
-            })
-            .await
-            .expect("start");
-        running.wait_for(|&r| r).await.expect("work starts");
+        // Past the point of no return (say, a commit): finish anyway.
+        let task = start_running_until_cancelled(&registry, Ok(())).await;
         let after = registry.cancel(&task.id).await.expect("cancel");
         assert_eq!(after.status.state, TaskState::Succeeded);
     }

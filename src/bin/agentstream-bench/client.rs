@@ -107,31 +107,11 @@ impl Conn {
     pub async fn stream(
         &self,
         max_tokens: u32,
-        mut on_chunk: impl FnMut(Instant, usize),
+        on_chunk: impl FnMut(Instant, usize),
     ) -> BenchResult<u64> {
         match self {
             Conn::Grpc(client, resumable) => {
-                let mut client = client.clone();
-                client.ready().await.map_err(|e| e.to_string())?;
-                let mut stream = client
-                    .server_streaming(
-                        tonic::Request::new(request(max_tokens, *resumable)),
-                        tonic::codegen::http::uri::PathAndQuery::from_static(STREAM_CHAT),
-                        CountingCodec,
-                    )
-                    .await
-                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-                    .into_inner();
-                let mut chunks = 0;
-                while let Some(len) = stream
-                    .message()
-                    .await
-                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-                {
-                    chunks += 1;
-                    on_chunk(Instant::now(), len + 5);
-                }
-                Ok(chunks)
+                grpc_stream(client, request(max_tokens, *resumable), on_chunk).await
             }
             Conn::Sse(addr, resumable) => sse_stream(*addr, max_tokens, *resumable, on_chunk).await,
         }
@@ -144,8 +124,6 @@ impl Conn {
         let Conn::Grpc(client, _) = self else {
             return Err("large prompts are sent over gRPC only".into());
         };
-        let mut client = client.clone();
-        client.ready().await.map_err(|e| e.to_string())?;
         let request = pb::StreamChatRequest {
             messages: vec![pb::ChatMessage {
                 role: pb::Role::User as i32,
@@ -155,26 +133,40 @@ impl Conn {
             max_tokens: 1,
             ..Default::default()
         };
-        let mut stream = client
-            .server_streaming(
-                tonic::Request::new(request),
-                tonic::codegen::http::uri::PathAndQuery::from_static(STREAM_CHAT),
-                CountingCodec,
-            )
-            .await
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-            .into_inner();
-        let mut chunks = 0;
-        while stream
-            .message()
-            .await
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-            .is_some()
-        {
-            chunks += 1;
-        }
-        Ok(chunks)
+        grpc_stream(client, request, |_, _| {}).await
     }
+}
+
+/// Streams `request` on `client`; `on_chunk(arrival, bytes)` is called for
+/// every chunk (the gRPC message plus its 5-byte prefix). Returns the number
+/// of chunks.
+async fn grpc_stream(
+    client: &tonic::client::Grpc<Channel>,
+    request: pb::StreamChatRequest,
+    mut on_chunk: impl FnMut(Instant, usize),
+) -> BenchResult<u64> {
+    let mut client = client.clone();
+    client.ready().await.map_err(|e| e.to_string())?;
+    let mut stream = client
+        .server_streaming(
+            tonic::Request::new(request),
+            tonic::codegen::http::uri::PathAndQuery::from_static(STREAM_CHAT),
+            CountingCodec,
+        )
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    let mut chunks = 0;
+    while let Some(len) = stream.message().await.map_err(status_text)? {
+        chunks += 1;
+        on_chunk(Instant::now(), len + 5);
+    }
+    Ok(chunks)
+}
+
+/// A failed call's status as the bench reports it.
+fn status_text(status: tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
 }
 
 /// A gRPC codec that encodes the request with prost but does not decode

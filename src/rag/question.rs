@@ -31,7 +31,7 @@
 //! as covered by its parts when they are covered; jieba's search mode gives
 //! the parts as terms of their own.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::tokenizer::{self, QuestionWord};
 use crate::tokenizer::Tokenizer;
@@ -236,7 +236,16 @@ fn longest_first(mut terms: Vec<&Term>) -> Vec<&Term> {
 /// CJK term that contains it or that it contains (jieba's search mode gives
 /// 买回来 and also 买回 and 回来); any other term is a group of its own.
 fn word_groups(terms: &[Term]) -> Vec<Vec<usize>> {
-    let mut group_of: Vec<usize> = (0..terms.len()).collect();
+    // Union-find with path halving: linear in the pairs that join, so a
+    // long question of overlapping words costs no more than comparing them.
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut parent: Vec<usize> = (0..terms.len()).collect();
     for i in 0..terms.len() {
         for j in 0..i {
             let (a, b) = (&terms[i].word.term, &terms[j].word.term);
@@ -244,24 +253,20 @@ fn word_groups(terms: &[Term]) -> Vec<Vec<usize>> {
                 && tokenizer::has_cjk(b)
                 && (a.contains(b.as_str()) || b.contains(a.as_str()))
             {
-                let (from, to) = (group_of[i], group_of[j]);
-                group_of
-                    .iter_mut()
-                    .filter(|g| **g == from)
-                    .for_each(|g| *g = to);
+                let (ra, rb) = (root(&mut parent, i), root(&mut parent, j));
+                parent[ra] = rb;
             }
         }
     }
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut leaders: Vec<usize> = Vec::new();
-    for (i, &leader) in group_of.iter().enumerate() {
-        match leaders.iter().position(|&l| l == leader) {
-            Some(k) => groups[k].push(i),
-            None => {
-                leaders.push(leader);
-                groups.push(vec![i]);
-            }
-        }
+    let mut group_of_root: HashMap<usize, usize> = HashMap::new();
+    for i in 0..terms.len() {
+        let r = root(&mut parent, i);
+        let k = *group_of_root.entry(r).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[k].push(i);
     }
     groups
 }
@@ -417,6 +422,30 @@ mod tests {
         assert_eq!(
             not_covered_answer(&q, &missing),
             "The indexed documents do not cover this question: they say nothing about \u{201c}Kubernetes\u{201d}."
+        );
+    }
+
+    #[test]
+    fn compounds_and_the_words_inside_them_are_one_group() {
+        let q = Question::new("咖啡因 乌龙 绿茶 咖啡 乌龙茶 tea");
+        let words: Vec<&str> = q.terms.iter().map(|t| t.word.term.as_str()).collect();
+        let mut groups: Vec<Vec<&str>> = word_groups(&q.terms)
+            .into_iter()
+            .map(|g| {
+                let mut g: Vec<&str> = g.into_iter().map(|i| words[i]).collect();
+                g.sort();
+                g
+            })
+            .collect();
+        groups.sort();
+        assert_eq!(
+            groups,
+            [
+                vec!["tea"],
+                vec!["乌龙", "乌龙茶"],
+                vec!["咖啡", "咖啡因"],
+                vec!["绿茶"]
+            ]
         );
     }
 

@@ -130,13 +130,12 @@ impl Offload {
     }
 
     /// Holds every job back until the guard drops: admitted jobs wait on
-    /// their blocking thread, as if the work took that long. For tests.
+    /// their blocking thread, as if the work took that long. `None` when the
+    /// pool is paused already or a job holds the gate. For tests.
     #[doc(hidden)]
-    pub fn pause(&self) -> Paused {
-        match self.gate.clone().try_write_owned() {
-            Ok(guard) => Paused { _guard: guard },
-            Err(_) => panic!("the offload pool is paused already or a job holds the gate"),
-        }
+    pub fn pause(&self) -> Option<Paused> {
+        let guard = self.gate.clone().try_write_owned().ok()?;
+        Some(Paused { _guard: guard })
     }
 }
 
@@ -228,7 +227,7 @@ mod tests {
     #[tokio::test]
     async fn a_paused_pool_holds_its_jobs_until_released() {
         let pool = pool(2, 0);
-        let paused = pool.pause();
+        let paused = pool.pause().expect("not paused yet");
         let ticket = pool.admit(1_000).expect("room").expect("offloaded");
         let job = tokio::spawn(ticket.run(|| 42));
         // The job holds its place while paused, and runs once released.

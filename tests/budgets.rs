@@ -46,7 +46,7 @@ async fn a_small_call_is_served_while_large_prompts_are_counted() {
     .await;
     // The pool's jobs are held back until `paused` drops: the large prompts
     // are "being counted" for as long as the test needs.
-    let paused = server.server.offload().pause();
+    let paused = server.server.offload().pause().expect("not paused yet");
     let mut large_calls = Vec::new();
     for i in 0..8 {
         let mut client = server.chat();
@@ -85,7 +85,7 @@ async fn large_prompts_beyond_the_pool_are_refused_and_waiting_ones_keep_their_d
         c.max_offload_queued = 1;
     })
     .await;
-    let paused = server.server.offload().pause();
+    let paused = server.server.offload().pause().expect("not paused yet");
     let mut running = server.stream_chat(large("running")).await;
     let first = tokio::spawn(async move { drain(&mut running).await });
     in_pool(&server, 1).await;

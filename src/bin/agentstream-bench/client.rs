@@ -159,7 +159,7 @@ async fn grpc_stream(
     let mut chunks = 0;
     while let Some(len) = stream.message().await.map_err(status_text)? {
         chunks += 1;
-        on_chunk(Instant::now(), len + 5);
+        on_chunk(Instant::now(), len.saturating_add(5));
     }
     Ok(chunks)
 }

@@ -311,7 +311,7 @@ fn to_wire(header: &CompletionHeader, sequence: u64, chunk: ChatChunk) -> pb::St
                 delta: Some(pb::ChatDelta {
                     role: role as i32,
                     content,
-                    tool_calls: tool_calls.into_iter().map(Into::into).collect(),
+                    tool_calls: wire_tool_calls(tool_calls),
                     reasoning,
                     refusal,
                 }),
@@ -331,6 +331,15 @@ fn to_wire(header: &CompletionHeader, sequence: u64, chunk: ChatChunk) -> pb::St
         sequence,
         stream_id: String::new(),
     }
+}
+
+/// The wire form of a chunk's tool-call pieces. Most chunks have none, and
+/// collecting an empty iterator still costs a call per chunk.
+fn wire_tool_calls(calls: Vec<ToolCallDelta>) -> Vec<pb::ToolCallDelta> {
+    if calls.is_empty() {
+        return Vec::new();
+    }
+    calls.into_iter().map(Into::into).collect()
 }
 
 impl From<ToolCallDelta> for pb::ToolCallDelta {

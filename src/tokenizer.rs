@@ -5,6 +5,16 @@
 //! chunk that ends inside a character, so tokens are decoded through a
 //! [`Utf8Assembler`] and grouped into [`Piece`]s that each end on a character
 //! boundary and remember how many tokens they hold.
+//!
+//! The tables are about 22 MB once decoded and take about 0.1 s (a few
+//! hundred million instructions) to build, so they are loaded when first
+//! needed, not at start-up: an idle server, or one that only serves RAG and
+//! tasks, never holds them. [`Tokenizer::loaded`] builds them on a blocking
+//! thread, once for every caller that waits on it; the chat path waits on it
+//! inside the response stream before its first token, so neither an async
+//! worker nor the call's deadline is held up by anything but that one load.
+
+use std::sync::OnceLock;
 
 use tiktoken_rs::{CoreBPE, Rank, cl100k_base_singleton};
 
@@ -24,11 +34,14 @@ const TOKENS_PER_NAME: usize = 1;
 /// Tokens that prime the assistant's reply.
 const TOKENS_PER_REPLY: usize = 3;
 
-/// The cl100k_base tokenizer. Cheap to copy; the tables are loaded once per
-/// process (call [`Tokenizer::cl100k`] at start-up to pay for that early).
+/// The cl100k_base tables, once built.
+static TABLES: OnceLock<&'static CoreBPE> = OnceLock::new();
+
+/// The cl100k_base tokenizer. Cheap to copy; the tables are built once per
+/// process, on first use (see the module doc).
 #[derive(Clone, Copy)]
 pub struct Tokenizer {
-    bpe: &'static CoreBPE,
+    _tables: (),
 }
 
 /// Text that ends on a character boundary, and the tokens it was made of.
@@ -43,14 +56,39 @@ pub(crate) struct Piece {
 impl Tokenizer {
     /// The cl100k_base tokenizer.
     pub fn cl100k() -> Self {
-        Self {
-            bpe: cl100k_base_singleton(),
+        Self { _tables: () }
+    }
+
+    /// Whether the tables are built (a call that counts tokens now costs no
+    /// load).
+    pub fn is_loaded() -> bool {
+        TABLES.get().is_some()
+    }
+
+    /// Waits until the tables are built, building them on a blocking thread
+    /// if no one has yet. Callers that arrive during the load wait for the
+    /// same load.
+    pub async fn loaded() {
+        if Self::is_loaded() {
+            return;
         }
+        static LOAD: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        LOAD.get_or_init(|| async {
+            // A failed load (the thread panicked) is retried inline by the
+            // next use, which reports it there.
+            let _ = tokio::task::spawn_blocking(Self::tables).await;
+        })
+        .await;
+    }
+
+    /// The tables, built now if they are not yet.
+    fn tables() -> &'static CoreBPE {
+        TABLES.get_or_init(cl100k_base_singleton)
     }
 
     /// Number of tokens in `text`.
     pub fn count(&self, text: &str) -> usize {
-        self.bpe.encode_ordinary(text).len()
+        Self::tables().encode_ordinary(text).len()
     }
 
     /// Tokens of a chat prompt, counted the way OpenAI bills chat models.
@@ -69,7 +107,7 @@ impl Tokenizer {
     /// Splits `text` into tokens, grouped into pieces that never split a
     /// character.
     pub(crate) fn pieces(&self, text: &str) -> Vec<Piece> {
-        let tokens = self.bpe.encode_ordinary(text);
+        let tokens = Self::tables().encode_ordinary(text);
         let mut pieces = Vec::with_capacity(tokens.len());
         let mut assembler = Utf8Assembler::default();
         let mut pending_tokens = 0;
@@ -104,13 +142,13 @@ impl Tokenizer {
             return false;
         }
         let spaced = format!(" {}", word.to_lowercase());
-        matches!(self.bpe.encode_ordinary(&spaced)[..], [token] if token < COMMON_WORD_RANKS)
+        matches!(Self::tables().encode_ordinary(&spaced)[..], [token] if token < COMMON_WORD_RANKS)
     }
 
     /// The bytes of one token; empty for a token the table does not know
     /// (which `encode_ordinary` never produces).
     fn token_bytes(&self, token: Rank) -> Vec<u8> {
-        self.bpe.decode_bytes(&[token]).unwrap_or_default()
+        Self::tables().decode_bytes(&[token]).unwrap_or_default()
     }
 }
 

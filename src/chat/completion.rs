@@ -123,6 +123,12 @@ impl Completion {
         impl Stream<Item = Result<ChatChunk>> + Send + 'static,
     ) {
         let events = match self.offload {
+            // The tokenizer's tables are built on first use; until then the
+            // generation waits for them inside the stream (see
+            // [`Tokenizer::loaded`]) rather than on an async worker.
+            None if !Tokenizer::is_loaded() => {
+                after_tokenizer_load(self.backend, self.request.generation)
+            }
             None => self.backend.generate(self.request.generation),
             Some(ticket) => offloaded(ticket, self.backend, self.request.generation),
         };
@@ -159,6 +165,18 @@ fn offloaded(
         })
     });
     stream::once(setup).try_flatten().boxed()
+}
+
+/// The generation of a call that came before the tokenizer's tables were
+/// built: it starts once they are, so its prompt is counted (and a built-in
+/// model's answer split into tokens) without blocking an async worker.
+fn after_tokenizer_load(backend: Arc<dyn Backend>, request: GenerationRequest) -> GenerationStream {
+    let span = Span::current();
+    let setup = async move {
+        Tokenizer::loaded().await;
+        span.in_scope(|| backend.generate(request))
+    };
+    stream::once(setup).flatten().boxed()
 }
 
 /// What every chunk of one completion repeats.

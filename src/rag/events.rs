@@ -25,6 +25,7 @@ use super::{
 use crate::{
     error::Result,
     llm::{Backend, FinishReason, GenerationEvent, GenerationRequest, GenerationStream, Usage},
+    tokenizer::Tokenizer,
 };
 
 /// One event of an answer, in the order they are produced.
@@ -114,6 +115,9 @@ pub(crate) fn answer_events(
         yield AnswerEvent::PassagesRetrieved { passages: found.passages.clone(), retrieval };
         yield AnswerEvent::GenerationStarted { model: model.clone() };
         let started = Instant::now();
+        // The answer is split into tokens: on a server's first call the
+        // tables are built off the async workers first.
+        Tokenizer::loaded().await;
         // Created in the call's span: the backend's spans are its children.
         let mut generation =
             span.in_scope(|| write_answer(backend.as_ref(), &request, &model, &found));

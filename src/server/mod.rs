@@ -165,6 +165,9 @@ impl Server {
         let calls = Calls::new(metrics.clone(), shutdown.clone(), config.max_active_streams);
 
         let tokenizer = Tokenizer::cl100k();
+        if config.preload_tokenizer {
+            Tokenizer::loaded().await;
+        }
         let mut models = Models::new(config.default_model.clone());
         models.list_models_in_errors(config.api_keys_file.is_none());
         models.register(Arc::new(MockBackend::new(

@@ -371,12 +371,15 @@ impl TestServer {
 }
 
 /// The configuration test servers start from: free ports, `data_dir`,
-/// tokens 1 ms apart.
+/// tokens 1 ms apart, the tokenizer's tables built before serving (so a
+/// test's deadline never covers their one-time load in a debug build;
+/// tests/tokenizer_load.rs covers the lazy default).
 pub fn test_config(data_dir: &tempfile::TempDir) -> ServeConfig {
     ServeConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         http_listen: "127.0.0.1:0".parse().expect("addr"),
         mock_token_delay: Duration::from_millis(1),
+        preload_tokenizer: true,
         data_dir: data_dir.path().to_path_buf(),
         ..ServeConfig::default()
     }

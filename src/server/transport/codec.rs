@@ -11,6 +11,12 @@
 //! stopped reading keeps that batch and the next one alive, so the
 //! threshold is part of what one stream may hold; 8 KiB batches keep it
 //! small while still carrying hundreds of chunks per DATA frame.
+//!
+//! Each call's encode buffer starts at [`ENCODE_BUFFER`] bytes and lives as
+//! long as the call: tonic's 8 KiB default is most of what an idle paced
+//! stream costs. A chunk is about a hundred bytes, and once HTTP/2 has sent
+//! what was split off the buffer, the next chunks reuse the same memory; a
+//! fast stream's batch grows past it by doubling, as any `BytesMut` does.
 
 use std::marker::PhantomData;
 
@@ -21,8 +27,8 @@ use tonic::{
 };
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-/// Initial size of a call's encode buffer.
-pub(crate) const ENCODE_BUFFER: usize = 4 * 1024;
+/// Initial size of a call's encode buffer (about ten chunks).
+pub(crate) const ENCODE_BUFFER: usize = 1024;
 
 /// Encoded bytes batched before they are handed to HTTP/2.
 pub(crate) const YIELD_THRESHOLD: usize = 8 * 1024;

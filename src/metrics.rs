@@ -604,7 +604,11 @@ impl Histogram {
 
     /// Records one duration.
     pub(crate) fn observe(&self, value: Duration) {
-        let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        self.observe_nanos(u64::try_from(value.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Records one duration given in nanoseconds (see [`monotonic_nanos`]).
+    pub(crate) fn observe_nanos(&self, nanos: u64) {
         let bucket = self.0.bounds.partition_point(|&bound| bound < nanos);
         if let Some(count) = self.0.counts.get(bucket) {
             count.fetch_add(1, Relaxed);
@@ -617,6 +621,18 @@ impl Histogram {
     pub(crate) fn count(&self) -> u64 {
         self.0.counts.iter().map(|c| c.load(Relaxed)).sum()
     }
+}
+
+/// The monotonic clock in nanoseconds (from an unspecified start): what the
+/// per-chunk histograms read. Taking an `Instant`, subtracting two and
+/// converting the `Duration` (checked, normalised `timespec` arithmetic)
+/// cost 70 instructions a chunk more than one clock read and an integer
+/// subtraction (callgrind: 2,202 against 2,132 for the whole chunk).
+pub(crate) fn monotonic_nanos() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    seconds.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
 impl TypedMetric for Histogram {

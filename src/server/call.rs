@@ -188,6 +188,7 @@ impl Calls {
             method,
             model: None,
             started: Instant::now(),
+            started_nanos: metrics::monotonic_nanos(),
             timeout: meta.timeout,
             caller: meta.caller.cloned(),
             connection: meta.connection.cloned(),
@@ -211,6 +212,8 @@ pub(crate) struct Call {
     /// The model serving the call, once known.
     model: Option<String>,
     started: Instant,
+    /// `started` on the clock of the per-chunk histograms.
+    started_nanos: u64,
     timeout: Option<Duration>,
     caller: Option<Caller>,
     connection: Option<ConnectionStreams>,
@@ -337,7 +340,7 @@ impl Call {
                 .model
                 .as_deref()
                 .map(|model| metrics.stream_of(self.method.as_str(), model)),
-            last: self.started,
+            last: self.started_nanos,
             items: 0,
             call: self,
         })
@@ -366,8 +369,9 @@ pin_project! {
         _live: LiveGuard,
         // Time to first chunk, gaps and duration, for streams of a model.
         series: Option<StreamMetrics>,
-        // When the last item (or the call) started.
-        last: Instant,
+        // When the last item (or the call) started, in
+        // `metrics::monotonic_nanos`.
+        last: u64,
         items: u64,
         call: Call,
     }
@@ -421,13 +425,13 @@ impl<T> Stream for CallStream<T> {
             match ready!(inner.poll_next_unpin(cx)) {
                 Some(Ok(item)) => {
                     if let Some(series) = this.series {
-                        let now = Instant::now();
+                        let now = metrics::monotonic_nanos();
                         let histogram = if *this.items == 0 {
                             &series.time_to_first_chunk
                         } else {
                             &series.inter_chunk_gap
                         };
-                        histogram.observe(now - *this.last);
+                        histogram.observe_nanos(now.saturating_sub(*this.last));
                         *this.last = now;
                     }
                     *this.items += 1;

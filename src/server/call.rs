@@ -327,7 +327,7 @@ impl Call {
             deadline: self
                 .timeout
                 .and_then(|t| self.started.checked_add(t))
-                .map(sleep_until),
+                .map(|at| Box::pin(sleep_until(at))),
             timeout: self.timeout.unwrap_or_default(),
             aborted: self.calls.shutdown.streams_aborted(),
             shutdown: self.calls.shutdown.clone(),
@@ -352,8 +352,9 @@ pin_project! {
     pub struct CallStream<T> {
         // `None` once the call has ended.
         inner: Option<BoxStream<'static, Result<T>>>,
-        #[pin]
-        deadline: Option<Sleep>,
+        // Boxed: most calls set none, and a timer is a hundred bytes that
+        // every open stream would otherwise carry.
+        deadline: Option<Pin<Box<Sleep>>>,
         timeout: Duration,
         #[pin]
         aborted: WaitForCancellationFutureOwned,
@@ -409,7 +410,7 @@ impl<T> Stream for CallStream<T> {
         } else {
             this.shutdown.are_streams_aborted()
         };
-        let expired = match this.deadline.as_pin_mut() {
+        let expired = match this.deadline.as_mut().map(Pin::as_mut) {
             Some(sleep) if waker_changed => sleep.poll(cx).is_ready(),
             Some(sleep) => sleep.is_elapsed(),
             None => false,

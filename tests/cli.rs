@@ -46,6 +46,8 @@ impl TestServer {
             mock_token_delay: Duration::from_millis(1),
             shutdown_grace: Duration::from_millis(100),
             data_dir: data_dir.path().to_path_buf(),
+            // As in tests/common: no test deadline covers the one-time load.
+            preload_tokenizer: true,
             ..ServeConfig::default()
         };
         let server = runtime

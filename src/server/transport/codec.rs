@@ -27,8 +27,8 @@ use tonic::{
 };
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-/// Initial size of a call's encode buffer (about ten chunks).
-pub(crate) const ENCODE_BUFFER: usize = 1024;
+/// Initial size of a call's encode buffer (two chunks).
+pub(crate) const ENCODE_BUFFER: usize = 256;
 
 /// Encoded bytes batched before they are handed to HTTP/2.
 pub(crate) const YIELD_THRESHOLD: usize = 8 * 1024;

@@ -24,6 +24,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures::{StreamExt, stream::FuturesUnordered};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -94,14 +95,31 @@ pub(crate) async fn serve<S, B>(
     // With upgrades: the HTTP edge serves WebSockets.
     let mut conn = pin!(shared.builder.serve_connection_with_upgrades(io, service));
     let mut clock = StallClock::new(shared.limits.send_timeout);
-    let handshake = tokio::time::sleep_until(deadline);
-    let mut handshake = pin!(handshake);
-    let mut handshake_checked = false;
     // A connection opened during the drain is served (a health check then
     // answers NOT_SERVING) until the server stops.
     let mut closing = shared.shutdown.is_draining();
+    let mut endings = Endings::new();
+    endings.push(Box::pin(async move {
+        tokio::time::sleep_until(deadline).await;
+        Ending::HandshakeDue
+    }));
+    if !closing {
+        endings.push(Box::pin(async {
+            load.idle_for(shared.limits.idle_timeout).await;
+            Ending::Idle
+        }));
+        endings.push(Box::pin(async {
+            shared.shutdown.draining().await;
+            Ending::Draining
+        }));
+    }
+    endings.push(Box::pin(async {
+        shared.closed.cancelled().await;
+        Ending::Closed
+    }));
     loop {
         tokio::select! {
+            biased;
             served = clock.run(conn.as_mut()) => {
                 match served {
                     Some(Err(error)) => tracing::debug!(error = %error, "connection ended with an error"),
@@ -110,26 +128,45 @@ pub(crate) async fn serve<S, B>(
                 }
                 return;
             }
-            () = &mut handshake, if !handshake_checked => {
-                handshake_checked = true;
-                if !greeted.load(Relaxed) {
+            Some(ending) = endings.next() => match ending {
+                Ending::HandshakeDue if !greeted.load(Relaxed) => {
                     tracing::debug!("closing a connection that did not complete its handshake in time");
                     return;
                 }
-            }
-            () = load.idle_for(shared.limits.idle_timeout), if !closing => {
-                tracing::debug!("closing an idle connection");
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            () = shared.shutdown.draining(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            () = shared.closed.cancelled() => return,
+                Ending::HandshakeDue => {}
+                Ending::Idle | Ending::Draining if !closing => {
+                    if matches!(ending, Ending::Idle) {
+                        tracing::debug!("closing an idle connection");
+                    }
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                Ending::Idle | Ending::Draining => {}
+                Ending::Closed => return,
+            },
         }
     }
 }
+
+/// What ends a connection other than its client.
+enum Ending {
+    /// The handshake deadline passed (the connection ends unless it was
+    /// greeted by then).
+    HandshakeDue,
+    /// No request has been in flight for the idle timeout.
+    Idle,
+    /// The server began to drain.
+    Draining,
+    /// The server stopped.
+    Closed,
+}
+
+/// The pending [`Ending`]s of a connection. They are rare, while the
+/// connection's task wakes for every frame it sends; a `FuturesUnordered`
+/// polls only the futures whose own wakers fired, so a wake-up for a frame
+/// costs them nothing (a `select!` over them polled all four each time:
+/// about 1,500 instructions a chunk on 200 paced streams, callgrind).
+type Endings<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = Ending> + Send + 'a>>>;
 
 /// The connection's socket, noting when the client has sent at least a
 /// preface's worth of bytes.

@@ -97,10 +97,13 @@ impl StallClock {
     /// the bodies it polls report to; `None` if a body waited for the
     /// client longer than the send timeout (the future is then left
     /// unfinished, for the caller to drop).
-    pub(crate) async fn run<F: Future>(&mut self, mut future: Pin<&mut F>) -> Option<F::Output> {
+    pub(crate) async fn run<F: Future>(&mut self, future: Pin<&mut F>) -> Option<F::Output> {
+        // Set around each poll by swapping it in and out: no reference
+        // counting per poll (the task wakes for every chunk it sends); a
+        // body takes its own reference on its first poll.
+        let mut scoped = std::pin::pin!(CURRENT.scope(self.progress.clone(), future));
         std::future::poll_fn(|cx| {
-            let polled = CURRENT.sync_scope(self.progress.clone(), || future.as_mut().poll(cx));
-            if let Poll::Ready(output) = polled {
+            if let Poll::Ready(output) = scoped.as_mut().poll(cx) {
                 return Poll::Ready(Some(output));
             }
             match self.poll_stalled(cx) {

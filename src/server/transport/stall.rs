@@ -179,9 +179,13 @@ impl<B: Body + Unpin> Body for SendWatch<B> {
         let progress = this
             .progress
             .get_or_insert_with(|| CURRENT.try_with(Arc::clone).ok());
+        // A plain load first: the flag is usually clear (the body was
+        // pulled again right after its last frame), and a swap is a locked
+        // instruction on every poll.
         if let Some(progress) = progress
-            && progress.waiting.swap(false, Relaxed)
+            && progress.waiting.load(Relaxed)
         {
+            progress.waiting.store(false, Relaxed);
             progress.pulls.fetch_add(1, Relaxed);
         }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);

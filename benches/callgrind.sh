@@ -44,8 +44,13 @@ fi
 kill -TERM "$server"
 wait "$server" || true
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-body=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
-  awk '/EncodeBody<T,U> as http_body::Body>::poll_frame \[/ {gsub(",", "", $1); if (!n++) print $1}')
-workers=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
-  awk '/pthread_create.c:start_thread/ {gsub(",", "", $1); if (!n++) print $1}')
-echo "$label: body Ir/chunk $((body / chunks)), runtime threads Ir/chunk $((workers / chunks)), process Ir/chunk $((total / chunks)) ($out)"
+annotated=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null)
+first() { awk -v pattern="$1" '$0 ~ pattern {gsub(",", "", $1); if (!n++) print $1}' <<<"$annotated"; }
+# tonic's EncodeBody is inlined into its boxed Body in some builds.
+body=$(first 'EncodeBody<T,U> as http_body::Body>::poll_frame \\[')
+body=${body:-$(first 'tonic::body::Body as http_body::Body>::poll_frame \\[')}
+threads=$(first 'pthread_create.c:start_thread')
+# The async workers alone: what serving costs, without blocking-pool work
+# such as the tokenizer's one-time load.
+workers=$(first 'multi_thread::worker::run \\[')
+echo "$label: body Ir/chunk $((${body:-0} / chunks)), async workers Ir/chunk $((${workers:-0} / chunks)), runtime threads Ir/chunk $((threads / chunks)), process Ir/chunk $((total / chunks)) ($out)"

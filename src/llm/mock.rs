@@ -72,39 +72,35 @@ impl MockBackend {
         // The generation's span, a child of the call's: open until the
         // stream ends or is dropped, never entered per token.
         let span = tracing::info_span!("generation", model = %request.model, n = request.n);
-        let choice = |index| {
-            choice_stream(ChoiceSpec {
-                choice: index,
-                script: script.clone(),
-                max_tokens: request.max_tokens,
-                stop: StopSequenceFilter::new(&request.stop),
-                token_delay: self.token_delay,
-                live: self.metrics.generation_of(&request.model),
-                tokens: tokens.clone(),
-                completion: completion.clone(),
-            })
+        let spec = |index| ChoiceSpec {
+            choice: index,
+            script: script.clone(),
+            max_tokens: request.max_tokens,
+            stop: StopSequenceFilter::new(&request.stop),
+            token_delay: self.token_delay,
+            live: self.metrics.generation_of(&request.model),
+            tokens: tokens.clone(),
+            completion: completion.clone(),
         };
         let total = completion.clone();
-        let usage = stream::iter(std::iter::once_with(move || {
+        let usage = std::iter::once_with(move || {
             drop(span);
             Ok(GenerationEvent::Usage(Usage {
                 prompt_tokens,
                 completion_tokens: total.load(Relaxed),
             }))
-        }));
-        // One choice needs no merging.
+        });
+        // One choice needs no merging: the usage event follows its own end.
         if request.n <= 1 {
-            return Box::pin(choice(0).chain(usage));
+            return Box::pin(choice_stream(spec(0), usage));
         }
         let choices: StreamMap<u32, Pin<Box<dyn Stream<Item = _> + Send>>> = (0..request.n)
             .map(|i| {
-                (
-                    i,
-                    Box::pin(choice(i)) as Pin<Box<dyn Stream<Item = _> + Send>>,
-                )
+                let choice = choice_stream(spec(i), std::iter::empty());
+                (i, Box::pin(choice) as Pin<Box<dyn Stream<Item = _> + Send>>)
             })
             .collect();
-        Box::pin(choices.map(|(_, event)| event).chain(usage))
+        Box::pin(choices.map(|(_, event)| event).chain(stream::iter(usage)))
     }
 }
 
@@ -189,8 +185,15 @@ struct Release {
     tokens: u32,
 }
 
-/// One choice's events: the adapters of the module doc, in order.
-fn choice_stream(spec: ChoiceSpec) -> impl Stream<Item = crate::Result<GenerationEvent>> + Send {
+/// One choice's events: the adapters of the module doc, in order, then
+/// `after` (the usage event, when the choice is the only one). The budget
+/// and the stop filter run in one adapter, and what follows the choice's
+/// end in one chain: each adapter is a layer every poll goes through, two
+/// a chunk on a paced stream.
+fn choice_stream(
+    spec: ChoiceSpec,
+    after: impl Iterator<Item = crate::Result<GenerationEvent>> + Send,
+) -> impl Stream<Item = crate::Result<GenerationEvent>> + Send {
     let ChoiceSpec {
         choice,
         script,
@@ -202,16 +205,18 @@ fn choice_stream(spec: ChoiceSpec) -> impl Stream<Item = crate::Result<Generatio
         completion,
     } = spec;
     let reason = Arc::new(AtomicU8::new(FinishReason::Stop as u8));
-    let steps = stream::iter(script.steps())
-        .map_while(within_budget(max_tokens))
-        .map_while(until_stop(stop, reason.clone()));
+    let mut budget = within_budget(max_tokens);
+    let mut stop = until_stop(stop, reason.clone());
+    let steps =
+        stream::iter(script.steps()).map_while(move |step| budget(step).and_then(&mut stop));
     let released = paced(steps, token_delay, |r: &Release| r.tokens)
         .filter_map(released(choice, tokens, completion));
-    released.chain(stream::iter(std::iter::once_with(move || {
+    let finished = std::iter::once_with(move || {
         drop(live);
         let reason = reason_of(reason.load(Relaxed));
         Ok(GenerationEvent::Finished { choice, reason })
-    })))
+    });
+    released.chain(stream::iter(finished.chain(after)))
 }
 
 /// Ends the steps at `max_tokens`: a piece that would exceed it becomes
@@ -425,7 +430,7 @@ mod tests {
             text: t.into(),
             tokens: 1,
         });
-        let events: Vec<_> = choice_stream(ChoiceSpec {
+        let spec = ChoiceSpec {
             choice: 0,
             script: Script::Text(Arc::new(pieces.to_vec())),
             max_tokens: 3,
@@ -434,10 +439,11 @@ mod tests {
             live: metrics.generation_of("echo"),
             tokens: metrics.tokens_of("echo"),
             completion: Arc::new(AtomicU32::new(0)),
-        })
-        .map(|e| e.expect("event"))
-        .collect()
-        .await;
+        };
+        let events: Vec<_> = choice_stream(spec, std::iter::empty())
+            .map(|e| e.expect("event"))
+            .collect()
+            .await;
         let delta = |text: &str| GenerationEvent::Delta {
             choice: 0,
             text: text.into(),

@@ -16,7 +16,7 @@
 
 use std::sync::OnceLock;
 
-use tiktoken_rs::{CoreBPE, Rank, cl100k_base_singleton};
+use tiktoken_rs::{CoreBPE, Rank, cl100k_base};
 
 use crate::llm::ChatMessage;
 
@@ -34,8 +34,9 @@ const TOKENS_PER_NAME: usize = 1;
 /// Tokens that prime the assistant's reply.
 const TOKENS_PER_REPLY: usize = 3;
 
-/// The cl100k_base tables, once built.
-static TABLES: OnceLock<&'static CoreBPE> = OnceLock::new();
+/// The cl100k_base tables, once built (the one lazy cell: [`Tokenizer::loaded`]
+/// asks it whether they are).
+static TABLES: OnceLock<CoreBPE> = OnceLock::new();
 
 /// The cl100k_base tokenizer. Cheap to copy; the tables are built once per
 /// process, on first use (see the module doc).
@@ -84,7 +85,9 @@ impl Tokenizer {
 
     /// The tables, built now if they are not yet.
     fn tables() -> &'static CoreBPE {
-        TABLES.get_or_init(cl100k_base_singleton)
+        // The tables are compiled into tiktoken-rs: only a bug there can
+        // make them fail to parse.
+        TABLES.get_or_init(|| cl100k_base().expect("tiktoken-rs's own cl100k_base tables parse"))
     }
 
     /// Number of tokens in `text`.

@@ -37,6 +37,7 @@ use super::{
 };
 use crate::{
     metrics::{LiveGuard, Metrics, TokenCounters},
+    telemetry::TRACE_ONLY,
     tokenizer::{Piece, Tokenizer},
 };
 
@@ -71,7 +72,7 @@ impl MockBackend {
         let completion = request.usage.completion_counter();
         // The generation's span, a child of the call's: open until the
         // stream ends or is dropped, never entered per token.
-        let span = tracing::info_span!("generation", model = %request.model, n = request.n);
+        let span = tracing::info_span!(target: TRACE_ONLY, "generation", model = %request.model, n = request.n);
         let spec = |index| ChoiceSpec {
             choice: index,
             script: script.clone(),

@@ -59,6 +59,7 @@ use super::{Backend, GenerationRequest, GenerationStream};
 use crate::{
     error::{Error, Result},
     metrics::{Metrics, TokenCounters},
+    telemetry::TRACE_ONLY,
     tokenizer::Tokenizer,
 };
 
@@ -204,7 +205,7 @@ impl Backend for OpenAiBackend {
     fn generate(&self, request: GenerationRequest) -> GenerationStream {
         // Spans of the generation (child of the call's) and of its upstream
         // request, whose trace context the request carries on.
-        let span = tracing::info_span!("generation", model = %request.model, n = request.n);
+        let span = tracing::info_span!(target: TRACE_ONLY, "generation", model = %request.model, n = request.n);
         let upstream =
             tracing::info_span!(parent: &span, "upstream", upstream = %self.upstream.name());
         let generation = generation(

@@ -50,7 +50,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     EnvFilter, Layer,
     field::RecordFields,
-    filter::{FilterExt, Targets, filter_fn},
+    filter::{FilterExt, LevelFilter, Targets, filter_fn},
     fmt::{self, FormatFields, format::Writer},
     layer::SubscriberExt,
     util::SubscriberInitExt,
@@ -119,7 +119,7 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry,
             .with_writer(writer)
             .boxed(),
     }
-    .with_filter(filter.and(filter_fn(logged)));
+    .with_filter(log_filter(filter));
     let Some(endpoint) = otlp_endpoint.filter(|e| !e.is_empty()) else {
         let _already_set = tracing_subscriber::registry().with(logs).try_init();
         return Ok(Telemetry {
@@ -152,6 +152,19 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry,
 /// (about 250 bytes an open stream). It is under `agentstream`, so the
 /// exporter keeps them.
 pub(crate) const TRACE_ONLY: &str = "agentstream::trace";
+
+/// The log layer's filter: `RUST_LOG`'s directives, without the trace-only
+/// spans.
+///
+/// Its level hint is `RUST_LOG`'s: tracing's global maximum level is the
+/// most verbose hint of all layers, and a filter without one counts as
+/// TRACE. Every `trace!` in h2, hyper and tokio would then get past the
+/// macro's level check to its callsite's interest check, several times for
+/// each frame sent (about 300 instructions a paced chunk).
+fn log_filter<S>(directives: EnvFilter) -> impl tracing_subscriber::layer::Filter<S> {
+    // `logged` only removes spans: it lets any level through.
+    directives.and(filter_fn(logged).with_max_level_hint(LevelFilter::TRACE))
+}
 
 /// Whether the log layer keeps `meta` (every event, every span but the
 /// trace-only ones).
@@ -335,5 +348,18 @@ mod tests {
         assert!(colours_wanted(true, Some("".into())));
         assert!(!colours_wanted(true, Some("1".into())));
         assert!(!colours_wanted(false, None));
+    }
+
+    #[test]
+    fn the_log_filter_hints_the_level_of_its_directives() {
+        use tracing_subscriber::{Registry, layer::Filter};
+        for (directives, level) in [
+            ("info", LevelFilter::INFO),
+            ("warn,agentstream=debug", LevelFilter::DEBUG),
+            ("trace", LevelFilter::TRACE),
+        ] {
+            let filter = log_filter::<Registry>(EnvFilter::new(directives));
+            assert_eq!(filter.max_level_hint(), Some(level), "{directives}");
+        }
     }
 }

@@ -8,11 +8,11 @@
 //!
 //! Both stream real cl100k_base tokens paced by `--mock-token-delay` on a
 //! fixed schedule (token k is due at start + k x delay, so pacing does not
-//! drift). Each choice is a pipeline of small named adapters, each tested
+//! drift). Each choice is a pipeline of small named steps, each tested
 //! alone below: the script's pieces, [`within_budget`] (`max_tokens`),
-//! [`until_stop`] (stop sequences), [`paced`](super::pace::paced), then
+//! [`until_stop`] (stop sequences), [`Pace`] (the schedule), then
 //! [`released`] (token accounting, empty text dropped) and the closing
-//! `Finished` event. Choices of `n > 1` are separate pulled streams merged
+//! `Finished` event, run by one stream ([`Choice`]). Choices of `n > 1` are separate pulled streams merged
 //! with a `StreamMap`, so they really run concurrently, and every choice
 //! holds a live-generation guard that is released the moment its stream is
 //! dropped.
@@ -24,15 +24,17 @@ use std::{
         Arc,
         atomic::{AtomicU8, AtomicU32, Ordering::Relaxed},
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
 use futures::{Stream, stream};
+use pin_project_lite::pin_project;
 use tokio_stream::{StreamExt as _, StreamMap};
 
 use super::{
     Backend, FinishReason, GenerationEvent, GenerationRequest, GenerationStream, Role, Usage,
-    pace::paced,
+    pace::Pace,
     stop::{Filtered, StopSequenceFilter},
 };
 use crate::{
@@ -186,11 +188,8 @@ struct Release {
     tokens: u32,
 }
 
-/// One choice's events: the adapters of the module doc, in order, then
-/// `after` (the usage event, when the choice is the only one). The budget
-/// and the stop filter run in one adapter, and what follows the choice's
-/// end in one chain: each adapter is a layer every poll goes through, two
-/// a chunk on a paced stream.
+/// One choice's events: the steps of the module doc, in order, then
+/// `after` (the usage event, when the choice is the only one).
 fn choice_stream(
     spec: ChoiceSpec,
     after: impl Iterator<Item = crate::Result<GenerationEvent>> + Send,
@@ -208,16 +207,68 @@ fn choice_stream(
     let reason = Arc::new(AtomicU8::new(FinishReason::Stop as u8));
     let mut budget = within_budget(max_tokens);
     let mut stop = until_stop(stop, reason.clone());
-    let steps =
-        stream::iter(script.steps()).map_while(move |step| budget(step).and_then(&mut stop));
-    let released = paced(steps, token_delay, |r: &Release| r.tokens)
-        .filter_map(released(choice, tokens, completion));
     let finished = std::iter::once_with(move || {
         drop(live);
         let reason = reason_of(reason.load(Relaxed));
         Ok(GenerationEvent::Finished { choice, reason })
     });
-    released.chain(stream::iter(finished.chain(after)))
+    Choice {
+        releases: script
+            .steps()
+            .map_while(move |step| budget(step).and_then(&mut stop)),
+        pace: Pace::new(token_delay),
+        held: None,
+        released: released(choice, tokens, completion),
+        end: finished.chain(after),
+        generating: true,
+    }
+}
+
+pin_project! {
+    /// The stream of [`choice_stream`]: each release of `releases` once its
+    /// tokens are due, through `released`, then the events of `end`.
+    ///
+    /// One hand-written stream rather than a stream adapter per step: every
+    /// adapter is a layer that each poll goes through, and a fast stream
+    /// polls once a chunk (the steps themselves are plain functions, tested
+    /// one by one below).
+    struct Choice<R, F, E> {
+        releases: R,
+        #[pin]
+        pace: Pace,
+        // The release waiting for its tokens to be due.
+        held: Option<Release>,
+        released: F,
+        end: E,
+        generating: bool,
+    }
+}
+
+impl<R, F, E> Stream for Choice<R, F, E>
+where
+    R: Iterator<Item = Release>,
+    F: FnMut(Release) -> Option<crate::Result<GenerationEvent>>,
+    E: Iterator<Item = crate::Result<GenerationEvent>>,
+{
+    type Item = crate::Result<GenerationEvent>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        while *this.generating {
+            let Some(release) = this.held.take().or_else(|| this.releases.next()) else {
+                *this.generating = false;
+                break;
+            };
+            if this.pace.as_mut().poll_due(cx, release.tokens).is_pending() {
+                *this.held = Some(release);
+                return Poll::Pending;
+            }
+            if let Some(event) = (this.released)(release) {
+                return Poll::Ready(Some(event));
+            }
+        }
+        Poll::Ready(this.end.next())
+    }
 }
 
 /// Ends the steps at `max_tokens`: a piece that would exceed it becomes
@@ -462,6 +513,46 @@ mod tests {
             ]
         );
         assert_eq!(metrics.snapshot().live_generations, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_choice_releases_each_piece_when_its_tokens_are_due() {
+        let metrics = Metrics::new();
+        let pieces = [("a", 1), ("bc", 2), ("d", 1)].map(|(text, tokens)| Piece {
+            text: text.into(),
+            tokens,
+        });
+        let spec = ChoiceSpec {
+            choice: 0,
+            script: Script::Text(Arc::new(pieces.to_vec())),
+            max_tokens: 100,
+            stop: StopSequenceFilter::new(&[]),
+            token_delay: Duration::from_millis(10),
+            live: metrics.generation_of("echo"),
+            tokens: metrics.tokens_of("echo"),
+            completion: Arc::new(AtomicU32::new(0)),
+        };
+        let start = tokio::time::Instant::now();
+        let mut events = std::pin::pin!(choice_stream(spec, std::iter::empty()));
+        let mut at = Vec::new();
+        while let Some(event) = events.next().await {
+            let text = match event.expect("event") {
+                GenerationEvent::Delta { text, .. } => text,
+                other => format!("{other:?}"),
+            };
+            at.push((text, start.elapsed().as_millis()));
+        }
+        let at: Vec<_> = at.iter().map(|(t, ms)| (t.as_str(), *ms)).collect();
+        assert_eq!(
+            at,
+            [
+                ("a", 10),
+                ("bc", 30),
+                ("d", 40),
+                ("Finished { choice: 0, reason: Stop }", 40)
+            ]
+        );
+        assert_eq!(metrics.snapshot().tokens_generated, 4);
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! Pacing on a fixed schedule: the one stream combinator the built-in
-//! models need that neither tokio-stream nor futures offers.
+//! Pacing on a fixed schedule, for the built-in models.
 //!
 //! tokio-stream's `throttle` waits a fixed time *between* items, so every
-//! late wake-up pushes the rest of the stream back. [`Paced`] releases item
-//! k at `start + (w0 + ... + wk) x delay`, where `wi` is the weight of item i
-//! (its tokens), so a late wake-up is caught up on by the next items and the
-//! pace never drifts. Items of weight 0 pass at once. The timer lives inside
-//! the stream (pinned, no box) and is reset for each item, so a paced stream
+//! late wake-up pushes the rest of the stream back. A [`Pace`] makes item k
+//! due at `start + (w0 + ... + wk) x delay`, where `wi` is the weight of item
+//! i (its tokens), so a late wake-up is caught up on by the next items and
+//! the pace never drifts. Items of weight 0 are due at once. The timer lives
+//! inside the pace (pinned, no box) and is reset for each item, so pacing
 //! allocates nothing per item.
+//!
+//! It is a part of a stream rather than a stream adapter: the built-in
+//! model's choice ([`super::mock`]) asks it whether the item in hand is due,
+//! so a paced chunk goes through one poll instead of a layer per step.
 
 use std::{
     pin::Pin,
@@ -15,64 +18,46 @@ use std::{
     time::Duration,
 };
 
-use futures::Stream;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 
 pin_project! {
-    /// The stream of [`paced`].
-    pub struct Paced<S: Stream, F> {
-        #[pin]
-        items: S,
+    /// A fixed schedule of `delay` per unit of weight, with its timer.
+    #[derive(Debug)]
+    pub(crate) struct Pace {
         #[pin]
         timer: Option<Sleep>,
         delay: Duration,
-        weight: F,
-        // When the item in hand is due; the schedule starts at the first
-        // poll.
+        // When the last item was (or the item in hand is) due; the schedule
+        // starts at the first item.
         due: Option<Instant>,
-        // The item waiting for its time.
-        held: Option<S::Item>,
+        // The item in hand has its due time and waits for it.
+        waiting: bool,
     }
 }
 
-/// Releases the items of `items` on a fixed schedule, `delay` per unit of
-/// `weight`; with a zero `delay`, as fast as they come.
-pub(crate) fn paced<S, F>(items: S, delay: Duration, weight: F) -> Paced<S, F>
-where
-    S: Stream,
-    F: FnMut(&S::Item) -> u32,
-{
-    Paced {
-        items,
-        timer: None,
-        delay,
-        weight,
-        due: None,
-        held: None,
+impl Pace {
+    /// A schedule of `delay` per unit of weight (`0`: every item at once).
+    pub(crate) fn new(delay: Duration) -> Self {
+        Self {
+            timer: None,
+            delay,
+            due: None,
+            waiting: false,
+        }
     }
-}
 
-impl<S, F> Stream for Paced<S, F>
-where
-    S: Stream,
-    F: FnMut(&S::Item) -> u32,
-{
-    type Item = S::Item;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+    /// Ready when the item in hand, of `weight`, is due. Poll again with the
+    /// same item until it is; the next call is about the next item.
+    pub(crate) fn poll_due(self: Pin<&mut Self>, cx: &mut Context<'_>, weight: u32) -> Poll<()> {
         let mut this = self.project();
         if this.delay.is_zero() {
-            return this.items.poll_next(cx);
+            return Poll::Ready(());
         }
-        if this.held.is_none() {
+        if !*this.waiting {
             let previous = *this.due.get_or_insert_with(Instant::now);
-            let Some(item) = ready!(this.items.as_mut().poll_next(cx)) else {
-                return Poll::Ready(None);
-            };
-            let weight = (this.weight)(&item);
             if weight == 0 {
-                return Poll::Ready(Some(item));
+                return Poll::Ready(());
             }
             let due = previous + this.delay.saturating_mul(weight);
             *this.due = Some(due);
@@ -80,58 +65,55 @@ where
                 Some(timer) => timer.reset(due),
                 None => this.timer.set(Some(sleep_until(due))),
             }
-            *this.held = Some(item);
+            *this.waiting = true;
         }
         if let Some(timer) = this.timer.as_pin_mut() {
             ready!(timer.poll(cx));
         }
-        Poll::Ready(this.held.take())
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let (low, high) = self.items.size_hint();
-        let held = usize::from(self.held.is_some());
-        (
-            low.saturating_add(held),
-            high.and_then(|h| h.checked_add(held)),
-        )
+        *this.waiting = false;
+        Poll::Ready(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use futures::{StreamExt, stream};
+    use std::future::poll_fn;
 
     use super::*;
 
+    /// When each item of `weights` was due, in milliseconds from the start,
+    /// with the reader sleeping `pause_after[i]` ms after item i.
+    async fn due_times(delay: Duration, weights: &[u32], pause_after: &[u64]) -> Vec<u128> {
+        let start = Instant::now();
+        let mut pace = std::pin::pin!(Pace::new(delay));
+        let mut at = Vec::new();
+        for (i, &weight) in weights.iter().enumerate() {
+            poll_fn(|cx| pace.as_mut().poll_due(cx, weight)).await;
+            at.push(start.elapsed().as_millis());
+            if let Some(&ms) = pause_after.get(i) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+        at
+    }
+
     #[tokio::test(start_paused = true)]
     async fn items_are_due_on_a_fixed_schedule_by_weight() {
-        let start = Instant::now();
-        let delay = Duration::from_millis(10);
-        let mut items = std::pin::pin!(paced(stream::iter([1u32, 0, 2, 1]), delay, |w| *w));
-        let mut at = Vec::new();
-        while let Some(w) = items.next().await {
-            at.push((w, start.elapsed().as_millis()));
-        }
-        assert_eq!(at, [(1, 10), (0, 10), (2, 30), (1, 40)]);
+        let at = due_times(Duration::from_millis(10), &[1, 0, 2, 1], &[]).await;
+        assert_eq!(at, [10, 10, 30, 40]);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_late_consumer_does_not_push_the_schedule_back() {
-        let start = Instant::now();
-        let delay = Duration::from_millis(10);
-        let mut items = std::pin::pin!(paced(stream::iter([1u32, 1, 1]), delay, |w| *w));
-        items.next().await;
-        tokio::time::sleep(Duration::from_millis(25)).await; // the reader is slow once
-        items.next().await;
-        assert_eq!(start.elapsed().as_millis(), 35, "item 2 was already due");
-        items.next().await;
-        assert_eq!(start.elapsed().as_millis(), 35, "item 3 was due at 30 ms");
+    async fn a_late_reader_does_not_push_the_schedule_back() {
+        // The reader is slow once, after the first item: the second was
+        // already due when it came back, the third was due at 30 ms.
+        let at = due_times(Duration::from_millis(10), &[1, 1, 1, 1], &[25]).await;
+        assert_eq!(at, [10, 35, 35, 40]);
     }
 
-    #[tokio::test]
-    async fn zero_delay_passes_items_through() {
-        let items = paced(stream::iter(0..5u32), Duration::ZERO, |_| 1);
-        assert_eq!(items.collect::<Vec<_>>().await, [0, 1, 2, 3, 4]);
+    #[tokio::test(start_paused = true)]
+    async fn zero_delay_makes_every_item_due_at_once() {
+        let at = due_times(Duration::ZERO, &[1, 5, 1], &[]).await;
+        assert_eq!(at, [0, 0, 0]);
     }
 }

@@ -17,16 +17,23 @@ use std::sync::{
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// The server's shutdown signal, cheap to clone.
+/// The server's shutdown signal, cheap to clone: one reference count, so
+/// that the calls and connections that each keep one take no lock for it
+/// (cloning a `CancellationToken` locks its node).
 #[derive(Debug, Clone, Default)]
-pub struct Shutdown {
+pub struct Shutdown(Arc<Signals>);
+
+#[derive(Debug, Default)]
+struct Signals {
     requested: CancellationToken,
     forced: CancellationToken,
     draining: CancellationToken,
     aborted: CancellationToken,
-    /// Mirrors `aborted` for the per-chunk check: a `CancellationToken`
-    /// answers `is_cancelled` under a mutex shared by every stream.
-    aborted_flag: Arc<AtomicBool>,
+    /// Mirror `draining` and `aborted` for the checks made per call and per
+    /// chunk: a `CancellationToken` answers `is_cancelled` under a mutex
+    /// shared by every stream.
+    draining_flag: AtomicBool,
+    aborted_flag: AtomicBool,
 }
 
 impl Shutdown {
@@ -37,55 +44,57 @@ impl Shutdown {
 
     /// Asks the server to shut down gracefully. Idempotent.
     pub fn request(&self) {
-        self.requested.cancel();
+        self.0.requested.cancel();
     }
 
     /// Resolves once shutdown has been requested.
     pub async fn requested(&self) {
-        self.requested.cancelled().await;
+        self.0.requested.cancelled().await;
     }
 
     /// Asks the server to stop at once, without waiting for in-flight
     /// calls (a second signal).
     pub fn force(&self) {
-        self.requested.cancel();
-        self.forced.cancel();
+        self.0.requested.cancel();
+        self.0.forced.cancel();
     }
 
     /// Resolves once an immediate stop has been asked for.
     pub async fn forced(&self) {
-        self.forced.cancelled().await;
+        self.0.forced.cancelled().await;
     }
 
     /// Enters the drain period: no new calls from now on.
     pub(crate) fn start_draining(&self) {
-        self.draining.cancel();
+        // Set before waking anyone, so a woken task sees it.
+        self.0.draining_flag.store(true, Ordering::Release);
+        self.0.draining.cancel();
     }
 
     /// Whether the server has stopped taking new calls.
     pub fn is_draining(&self) -> bool {
-        self.draining.is_cancelled()
+        self.0.draining_flag.load(Ordering::Acquire)
     }
 
     /// Resolves once the drain period starts.
     pub(crate) fn draining(&self) -> WaitForCancellationFutureOwned {
-        self.draining.clone().cancelled_owned()
+        self.0.draining.clone().cancelled_owned()
     }
 
     /// Ends every in-flight stream.
     pub(crate) fn abort_streams(&self) {
         // Set before waking anyone, so a woken stream sees it.
-        self.aborted_flag.store(true, Ordering::Release);
-        self.aborted.cancel();
+        self.0.aborted_flag.store(true, Ordering::Release);
+        self.0.aborted.cancel();
     }
 
     /// Whether in-flight streams must end; one atomic load.
     pub fn are_streams_aborted(&self) -> bool {
-        self.aborted_flag.load(Ordering::Acquire)
+        self.0.aborted_flag.load(Ordering::Acquire)
     }
 
     /// Resolves once in-flight streams must end.
     pub fn streams_aborted(&self) -> WaitForCancellationFutureOwned {
-        self.aborted.clone().cancelled_owned()
+        self.0.aborted.clone().cancelled_owned()
     }
 }

@@ -1,7 +1,11 @@
 //! Shapes generation events into the chunks of the contract.
 
+use std::{
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
 use futures::Stream;
-use tokio_stream::StreamExt as _;
 
 use crate::{
     error::Result,
@@ -34,36 +38,59 @@ pub(crate) enum ChatChunk {
 
 /// Turns a backend's events into chunks: marks the first chunk of each
 /// choice, puts the finish reason on its own closing chunk, and keeps the
-/// usage chunk only when the client asked for it. A synchronous
-/// `filter_map` over [`to_chunk`] (tokio-stream's adapter costs no more per
-/// item than a hand-written stream did).
-pub(crate) fn chat_chunks(
-    events: GenerationStream,
-    include_usage: bool,
-) -> impl Stream<Item = Result<ChatChunk>> + Send {
-    events.filter_map(to_chunk(include_usage))
+/// usage chunk only when the client asked for it.
+pub(crate) fn chat_chunks(events: GenerationStream, include_usage: bool) -> ChatChunks {
+    ChatChunks {
+        events,
+        include_usage,
+        started: 0,
+    }
 }
 
-/// The chunk of each event (none for the usage event unless asked for).
-fn to_chunk(
+/// The stream of [`chat_chunks`]. A named type rather than a `filter_map`
+/// with a closure, so that an edge can hold it (and its own conversion to
+/// the wire) in a response stream without boxing it again.
+pub(crate) struct ChatChunks {
+    events: GenerationStream,
     include_usage: bool,
-) -> impl FnMut(Result<GenerationEvent>) -> Option<Result<ChatChunk>> {
-    // Bit i: choice i has sent its first chunk.
-    let mut started = 0u64;
-    move |event| {
-        let (choice, delta) = match event {
-            Err(e) => return Some(Err(e)),
-            Ok(GenerationEvent::Usage(usage)) => {
-                return include_usage.then_some(Ok(ChatChunk::Usage(usage)));
+    /// Bit i: choice i has sent its first chunk.
+    started: u64,
+}
+
+impl Stream for ChatChunks {
+    type Item = Result<ChatChunk>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            let Some(event) = ready!(this.events.as_mut().poll_next(cx)) else {
+                return Poll::Ready(None);
+            };
+            if let Some(chunk) = to_chunk(&mut this.started, this.include_usage, event) {
+                return Poll::Ready(Some(chunk));
             }
-            Ok(GenerationEvent::Delta { choice, text }) => (choice, Delta::Content(text)),
-            Ok(GenerationEvent::Reasoning { choice, text }) => (choice, Delta::Reasoning(text)),
-            Ok(GenerationEvent::Refusal { choice, text }) => (choice, Delta::Refusal(text)),
-            Ok(GenerationEvent::ToolCall { choice, call }) => (choice, Delta::ToolCall(call)),
-            Ok(GenerationEvent::Finished { choice, reason }) => (choice, Delta::Finished(reason)),
-        };
-        Some(Ok(choice_chunk(&mut started, choice, delta)))
+        }
     }
+}
+
+/// The chunk of an event (none for the usage event unless asked for).
+fn to_chunk(
+    started: &mut u64,
+    include_usage: bool,
+    event: Result<GenerationEvent>,
+) -> Option<Result<ChatChunk>> {
+    let (choice, delta) = match event {
+        Err(e) => return Some(Err(e)),
+        Ok(GenerationEvent::Usage(usage)) => {
+            return include_usage.then_some(Ok(ChatChunk::Usage(usage)));
+        }
+        Ok(GenerationEvent::Delta { choice, text }) => (choice, Delta::Content(text)),
+        Ok(GenerationEvent::Reasoning { choice, text }) => (choice, Delta::Reasoning(text)),
+        Ok(GenerationEvent::Refusal { choice, text }) => (choice, Delta::Refusal(text)),
+        Ok(GenerationEvent::ToolCall { choice, call }) => (choice, Delta::ToolCall(call)),
+        Ok(GenerationEvent::Finished { choice, reason }) => (choice, Delta::Finished(reason)),
+    };
+    Some(Ok(choice_chunk(started, choice, delta)))
 }
 
 /// What one generation event adds to a choice.

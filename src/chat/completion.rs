@@ -10,10 +10,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use futures::{Stream, StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, TryStreamExt, stream};
 use tracing::Span;
 
-use super::{ChatChunk, ChatDraft, ChatLimits, ChatRequest, chat_chunks};
+use super::{ChatChunks, ChatDraft, ChatLimits, ChatRequest, chat_chunks};
 use crate::{
     error::Result,
     llm::{Backend, GenerationRequest, GenerationStream, Models, UsageMeter},
@@ -116,12 +116,7 @@ impl Completion {
     }
 
     /// Starts the generation: the chunks, pulled by the response stream.
-    pub(crate) fn into_chunks(
-        self,
-    ) -> (
-        CompletionHeader,
-        impl Stream<Item = Result<ChatChunk>> + Send + 'static,
-    ) {
+    pub(crate) fn into_chunks(self) -> (CompletionHeader, ChatChunks) {
         let events = match self.offload {
             // The tokenizer's tables are built on first use; until then the
             // generation waits for them inside the stream (see

@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use futures::{TryStreamExt, stream::MapErr};
+use futures::{
+    Stream, TryStreamExt,
+    stream::{BoxStream, MapErr},
+};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
@@ -21,7 +24,10 @@ use crate::{
 
 /// The response stream of every streaming RPC: the call's stream with its
 /// errors converted to `Status` (named once, as tonic's examples do).
-pub(crate) type GrpcStream<T> = MapErr<CallStream<T>, fn(Error) -> Status>;
+pub(crate) type GrpcStream<T> = GrpcStreamOf<BoxStream<'static, Result<T>>>;
+
+/// [`GrpcStream`] over a named, unboxed stream of items.
+pub(crate) type GrpcStreamOf<S> = MapErr<CallStream<S>, fn(Error) -> Status>;
 
 /// Starts the call of `method` for `request`.
 pub(crate) fn start<T>(calls: &Calls, method: Method, request: &Request<T>) -> Call {
@@ -49,7 +55,12 @@ pub(crate) fn unary<T>(call: Call, result: Result<T>) -> Result<Response<T>, Sta
 }
 
 /// A streaming call's response: the stream, or the error that refused it.
-pub(crate) fn stream<T>(result: Result<CallStream<T>>) -> Result<Response<GrpcStream<T>>, Status> {
+pub(crate) fn stream<S, T>(
+    result: Result<CallStream<S>>,
+) -> Result<Response<GrpcStreamOf<S>>, Status>
+where
+    S: Stream<Item = Result<T>> + Unpin,
+{
     match result {
         Ok(items) => Ok(Response::new(
             items.map_err(Status::from as fn(Error) -> Status),

@@ -10,16 +10,21 @@
 //! other request keeps the direct path: chunks pulled from the backend by
 //! the response, nothing kept, nothing spawned.
 
-use futures::{Stream, StreamExt};
+use std::{
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use futures::{Stream, StreamExt, future::Either, stream::BoxStream};
 use pbjson_types::value::Kind;
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
-use super::call::{self, GrpcStream};
+use super::call::{self, GrpcStream, GrpcStreamOf};
 use crate::{
     chat::{
-        Chat, ChatChunk, ChatDraft, CompletionHeader, MessageDraft, RoleDraft, ToolCallDraft,
-        ToolChoiceDraft, ToolDraft,
+        Chat, ChatChunk, ChatChunks, ChatDraft, CompletionHeader, MessageDraft, RoleDraft,
+        ToolCallDraft, ToolChoiceDraft, ToolDraft,
     },
     error::Result,
     llm::{FinishReason, ModelInfo, Role, ToolCallDelta, ToolChoice, Usage},
@@ -47,7 +52,7 @@ impl ChatApi {
 
 #[tonic::async_trait]
 impl ChatService for ChatApi {
-    type StreamChatStream = GrpcStream<pb::StreamChatResponse>;
+    type StreamChatStream = GrpcStreamOf<ChatWire>;
     type ResumeStreamStream = GrpcStream<pb::StreamChatResponse>;
 
     async fn stream_chat(
@@ -66,12 +71,12 @@ impl ChatService for ChatApi {
         call.record_model(&completion.header().model);
         call.record_usage(completion.usage());
         let (header, chunks) = call.in_span(|| completion.into_chunks());
-        let mut sequence = 0u64;
-        let chunks = chunks.map(move |chunk| {
-            sequence = sequence.saturating_add(1);
-            chunk.map(|chunk| to_wire(&header, sequence, chunk))
-        });
-        call::stream(call.stream(chunks))
+        let chunks = WireChunks {
+            header,
+            sequence: 0,
+            chunks,
+        };
+        call::stream(call.stream_of(Either::Left(chunks)))
     }
 
     async fn list_models(
@@ -128,7 +133,7 @@ impl ChatApi {
         &self,
         mut call: Call,
         request: pb::StreamChatRequest,
-    ) -> Result<Response<GrpcStream<pb::StreamChatResponse>>, Status> {
+    ) -> Result<Response<GrpcStreamOf<ChatWire>>, Status> {
         let started = self
             .chat
             .start_resumable(draft(request), call.owner(), call.span())
@@ -141,7 +146,7 @@ impl ChatApi {
         let stream_id = follow.stream_id.clone();
         call.in_span(|| tracing::info!(%stream_id, "resumable stream started"));
         let owner = call.owner().map(str::to_owned);
-        let answered = call.stream(follow_to_wire(follow));
+        let answered = call.stream_of(Either::Right(follow_to_wire(follow).boxed()));
         if answered.is_err() {
             // Refused (drain, capacity) before anyone could read it: stop it.
             let streams = self.chat.streams();
@@ -154,6 +159,35 @@ impl ChatApi {
             response.metadata_mut().insert(STREAM_ID_HEADER, value);
         }
         Ok(response)
+    }
+}
+
+/// StreamChat's wire chunks: pulled from the core ([`WireChunks`], not
+/// boxed again) or read from a resumable stream.
+pub(crate) type ChatWire = Either<WireChunks, BoxStream<'static, Result<pb::StreamChatResponse>>>;
+
+/// A completion's chunks as wire messages, numbered from 1: the direct
+/// path's response stream. Written out rather than a `map` so that its type
+/// can be named in [`ChatWire`], which saves the call's stream a box and an
+/// indirect call per chunk.
+pub(crate) struct WireChunks {
+    header: CompletionHeader,
+    sequence: u64,
+    chunks: ChatChunks,
+}
+
+impl Stream for WireChunks {
+    type Item = Result<pb::StreamChatResponse>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(chunk) = ready!(Pin::new(&mut this.chunks).poll_next(cx)) else {
+            return Poll::Ready(None);
+        };
+        this.sequence = this.sequence.saturating_add(1);
+        Poll::Ready(Some(
+            chunk.map(|chunk| to_wire(&this.header, this.sequence, chunk)),
+        ))
     }
 }
 

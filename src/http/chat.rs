@@ -35,7 +35,7 @@ use super::{
     streams,
 };
 use crate::{
-    chat::{ChatChunk, ChatDraft},
+    chat::{ChatChunk, ChatChunks, ChatDraft},
     error::{Error, FieldViolation},
     server::{Call, CallStream, Method},
 };
@@ -67,7 +67,7 @@ pub(crate) async fn completions(
     call.record_model(&completion.header().model);
     call.record_usage(completion.usage());
     let (header, chunks) = call.in_span(|| completion.into_chunks());
-    let chunks = match call.stream(chunks) {
+    let chunks = match call.stream_of(chunks) {
         Ok(chunks) => chunks,
         Err(error) => return ApiError::from(error).into_response(),
     };
@@ -136,7 +136,7 @@ fn text_of_choice_0(chunk: crate::Result<ChatChunk>) -> Frame {
 /// error instead.
 async fn whole_completion(
     mut completion: CompletionBuilder,
-    chunks: CallStream<ChatChunk>,
+    chunks: CallStream<ChatChunks>,
 ) -> Response {
     let mut chunks = std::pin::pin!(chunks);
     while let Some(chunk) = chunks.next().await {

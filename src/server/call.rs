@@ -139,9 +139,12 @@ impl ConnectionStreams {
 }
 
 /// Starts the bookkeeping of calls; one per server, shared by every service
-/// of both edges.
+/// of both edges. Each call keeps a clone (one reference count).
 #[derive(Debug, Clone)]
-pub(crate) struct Calls {
+pub(crate) struct Calls(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
     streams: Arc<Semaphore>,
@@ -157,12 +160,12 @@ impl Calls {
         max_active_streams: usize,
     ) -> Self {
         let max_active_streams = max_active_streams.min(Semaphore::MAX_PERMITS);
-        Self {
+        Self(Arc::new(Shared {
             metrics,
             shutdown,
             streams: Arc::new(Semaphore::new(max_active_streams)),
             max_active_streams,
-        }
+        }))
     }
 
     /// Opens the span of a call to `method`.
@@ -198,7 +201,7 @@ impl Calls {
 
     /// The server's counters.
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.0.metrics
     }
 }
 
@@ -272,7 +275,7 @@ impl Call {
     fn finish(&self, items: u64, error: Option<&Error>) {
         record_usage(&self.span, self.usage.as_ref());
         finish(
-            &self.calls.metrics,
+            &self.calls.0.metrics,
             self.method,
             &self.span,
             self.started,
@@ -281,18 +284,25 @@ impl Call {
         );
     }
 
-    /// Answers with a stream of items; refuses when the server is draining
-    /// or already serves its maximum of streams, or the call's connection
-    /// or the caller's key its share of them.
+    /// Answers with a stream of items (boxed); refuses when the server is
+    /// draining or already serves its maximum of streams, or the call's
+    /// connection or the caller's key its share of them.
     pub(crate) fn stream<T: Send + 'static>(
         self,
         items: impl Stream<Item = Result<T>> + Send + 'static,
-    ) -> Result<CallStream<T>> {
-        if self.calls.shutdown.is_draining() {
+    ) -> Result<BoxedCallStream<T>> {
+        self.stream_of(items.boxed())
+    }
+
+    /// [`Call::stream`] without the box, for a response stream whose type
+    /// can be named: one allocation and one indirect call a poll fewer.
+    pub(crate) fn stream_of<S: Stream + Unpin>(self, items: S) -> Result<CallStream<S>> {
+        let calls = &self.calls.0;
+        if calls.shutdown.is_draining() {
             return Err(self.fail(Error::ShuttingDown));
         }
-        let Ok(permit) = self.calls.streams.clone().try_acquire_owned() else {
-            let limit = self.calls.max_active_streams;
+        let Ok(permit) = calls.streams.clone().try_acquire_owned() else {
+            let limit = calls.max_active_streams;
             return Err(self.fail(Error::ResourceExhausted(format!(
                 "the server is at its limit of {limit} concurrent streams; retry later"
             ))));
@@ -319,18 +329,16 @@ impl Call {
                 ))));
             }
         };
-        let metrics = &self.calls.metrics;
+        let metrics = &calls.metrics;
         Ok(CallStream {
-            inner: Some(items.boxed()),
+            inner: Some(items),
             // A deadline too far to represent (`grpc-timeout` allows up to
             // 10^8 hours; clients send more) is no deadline at all.
             deadline: self
                 .timeout
                 .and_then(|t| self.started.checked_add(t))
                 .map(|at| Box::pin(sleep_until(at))),
-            timeout: self.timeout.unwrap_or_default(),
-            aborted: self.calls.shutdown.streams_aborted(),
-            shutdown: self.calls.shutdown.clone(),
+            aborted: calls.shutdown.streams_aborted(),
             registered: None,
             _permit: permit,
             _connection_permit: connection_permit,
@@ -349,16 +357,14 @@ impl Call {
 
 pin_project! {
     /// A response stream with the call's deadline, drain and accounting.
-    pub struct CallStream<T> {
+    pub struct CallStream<S> {
         // `None` once the call has ended.
-        inner: Option<BoxStream<'static, Result<T>>>,
+        inner: Option<S>,
         // Boxed: most calls set none, and a timer is a hundred bytes that
         // every open stream would otherwise carry.
         deadline: Option<Pin<Box<Sleep>>>,
-        timeout: Duration,
         #[pin]
         aborted: WaitForCancellationFutureOwned,
-        shutdown: Shutdown,
         // The waker `deadline` and `aborted` were last polled with.
         registered: Option<Waker>,
         // The stream's place under `--max-active-streams`.
@@ -377,7 +383,7 @@ pin_project! {
         call: Call,
     }
 
-    impl<T> PinnedDrop for CallStream<T> {
+    impl<S> PinnedDrop for CallStream<S> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(inner) = this.inner.take() {
@@ -390,7 +396,10 @@ pin_project! {
     }
 }
 
-impl<T> Stream for CallStream<T> {
+/// The response stream of [`Call::stream`].
+pub(crate) type BoxedCallStream<T> = CallStream<BoxStream<'static, Result<T>>>;
+
+impl<T, S: Stream<Item = Result<T>> + Unpin> Stream for CallStream<S> {
     type Item = Result<T>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -408,7 +417,7 @@ impl<T> Stream for CallStream<T> {
         let aborted = if waker_changed {
             this.aborted.poll(cx).is_ready()
         } else {
-            this.shutdown.are_streams_aborted()
+            this.call.calls.0.shutdown.are_streams_aborted()
         };
         let expired = match this.deadline.as_mut().map(Pin::as_mut) {
             Some(sleep) if waker_changed => sleep.poll(cx).is_ready(),
@@ -421,7 +430,8 @@ impl<T> Stream for CallStream<T> {
         let outcome = if aborted {
             Err(Error::ShuttingDown)
         } else if expired {
-            Err(Error::DeadlineExceeded(this.timeout.as_millis() as u64))
+            let timeout = this.call.timeout.unwrap_or_default();
+            Err(Error::DeadlineExceeded(timeout.as_millis() as u64))
         } else {
             match ready!(inner.poll_next_unpin(cx)) {
                 Some(Ok(item)) => {
@@ -468,7 +478,7 @@ fn cancelled(call: &Call, items: u64, series: Option<&StreamMetrics>) {
         series.duration.observe(duration);
     }
     call.calls
-        .metrics
+        .metrics()
         .call_ended(call.method.as_str(), metrics::CANCELLED);
     let _entered = call.span.enter();
     call.span.record("outcome", "cancelled");

@@ -168,8 +168,8 @@ pub(crate) type ChatWire = Either<WireChunks, BoxStream<'static, Result<pb::Stre
 
 /// A completion's chunks as wire messages, numbered from 1: the direct
 /// path's response stream. Written out rather than a `map` so that its type
-/// can be named in [`ChatWire`], which saves the call's stream a box and an
-/// indirect call per chunk.
+/// can be named in [`ChatWire`] and the call's stream holds it without a
+/// box (one allocation a call fewer; per chunk it measured the same).
 pub(crate) struct WireChunks {
     header: CompletionHeader,
     sequence: u64,

@@ -203,6 +203,11 @@ impl Calls {
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.0.metrics
     }
+
+    /// The server's shutdown signal.
+    fn shutdown(&self) -> &Shutdown {
+        &self.0.shutdown
+    }
 }
 
 /// One call in progress.
@@ -275,7 +280,7 @@ impl Call {
     fn finish(&self, items: u64, error: Option<&Error>) {
         record_usage(&self.span, self.usage.as_ref());
         finish(
-            &self.calls.0.metrics,
+            self.calls.metrics(),
             self.method,
             &self.span,
             self.started,
@@ -417,7 +422,7 @@ impl<T, S: Stream<Item = Result<T>> + Unpin> Stream for CallStream<S> {
         let aborted = if waker_changed {
             this.aborted.poll(cx).is_ready()
         } else {
-            this.call.calls.0.shutdown.are_streams_aborted()
+            this.call.calls.shutdown().are_streams_aborted()
         };
         let expired = match this.deadline.as_mut().map(Pin::as_mut) {
             Some(sleep) if waker_changed => sleep.poll(cx).is_ready(),

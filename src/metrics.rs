@@ -613,7 +613,10 @@ impl Histogram {
         if let Some(count) = self.0.counts.get(bucket) {
             count.fetch_add(1, Relaxed);
         }
-        self.0.sum_nanos.fetch_add(nanos, Relaxed);
+        // Most gaps of a fast stream are zero (see `server::call`).
+        if nanos > 0 {
+            self.0.sum_nanos.fetch_add(nanos, Relaxed);
+        }
     }
 
     /// Observations so far.

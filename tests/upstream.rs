@@ -404,6 +404,52 @@ async fn rate_limits_are_resource_exhausted_with_the_retry_hint() {
 }
 
 #[tokio::test]
+async fn a_stream_failing_before_its_first_chunk_gets_its_http_status() {
+    let hi = serde_json::json!({
+        "model": MODEL,
+        "stream": true,
+        "messages": [{"role": "user", "content": "hi"}],
+    });
+    let rate_limited = Reply::Status {
+        status: 429,
+        headers: vec![("retry-after", "30".into())],
+        body: r#"{"error":{"message":"Rate limit reached for requests"}}"#.into(),
+    };
+    for accept in [None, Some("application/x-ndjson"), Some("text/plain")] {
+        let fake = FakeOpenAi::start(vec![rate_limited.clone()], &[]).await;
+        let server = server_for(&fake.url(), "").await;
+        let response = server.post_completion(&hi, accept).await;
+        assert_eq!(response.status().as_u16(), 429, "{accept:?}");
+        assert_eq!(response.headers()["retry-after"], "30");
+        let body: serde_json::Value = response.json().await.expect("an error document");
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    }
+
+    let server = server_for(&refused_url().await, ",retries=0").await;
+    let response = server.post_completion(&hi, None).await;
+    assert_eq!(response.status().as_u16(), 502);
+    let body: serde_json::Value = response.json().await.expect("an error document");
+    assert!(body["error"]["message"].is_string(), "{body}");
+
+    // Once a chunk went out, a failure is the stream's last event.
+    let frames = vec![
+        data(&content(0, "partial ", None)),
+        data(&serde_json::json!({"error": {"message": "overloaded"}}).to_string()),
+    ];
+    let fake = FakeOpenAi::start(vec![stream(frames)], &[]).await;
+    let server = server_for(&fake.url(), "").await;
+    let response = server.post_completion(&hi, None).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("partial "), "{body}");
+    assert!(
+        body.trim_end().ends_with('}'),
+        "no [DONE] after an error: {body}"
+    );
+    assert!(body.contains(r#"{"error":"#), "{body}");
+}
+
+#[tokio::test]
 async fn a_rejected_request_is_invalid_argument_with_the_upstream_message() {
     let fake = FakeOpenAi::start(
         vec![error(

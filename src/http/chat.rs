@@ -14,8 +14,9 @@
 //! With `"resumable": true` (and `stream: true`) the completion is kept
 //! and outlives the response; [`streams`] answers it.
 //!
-//! A failure before the first byte is an error response with its status; a
-//! failure after it is a last `data: {"error":...}` event (or line), with
+//! A failure before the first chunk is an error response with its status
+//! (the response waits for that chunk before it sends its headers, up to
+//! the keep-alive interval); a failure after it is a last `data: {"error":...}` event (or line), with
 //! no `[DONE]`, and a text stream is cut off so the client sees it
 //! incomplete.
 
@@ -74,6 +75,11 @@ pub(crate) async fn completions(
     if !streaming {
         return whole_completion(CompletionBuilder::new(header, choices), chunks).await;
     }
+    let chunks = match stream::unless_failed_first(chunks, edge.keep_alive).await {
+        Ok(chunks) => chunks,
+        // The call's stream has recorded the failure.
+        Err(error) => return error_body(error).into_response(),
+    };
     let framing = Framing::negotiate(&headers, true);
     let frame = move |chunk: crate::Result<ChatChunk>| -> Frame {
         match (framing, chunk) {

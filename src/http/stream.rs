@@ -28,7 +28,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::BytesMut;
-use futures::Stream;
+use futures::{Stream, StreamExt as _, stream::Peekable};
 use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Sleep};
@@ -184,6 +184,40 @@ pub(crate) fn streaming_response(
     // Tells nginx-style proxies not to hold the stream back in a buffer.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// A call's items whose first one was looked at before the response began.
+pub(crate) type Looked<S> = Pin<Box<Peekable<S>>>;
+
+/// How long a streaming response waits for its first item before it sends
+/// its headers anyway, when keep-alives are off.
+const FIRST_ITEM_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Waits for the first of `items` before the response begins, so that a
+/// call failing before its first item (an upstream that is rate limited or
+/// unreachable) is answered with its own status (429 with `Retry-After`,
+/// 502, ...) rather than with a 200 stream holding only the error.
+///
+/// It waits at most `keep_alive` (or [`FIRST_ITEM_PATIENCE`]): a model that
+/// takes longer to start gets its headers and keep-alive comments then,
+/// and a later failure is a last event, as it is after the first item.
+pub(crate) async fn unless_failed_first<S, T>(
+    items: S,
+    keep_alive: Option<Duration>,
+) -> Result<Looked<S>, Error>
+where
+    S: Stream<Item = crate::Result<T>>,
+{
+    let mut items = Box::pin(items.peekable());
+    let patience = keep_alive.unwrap_or(FIRST_ITEM_PATIENCE);
+    // `peek` keeps what it read in `items`, so giving up on it loses nothing.
+    let first = tokio::time::timeout(patience, items.as_mut().peek()).await;
+    if matches!(first, Ok(Some(Err(_))))
+        && let Some(Err(error)) = items.next().await
+    {
+        return Err(error);
+    }
+    Ok(items)
 }
 
 pin_project! {

@@ -169,6 +169,26 @@ async fn cors_allows_the_configured_origins() {
     ] {
         assert!(allowed.contains(name), "{allowed}");
     }
+    // What a page may read of a response: its request id, a resumable
+    // stream's id (to resume it), where a task is, when to retry.
+    let answer = client()
+        .get(url(&server, "/healthz"))
+        .header(header::ORIGIN, "http://app.example")
+        .send()
+        .await
+        .expect("get");
+    let exposed = answer.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    for name in [
+        "x-request-id",
+        "x-agentstream-stream-id",
+        "location",
+        "retry-after",
+    ] {
+        assert!(exposed.contains(name), "{exposed}");
+    }
     // Another origin is not let in.
     let other = client()
         .get(url(&server, "/healthz"))

@@ -5,8 +5,9 @@
 //! origins: methods GET, POST, DELETE, OPTIONS and the request headers a
 //! browser client of this API sends (`content-type`, `authorization`,
 //! `x-request-id`, `last-event-id`, plus those of gRPC-Web). The response
-//! headers a page may read are exposed too (`x-request-id`, `location`,
-//! `retry-after` and gRPC-Web's status trailers).
+//! headers a page may read are exposed too (`x-request-id`, a resumable
+//! stream's `x-agentstream-stream-id`, `location`, `retry-after` and
+//! gRPC-Web's status trailers).
 
 use axum::http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -24,8 +25,9 @@ const ALLOWED_HEADERS: [&str; 8] = [
 ];
 
 /// Response headers a page may read.
-const EXPOSED_HEADERS: [&str; 6] = [
+const EXPOSED_HEADERS: [&str; 7] = [
     "x-request-id",
+    "x-agentstream-stream-id",
     "location",
     "retry-after",
     "grpc-status",

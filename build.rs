@@ -2,7 +2,8 @@
 //! services and writes the file descriptor set that server reflection serves.
 //! pbjson generates the proto3 JSON mapping of every message (serde), which
 //! the HTTP edge speaks; the well-known types come from pbjson-types, which
-//! carry that mapping too (a Timestamp is an RFC 3339 string).
+//! carry that mapping too, except Timestamp, which is the crate's own
+//! (`src/pb/timestamp.rs`: pbjson's writes `+00:00` where the mapping says `Z`).
 
 use std::{env, fs, path::PathBuf};
 
@@ -28,6 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .emit_rerun_if_changed(false)
         .codec_path("crate::server::transport::codec::BoundedCodec")
         .compile_well_known_types(true)
+        // Timestamps have their own type, for the mapping's exact JSON form
+        // (see src/pb/timestamp.rs); the other well-known types are pbjson's.
+        .extern_path(".google.protobuf.Timestamp", "crate::pb::Timestamp")
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(fds)?;
     pbjson_build::Builder::new()

@@ -73,11 +73,15 @@ async fn task_routes_answer_proto3_json() {
     let got = json_of(server.get(&format!("/v1/tasks/{id}")).await).await;
     assert_eq!(got["task"]["taskId"], id.as_str());
     assert_eq!(got["task"]["totalSteps"], 1000);
-    let created = got["task"]["createTime"].as_str().expect("RFC 3339");
-    assert!(
-        created.contains('T') && (created.ends_with('Z') || created.ends_with("+00:00")),
-        "{created}"
-    );
+    // The proto3 JSON form, as grpcurl prints it: RFC 3339 in UTC, `Z`.
+    for field in ["createTime", "updateTime"] {
+        let time = got["task"][field].as_str().expect("RFC 3339");
+        let (date, clock) = time.split_once('T').expect("date and time");
+        assert_eq!(date.len(), 10, "{time}");
+        let fraction = clock.strip_suffix('Z').expect("Z-normalized");
+        let digits = fraction.split_once('.').map_or(0, |(_, f)| f.len());
+        assert!([0, 3, 6, 9].contains(&digits), "{time}");
+    }
     let listed = json_of(server.get("/v1/tasks?page_size=10").await).await;
     assert_eq!(listed["tasks"][0]["taskId"], id.as_str());
     let cancelled = server.post_empty(&format!("/v1/tasks/{id}/cancel")).await;

@@ -109,13 +109,15 @@ async fn unknown_routes_and_wrong_methods_get_openai_error_json() {
 #[tokio::test]
 async fn request_ids_are_echoed_or_generated() {
     let server = TestServer::start().await;
-    let echoed = client()
-        .get(url(&server, "/healthz"))
-        .header("x-request-id", "my-id-42")
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(echoed.headers()["x-request-id"], "my-id-42");
+    for id in ["my-id-42", "my request 42"] {
+        let echoed = client()
+            .get(url(&server, "/healthz"))
+            .header("x-request-id", id)
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(echoed.headers()["x-request-id"], id);
+    }
     let generated = server.get("/v1/nothing").await;
     assert_eq!(generated.headers()["x-request-id"].len(), 36);
 }

@@ -1,11 +1,12 @@
-//! Request ids: the client's `x-request-id` when it is a plain token,
-//! a generated one otherwise.
+//! Request ids: the client's `x-request-id` when it is printable text, a
+//! generated one otherwise.
 //!
 //! Every response echoes the id and every log line of the call carries it,
 //! so it must be something a log line can hold as is: 1 to
-//! [`MAX_REQUEST_ID_LEN`] visible ASCII characters. Anything else (empty,
-//! too long, non-ASCII, control characters) is dropped before the id is
-//! chosen, so the call gets a fresh UUID, echoed and logged like any other.
+//! [`MAX_REQUEST_ID_LEN`] printable ASCII characters (spaces included, as
+//! any header value may have them). Anything else (empty, too long,
+//! non-ASCII, control characters) is dropped before the id is chosen, so
+//! the call gets a fresh UUID, echoed and logged like any other.
 
 use http::{HeaderValue, Request};
 
@@ -18,7 +19,8 @@ pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
 /// Whether a client's request id is kept.
 pub(crate) fn is_acceptable(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
-    !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_LEN && bytes.iter().all(u8::is_ascii_graphic)
+    let printable = |b: &u8| b.is_ascii_graphic() || *b == b' ';
+    !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_LEN && bytes.iter().all(printable)
 }
 
 /// Removes an unacceptable `x-request-id`, so that a new one is generated.
@@ -42,12 +44,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_tokens_are_kept_and_anything_else_is_not() {
-        for ok in ["my-id", "0f8fad5b-d9cb-469f-a165-70867728950e", "a.b_c:d/e"] {
+    fn printable_ids_are_kept_and_anything_else_is_not() {
+        let ids = [
+            "my-id",
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "a.b_c:d/e",
+            "my request",
+        ];
+        for ok in ids {
             assert!(is_acceptable(&HeaderValue::from_static(ok)), "{ok}");
         }
         let long = "x".repeat(MAX_REQUEST_ID_LEN + 1);
-        for bad in ["", "with space", long.as_str()] {
+        for bad in ["", "tab\there", long.as_str()] {
             assert!(
                 !is_acceptable(&HeaderValue::from_str(bad).expect("header")),
                 "{bad}"

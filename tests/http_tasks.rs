@@ -84,6 +84,9 @@ async fn task_routes_answer_proto3_json() {
     }
     let listed = json_of(server.get("/v1/tasks?page_size=10").await).await;
     assert_eq!(listed["tasks"][0]["taskId"], id.as_str());
+    // Empty parameters (a form's empty inputs) are absent ones.
+    let listed = json_of(server.get("/v1/tasks?page_size=&page_token=").await).await;
+    assert_eq!(listed["tasks"][0]["taskId"], id.as_str());
     let cancelled = server.post_empty(&format!("/v1/tasks/{id}/cancel")).await;
     assert_eq!(cancelled.status(), StatusCode::OK);
     let cancelled = json_of(cancelled).await;

@@ -100,11 +100,14 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The query string of `uri` read into a `T`; a value that does not parse
-/// is a violation of its parameter.
+/// is a violation of its parameter. An empty parameter (`?page_size=`, as a
+/// form with an empty input sends it) is an absent one.
 pub(crate) fn query<T: DeserializeOwned>(uri: &Uri) -> crate::Result<T> {
     let query = uri.query().unwrap_or_default();
-    let deserializer =
-        serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    let set = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(_, v)| !v.is_empty()))
+        .finish();
+    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(set.as_bytes()));
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let field = if path == "." || path == "?" {
@@ -165,5 +168,33 @@ mod tests {
         assert!(!with("text/plain"));
         assert!(!with("application/x-www-form-urlencoded"));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Page {
+        #[serde(default)]
+        page_size: u32,
+        #[serde(default)]
+        page_token: String,
+    }
+
+    fn page(q: &str) -> crate::Result<Page> {
+        query(&format!("/v1/tasks?{q}").parse::<Uri>().expect("uri"))
+    }
+
+    #[test]
+    fn empty_query_parameters_are_absent_ones() {
+        let unset = Page {
+            page_size: 0,
+            page_token: String::new(),
+        };
+        assert_eq!(page("page_size=&page_token=").expect("ok"), unset);
+        assert_eq!(page("").expect("ok"), unset);
+        let set = page("page_size=5&page_token=a%20b").expect("ok");
+        assert_eq!((set.page_size, set.page_token.as_str()), (5, "a b"));
+        let Err(Error::InvalidArgument(violations)) = page("page_size=five") else {
+            panic!("five is not a number")
+        };
+        assert_eq!(violations[0].field, "page_size");
     }
 }

@@ -111,14 +111,23 @@ async fn malformed_protobuf_is_invalid_argument() {
         .call_raw("/agentstream.v1.ChatService/StreamChat", frame.freeze())
         .await;
     let response = response.await.expect("response");
-    let status = match response.headers().get("grpc-status") {
-        Some(code) => code.to_str().expect("ascii").to_owned(),
-        None => {
-            let mut body = response.into_body();
-            while body.data().await.is_some() {}
-            let trailers = body.trailers().await.expect("trailers").expect("some");
-            trailers["grpc-status"].to_str().expect("ascii").to_owned()
-        }
+    let map = if response.headers().contains_key("grpc-status") {
+        response.headers().clone()
+    } else {
+        let mut body = response.into_body();
+        while body.data().await.is_some() {}
+        body.trailers().await.expect("trailers").expect("some")
     };
-    assert_eq!(status, "3", "INVALID_ARGUMENT");
+    let status = tonic::Status::from_header_map(&map).expect("a grpc-status");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    // Like any bad argument, with a BadRequest detail (the field is the
+    // request as a whole: these bytes are not protobuf at all).
+    let bad = status.get_details_bad_request().expect("a BadRequest detail");
+    assert_eq!(bad.field_violations.len(), 1);
+    assert!(
+        bad.field_violations[0]
+            .description
+            .contains("not a valid protobuf message"),
+        "{bad:?}"
+    );
 }

@@ -29,6 +29,8 @@ use tonic::{
 };
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
+use crate::error::{Error, FieldViolation};
+
 /// Initial size of a call's encode buffer (two chunks).
 pub(crate) const ENCODE_BUFFER: usize = 256;
 
@@ -75,10 +77,7 @@ impl<U: Message + Default> Decoder for ClientFaultDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|status| {
             if status.code() == Code::Internal {
-                Status::invalid_argument(format!(
-                    "the request is not a valid protobuf message: {}",
-                    status.message()
-                ))
+                Error::InvalidArgument(vec![undecodable(status.message())]).into()
             } else {
                 status
             }
@@ -87,5 +86,81 @@ impl<U: Message + Default> Decoder for ClientFaultDecoder<U> {
 
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
+    }
+}
+
+/// The violation of a request prost could not decode, from its error
+/// (`failed to decode Protobuf message: ChatMessage.content:
+/// StreamChatRequest.messages: invalid string value: ...`, innermost field
+/// first): the field's path (`messages.content`), or `""` (the request as
+/// a whole) when the bytes are not protobuf at all.
+fn undecodable(prost_error: &str) -> FieldViolation {
+    let mut rest = prost_error
+        .strip_prefix("failed to decode Protobuf message: ")
+        .unwrap_or(prost_error);
+    let mut fields = Vec::new();
+    while let Some((head, tail)) = rest.split_once(": ") {
+        let Some((message, field)) = head.split_once('.') else {
+            break;
+        };
+        // Field names are Rust's (`r#type` for `type`).
+        let field = field.trim_start_matches("r#");
+        let is_name =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !(is_name(message) && is_name(field)) {
+            break;
+        }
+        fields.push(field);
+        rest = tail;
+    }
+    fields.reverse();
+    FieldViolation::new(
+        fields.join("."),
+        format!("the request is not a valid protobuf message: {rest}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::pb;
+
+    #[test]
+    fn an_undecodable_request_names_the_field_it_broke_at() {
+        // messages[0].content with bytes that are not UTF-8.
+        let mut bytes = pb::StreamChatRequest {
+            messages: vec![pb::ChatMessage {
+                content: "\u{ff}".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let at = bytes
+            .iter()
+            .rposition(|&b| b == 0xbf)
+            .expect("the UTF-8 of ÿ");
+        bytes[at] = 0xff;
+        let error = pb::StreamChatRequest::decode(bytes.as_slice()).expect_err("not UTF-8");
+        let violation = undecodable(&error.to_string());
+        assert_eq!(violation.field, "messages.content");
+        assert!(
+            violation
+                .description
+                .contains("not a valid protobuf message: invalid string value"),
+            "{}",
+            violation.description
+        );
+
+        let garbage = pb::StreamChatRequest::decode(&[0xff, 0xff, 0xff][..]).expect_err("garbage");
+        let violation = undecodable(&garbage.to_string());
+        assert_eq!(violation.field, "");
+        assert!(
+            violation
+                .description
+                .starts_with("the request is not a valid protobuf message")
+        );
     }
 }

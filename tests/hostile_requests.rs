@@ -122,7 +122,9 @@ async fn malformed_protobuf_is_invalid_argument() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     // Like any bad argument, with a BadRequest detail (the field is the
     // request as a whole: these bytes are not protobuf at all).
-    let bad = status.get_details_bad_request().expect("a BadRequest detail");
+    let bad = status
+        .get_details_bad_request()
+        .expect("a BadRequest detail");
     assert_eq!(bad.field_violations.len(), 1);
     assert!(
         bad.field_violations[0]

@@ -269,31 +269,42 @@ async fn grpc_web_text_mode_answers_in_base64_with_errors_in_trailers() {
     let request = pb::GetTaskRequest {
         task_id: "no-such-task".into(),
     };
-    let response = client()
-        .post(url(&server, "/agentstream.v1.TaskService/GetTask"))
-        .header(header::CONTENT_TYPE, "application/grpc-web-text")
-        .header(header::ACCEPT, "application/grpc-web-text")
-        .body(base64.encode(grpc_web_frame(&request)))
-        .send()
-        .await
-        .expect("grpc-web-text call");
-    assert_eq!(response.status(), StatusCode::OK);
-    let in_headers = response
-        .headers()
-        .get("grpc-status")
-        .map(|v| v.to_str().expect("ascii").to_owned());
-    let text = response.text().await.expect("body");
-    // Frames are base64-encoded one by one, padded: decode quad by quad.
-    let mut body = Vec::new();
-    for quad in text.as_bytes().chunks(4) {
-        body.extend(base64.decode(quad).expect("base64"));
+    // With `Accept` naming text mode, and with curl's `*/*`.
+    for accept in ["application/grpc-web-text", "*/*"] {
+        let response = client()
+            .post(url(&server, "/agentstream.v1.TaskService/GetTask"))
+            .header(header::CONTENT_TYPE, "application/grpc-web-text")
+            .header(header::ACCEPT, accept)
+            .body(base64.encode(grpc_web_frame(&request)))
+            .send()
+            .await
+            .expect("grpc-web-text call");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .expect("ascii")
+                .starts_with("application/grpc-web-text"),
+            "{accept}: {:?}",
+            response.headers()
+        );
+        let in_headers = response
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        let text = response.text().await.expect("body");
+        // Frames are base64-encoded one by one, padded: decode quad by quad.
+        let mut body = Vec::new();
+        for quad in text.as_bytes().chunks(4) {
+            body.extend(base64.decode(quad).expect("base64"));
+        }
+        let (messages, trailers) = grpc_web_frames(&body);
+        assert!(messages.is_empty());
+        assert!(
+            trailers.contains("grpc-status:5") || in_headers.as_deref() == Some("5"),
+            "{trailers} {in_headers:?}"
+        );
     }
-    let (messages, trailers) = grpc_web_frames(&body);
-    assert!(messages.is_empty());
-    assert!(
-        trailers.contains("grpc-status:5") || in_headers.as_deref() == Some("5"),
-        "{trailers} {in_headers:?}"
-    );
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! The gRPC codec of every generated service and client: prost, with
 //! response batches capped at [`YIELD_THRESHOLD`] bytes, and malformed
-//! messages answered with INVALID_ARGUMENT.
+//! messages answered with INVALID_ARGUMENT and a BadRequest detail.
 //!
 //! A message that is not valid protobuf is the client's fault; tonic's
 //! prost decoder reports it as INTERNAL, which the API reserves for the

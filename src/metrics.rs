@@ -619,6 +619,13 @@ impl Histogram {
         }
     }
 
+    /// Records `n` durations of zero at once (see `server::call`).
+    pub(crate) fn observe_zeros(&self, n: u64) {
+        if let Some(count) = self.0.counts.first() {
+            count.fetch_add(n, Relaxed);
+        }
+    }
+
     /// Observations so far.
     #[cfg(test)]
     pub(crate) fn count(&self) -> u64 {
@@ -731,7 +738,8 @@ mod tests {
         gap.observe(Duration::from_micros(50));
         gap.observe(Duration::from_millis(3));
         gap.observe(Duration::from_secs(9));
-        assert_eq!(gap.count(), 3);
+        gap.observe_zeros(2);
+        assert_eq!(gap.count(), 5);
         let text = metrics.render_prometheus();
         let series = |le: &str| {
             sample(
@@ -741,16 +749,16 @@ mod tests {
                 ),
             )
         };
-        assert_eq!(series("0.0001"), Some(1.0));
-        assert_eq!(series("0.005"), Some(2.0));
-        assert_eq!(series("2.5"), Some(2.0));
-        assert_eq!(series("+Inf"), Some(3.0));
+        assert_eq!(series("0.0001"), Some(3.0));
+        assert_eq!(series("0.005"), Some(4.0));
+        assert_eq!(series("2.5"), Some(4.0));
+        assert_eq!(series("+Inf"), Some(5.0));
         assert_eq!(
             sample(
                 &text,
                 "agentstream_inter_chunk_gap_seconds_count{model=\"echo\"}"
             ),
-            Some(3.0)
+            Some(5.0)
         );
     }
 

@@ -394,6 +394,7 @@ pin_project! {
                 // The client went away (cancel, disconnect) before the end:
                 // stop the work first, so that what it used counts in full.
                 drop(inner);
+                record_zero_gaps(this.series.as_ref(), this.gaps);
                 cancelled(this.call, *this.items, this.series.as_ref());
             }
         }
@@ -419,6 +420,9 @@ struct Gaps {
     /// `since` is older than the last chunk: that one was ready at once
     /// and the clock was not read for it.
     stale: bool,
+    /// Chunks that were ready at once, not yet added to the histogram (an
+    /// atomic add per chunk would be most of what timing them costs).
+    zeros: u32,
 }
 
 impl Gaps {
@@ -429,6 +433,7 @@ impl Gaps {
             since: started,
             waited: true,
             stale: false,
+            zeros: 0,
         }
     }
 
@@ -442,20 +447,38 @@ impl Gaps {
     }
 
     /// A chunk came: the gap before it, in nanoseconds (from the call's
-    /// start for the first one).
-    fn item(&mut self, now: impl FnOnce() -> u64) -> u64 {
+    /// start for the first one), or `None` for a gap of zero, counted in
+    /// [`Self::take_zeros`] instead.
+    fn item(&mut self, now: impl FnOnce() -> u64) -> Option<u64> {
         if !self.waited {
             self.stale = true;
-            return 0;
+            self.zeros = self.zeros.saturating_add(1);
+            return None;
         }
         let now = now();
         let gap = now.saturating_sub(self.since);
-        *self = Self {
-            since: now,
-            waited: false,
-            stale: false,
-        };
-        gap
+        self.since = now;
+        self.waited = false;
+        self.stale = false;
+        Some(gap)
+    }
+
+    /// The zero gaps not yet recorded, now taken.
+    fn take_zeros(&mut self) -> u32 {
+        std::mem::take(&mut self.zeros)
+    }
+}
+
+/// Zero gaps recorded together at most (see [`Gaps::zeros`]).
+const ZERO_GAPS_BATCH: u32 = 64;
+
+/// Adds the zero gaps `gaps` holds to the histogram: when the stream waits,
+/// when it ends, and every [`ZERO_GAPS_BATCH`], so the histogram lags a
+/// fast stream by less than a batch.
+fn record_zero_gaps(series: Option<&StreamMetrics>, gaps: &mut Gaps) {
+    let zeros = gaps.take_zeros();
+    if let (Some(series), true) = (series, zeros > 0) {
+        series.inter_chunk_gap.observe_zeros(u64::from(zeros));
     }
 }
 
@@ -499,16 +522,21 @@ impl<T, S: Stream<Item = Result<T>> + Unpin> Stream for CallStream<S> {
             let polled = inner.poll_next_unpin(cx);
             if polled.is_pending() {
                 this.gaps.waiting(metrics::monotonic_nanos);
+                record_zero_gaps(this.series.as_ref(), this.gaps);
             }
             match ready!(polled) {
                 Some(Ok(item)) => {
                     if let Some(series) = this.series {
-                        let histogram = if *this.items == 0 {
-                            &series.time_to_first_chunk
-                        } else {
-                            &series.inter_chunk_gap
-                        };
-                        histogram.observe_nanos(this.gaps.item(metrics::monotonic_nanos));
+                        match this.gaps.item(metrics::monotonic_nanos) {
+                            Some(gap) if *this.items == 0 => {
+                                series.time_to_first_chunk.observe_nanos(gap);
+                            }
+                            Some(gap) => series.inter_chunk_gap.observe_nanos(gap),
+                            None if this.gaps.zeros >= ZERO_GAPS_BATCH => {
+                                record_zero_gaps(Some(series), this.gaps);
+                            }
+                            None => {}
+                        }
                     }
                     *this.items += 1;
                     return Poll::Ready(Some(Ok(item)));
@@ -519,6 +547,7 @@ impl<T, S: Stream<Item = Result<T>> + Unpin> Stream for CallStream<S> {
         };
         // The call ends: drop the work now and record how it went.
         *this.inner = None;
+        record_zero_gaps(this.series.as_ref(), this.gaps);
         if let Some(series) = this.series {
             series.duration.observe(this.call.started.elapsed());
         }
@@ -601,31 +630,35 @@ mod tests {
     #[test]
     fn the_first_chunk_is_timed_from_the_start_of_the_call() {
         let mut gaps = Gaps::since(1_000);
-        assert_eq!(gaps.item(|| 1_500), 500);
+        assert_eq!(gaps.item(|| 1_500), Some(500));
     }
 
     #[test]
     fn a_chunk_the_stream_waited_for_is_timed_from_the_one_before() {
         let mut gaps = Gaps::since(0);
-        assert_eq!(gaps.item(|| 100), 100);
+        assert_eq!(gaps.item(|| 100), Some(100));
         gaps.waiting(unread);
-        assert_eq!(gaps.item(|| 10_100), 10_000);
+        assert_eq!(gaps.item(|| 10_100), Some(10_000));
         gaps.waiting(unread);
         gaps.waiting(unread);
-        assert_eq!(gaps.item(|| 30_100), 20_000);
+        assert_eq!(gaps.item(|| 30_100), Some(20_000));
+        assert_eq!(gaps.take_zeros(), 0);
     }
 
     #[test]
     fn chunks_ready_at_once_have_no_gap_and_read_no_clock() {
         let mut gaps = Gaps::since(0);
-        assert_eq!(gaps.item(|| 100), 100);
-        assert_eq!(gaps.item(unread), 0);
-        assert_eq!(gaps.item(unread), 0);
+        assert_eq!(gaps.item(|| 100), Some(100));
+        assert_eq!(gaps.item(unread), None);
+        assert_eq!(gaps.item(unread), None);
+        assert_eq!(gaps.take_zeros(), 2);
+        assert_eq!(gaps.take_zeros(), 0);
         // The next wait starts when the stream starts waiting, not at the
         // last chunk the clock was read for.
         gaps.waiting(|| 5_000);
         gaps.waiting(unread);
-        assert_eq!(gaps.item(|| 7_000), 2_000);
-        assert_eq!(gaps.item(unread), 0);
+        assert_eq!(gaps.item(|| 7_000), Some(2_000));
+        assert_eq!(gaps.item(unread), None);
+        assert_eq!(gaps.take_zeros(), 1);
     }
 }

@@ -14,7 +14,7 @@ pub(crate) mod chunks;
 pub(crate) mod completion;
 pub(crate) mod request;
 
-pub(crate) use chunks::{ChatChunk, ChatChunks, chat_chunks};
+pub(crate) use chunks::{ChatChunk, ChatChunks, ChoiceDelta, chat_chunks};
 pub(crate) use completion::{Chat, Completion, CompletionHeader};
 pub(crate) use request::{
     ChatDraft, ChatLimits, ChatRequest, MessageDraft, RoleDraft, ToolCallDraft, ToolChoiceDraft,

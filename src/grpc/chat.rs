@@ -23,8 +23,8 @@ use tonic::{Request, Response, Status};
 use super::call::{self, GrpcStream, GrpcStreamOf};
 use crate::{
     chat::{
-        Chat, ChatChunk, ChatChunks, ChatDraft, CompletionHeader, MessageDraft, RoleDraft,
-        ToolCallDraft, ToolChoiceDraft, ToolDraft,
+        Chat, ChatChunk, ChatChunks, ChatDraft, ChoiceDelta, CompletionHeader, MessageDraft,
+        RoleDraft, ToolCallDraft, ToolChoiceDraft, ToolDraft,
     },
     error::Result,
     llm::{FinishReason, ModelInfo, Role, ToolCallDelta, ToolChoice, Usage},
@@ -329,28 +329,29 @@ fn to_wire(header: &CompletionHeader, sequence: u64, chunk: ChatChunk) -> pb::St
         ChatChunk::Choice {
             index,
             first,
-            content,
-            reasoning,
-            refusal,
-            tool_calls,
-            finish_reason,
+            delta,
         } => {
             let role = if first {
                 pb::Role::Assistant
             } else {
                 pb::Role::Unspecified
             };
+            let mut wire = pb::ChatDelta {
+                role: role as i32,
+                ..Default::default()
+            };
+            let mut finish_reason = pb::FinishReason::Unspecified;
+            match delta {
+                ChoiceDelta::Content(text) => wire.content = text,
+                ChoiceDelta::Reasoning(text) => wire.reasoning = text,
+                ChoiceDelta::Refusal(text) => wire.refusal = text,
+                ChoiceDelta::ToolCall(call) => wire.tool_calls = vec![(*call).into()],
+                ChoiceDelta::Finished(reason) => finish_reason = reason.into(),
+            }
             let choice = pb::ChatChoice {
                 index,
-                delta: Some(pb::ChatDelta {
-                    role: role as i32,
-                    content,
-                    tool_calls: wire_tool_calls(tool_calls),
-                    reasoning,
-                    refusal,
-                }),
-                finish_reason: finish_reason.map_or(pb::FinishReason::Unspecified, Into::into)
-                    as i32,
+                delta: Some(wire),
+                finish_reason: finish_reason as i32,
             };
             (vec![choice], None)
         }
@@ -365,15 +366,6 @@ fn to_wire(header: &CompletionHeader, sequence: u64, chunk: ChatChunk) -> pb::St
         sequence,
         stream_id: String::new(),
     }
-}
-
-/// The wire form of a chunk's tool-call pieces. Most chunks have none, and
-/// collecting an empty iterator still costs a call per chunk.
-fn wire_tool_calls(calls: Vec<ToolCallDelta>) -> Vec<pb::ToolCallDelta> {
-    if calls.is_empty() {
-        return Vec::new();
-    }
-    calls.into_iter().map(Into::into).collect()
 }
 
 impl From<ToolCallDelta> for pb::ToolCallDelta {

@@ -36,7 +36,7 @@ use super::{
     streams,
 };
 use crate::{
-    chat::{ChatChunk, ChatChunks, ChatDraft},
+    chat::{ChatChunk, ChatChunks, ChatDraft, ChoiceDelta},
     error::{Error, FieldViolation},
     server::{Call, CallStream, Method},
 };
@@ -131,8 +131,10 @@ fn error_body(error: Error) -> ApiError {
 fn text_of_choice_0(chunk: crate::Result<ChatChunk>) -> Frame {
     match chunk {
         Ok(ChatChunk::Choice {
-            index: 0, content, ..
-        }) => Ok(Bytes::from(content)),
+            index: 0,
+            delta: ChoiceDelta::Content(text),
+            ..
+        }) => Ok(Bytes::from(text)),
         Ok(_) => Ok(Bytes::new()),
         Err(error) => Err(std::io::Error::other(error.to_string())),
     }

@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use crate::{
     chat::{
-        Chat, ChatChunk, ChatDraft, Completion, CompletionHeader, MessageDraft, RoleDraft,
-        ToolCallDraft, ToolChoiceDraft, ToolDraft,
+        Chat, ChatChunk, ChatDraft, ChoiceDelta, Completion, CompletionHeader, MessageDraft,
+        RoleDraft, ToolCallDraft, ToolChoiceDraft, ToolDraft,
     },
     error::{Error, FieldViolation},
     llm::{FinishReason, Role, ToolCallDelta, ToolChoice, Usage},
@@ -566,17 +566,19 @@ pub(crate) fn chunk_json<'a>(header: &'a CompletionHeader, chunk: &'a ChatChunk)
         ChatChunk::Choice {
             index,
             first,
-            content,
-            reasoning,
-            refusal,
-            tool_calls,
-            finish_reason: reason,
+            delta,
         } => {
             let choice = ChunkChoice {
                 index: *index,
-                delta: Delta::new(*first, content, reasoning, refusal, tool_calls),
+                delta: Delta::new(
+                    *first,
+                    delta.content(),
+                    delta.reasoning(),
+                    delta.refusal(),
+                    delta.tool_calls(),
+                ),
                 logprobs: None,
-                finish_reason: reason.map(finish_reason),
+                finish_reason: delta.finish_reason().map(finish_reason),
             };
             (vec![choice], None)
         }
@@ -717,24 +719,16 @@ impl CompletionBuilder {
     /// Adds one chunk.
     pub(crate) fn push(&mut self, chunk: ChatChunk) {
         match chunk {
-            ChatChunk::Choice {
-                index,
-                content,
-                reasoning,
-                refusal,
-                tool_calls,
-                finish_reason: reason,
-                ..
-            } => {
+            ChatChunk::Choice { index, delta, .. } => {
                 if let Some(choice) = self.choices.get_mut(index as usize) {
-                    choice.content.push_str(&content);
-                    choice.reasoning.push_str(&reasoning);
-                    choice.refusal.push_str(&refusal);
-                    for call in tool_calls {
-                        choice.push_call(call);
-                    }
-                    if let Some(reason) = reason {
-                        choice.finish_reason = Some(finish_reason(reason));
+                    match delta {
+                        ChoiceDelta::Content(text) => choice.content.push_str(&text),
+                        ChoiceDelta::Reasoning(text) => choice.reasoning.push_str(&text),
+                        ChoiceDelta::Refusal(text) => choice.refusal.push_str(&text),
+                        ChoiceDelta::ToolCall(call) => choice.push_call(*call),
+                        ChoiceDelta::Finished(reason) => {
+                            choice.finish_reason = Some(finish_reason(reason));
+                        }
                     }
                 }
             }
@@ -814,11 +808,7 @@ mod tests {
         let first = ChatChunk::Choice {
             index: 0,
             first: true,
-            content: "Hi".into(),
-            reasoning: String::new(),
-            refusal: String::new(),
-            tool_calls: Vec::new(),
-            finish_reason: None,
+            delta: ChoiceDelta::Content("Hi".into()),
         };
         assert_eq!(
             json(&chunk_json(&header, &first)),
@@ -827,11 +817,7 @@ mod tests {
         let last = ChatChunk::Choice {
             index: 1,
             first: false,
-            content: String::new(),
-            reasoning: String::new(),
-            refusal: String::new(),
-            tool_calls: Vec::new(),
-            finish_reason: Some(FinishReason::Length),
+            delta: ChoiceDelta::Finished(FinishReason::Length),
         };
         assert_eq!(
             json(&chunk_json(&header, &last)),
@@ -889,20 +875,17 @@ mod tests {
             ChatChunk::Choice {
                 index: 0,
                 first: true,
-                content: "Hel".into(),
-                reasoning: String::new(),
-                refusal: String::new(),
-                tool_calls: Vec::new(),
-                finish_reason: None,
+                delta: ChoiceDelta::Content("Hel".into()),
             },
             ChatChunk::Choice {
                 index: 0,
                 first: false,
-                content: "lo".into(),
-                reasoning: String::new(),
-                refusal: String::new(),
-                tool_calls: Vec::new(),
-                finish_reason: Some(FinishReason::Stop),
+                delta: ChoiceDelta::Content("lo".into()),
+            },
+            ChatChunk::Choice {
+                index: 0,
+                first: false,
+                delta: ChoiceDelta::Finished(FinishReason::Stop),
             },
             ChatChunk::Usage(Usage {
                 prompt_tokens: 1,
@@ -926,15 +909,11 @@ mod tests {
         }
     }
 
-    fn choice(first: bool, tool_calls: Vec<ToolCallDelta>) -> ChatChunk {
+    fn choice(first: bool, call: ToolCallDelta) -> ChatChunk {
         ChatChunk::Choice {
             index: 0,
             first,
-            content: String::new(),
-            reasoning: String::new(),
-            refusal: String::new(),
-            tool_calls,
-            finish_reason: None,
+            delta: ChoiceDelta::ToolCall(Box::new(call)),
         }
     }
 
@@ -947,27 +926,28 @@ mod tests {
             value["choices"][0]["delta"].to_string()
         };
         assert_eq!(
-            delta(&choice(true, vec![piece(0, "call_1", "get_weather", "")])),
+            delta(&choice(true, piece(0, "call_1", "get_weather", ""))),
             r#"{"content":null,"role":"assistant","tool_calls":[{"function":{"arguments":"","name":"get_weather"},"id":"call_1","index":0,"type":"function"}]}"#
         );
         assert_eq!(
-            delta(&choice(false, vec![piece(1, "", "", "{\"ci")])),
+            delta(&choice(false, piece(1, "", "", "{\"ci"))),
             r#"{"tool_calls":[{"function":{"arguments":"{\"ci"},"index":1}]}"#
         );
-        let mut reasoning = choice(true, Vec::new());
-        if let ChatChunk::Choice {
-            reasoning: r,
-            refusal: f,
-            ..
-        } = &mut reasoning
-        {
-            *r = "hmm".into();
-            *f = "no".into();
-        }
+        let reasoning = ChatChunk::Choice {
+            index: 0,
+            first: true,
+            delta: ChoiceDelta::Reasoning("hmm".into()),
+        };
         assert_eq!(
             delta(&reasoning),
-            r#"{"content":null,"reasoning_content":"hmm","refusal":"no","role":"assistant"}"#
+            r#"{"content":null,"reasoning_content":"hmm","role":"assistant"}"#
         );
+        let refusal = ChatChunk::Choice {
+            index: 0,
+            first: false,
+            delta: ChoiceDelta::Refusal("no".into()),
+        };
+        assert_eq!(delta(&refusal), r#"{"refusal":"no"}"#);
     }
 
     #[test]
@@ -1080,21 +1060,20 @@ mod tests {
     fn completions_assemble_tool_calls_and_leave_content_null() {
         let mut builder = CompletionBuilder::new(header(), 1);
         let chunks = [
-            choice(true, vec![piece(1, "call_b", "g", "{")]),
-            choice(false, vec![piece(0, "call_a", "f", "")]),
-            choice(
-                false,
-                vec![piece(0, "", "", "{\"x\":"), piece(1, "", "", "}")],
-            ),
-            choice(false, vec![piece(0, "", "", "1}")]),
+            choice(true, piece(1, "call_b", "g", "{")),
+            choice(false, piece(0, "call_a", "f", "")),
+            choice(false, piece(0, "", "", "{\"x\":")),
+            choice(false, piece(1, "", "", "}")),
+            choice(false, piece(0, "", "", "1}")),
             ChatChunk::Choice {
                 index: 0,
                 first: false,
-                content: String::new(),
-                reasoning: "thought".into(),
-                refusal: String::new(),
-                tool_calls: Vec::new(),
-                finish_reason: Some(FinishReason::ToolCalls),
+                delta: ChoiceDelta::Reasoning("thought".into()),
+            },
+            ChatChunk::Choice {
+                index: 0,
+                first: false,
+                delta: ChoiceDelta::Finished(FinishReason::ToolCalls),
             },
         ];
         for chunk in chunks {

@@ -33,7 +33,7 @@ use super::{
     stream::{self, Frame, Frames, Framing},
 };
 use crate::{
-    chat::{ChatChunk, CompletionHeader},
+    chat::{ChatChunk, ChoiceDelta, CompletionHeader},
     grpc::chat::STREAM_ID_HEADER,
     server::{Call, Method},
     streams::{Follow, Kept},
@@ -128,8 +128,10 @@ fn frame(framing: Framing, header: &CompletionHeader, kept: crate::Result<Kept>)
         (Framing::Ndjson, Ok(kept)) => Ok(stream::ndjson_line(&chunk_json(header, &kept.chunk))),
         (Framing::Text, Ok(kept)) => Ok(match kept.chunk {
             ChatChunk::Choice {
-                index: 0, content, ..
-            } => Bytes::from(content),
+                index: 0,
+                delta: ChoiceDelta::Content(text),
+                ..
+            } => Bytes::from(text),
             _ => Bytes::new(),
         }),
         (Framing::EventStream, Err(error)) => Ok(stream::sse_data(&ApiError::from(error))),

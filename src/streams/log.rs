@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use crate::chat::ChatChunk;
+use crate::chat::{ChatChunk, ChoiceDelta};
 
 /// Bytes counted for each kept chunk besides its text: the slot itself,
 /// roughly, so that a stream of empty chunks is bounded too.
@@ -108,19 +108,15 @@ impl ChunkLog {
 /// What a chunk costs the buffer: its text and a fixed overhead.
 fn chunk_bytes(chunk: &ChatChunk) -> usize {
     let text = match chunk {
-        ChatChunk::Choice {
-            content,
-            reasoning,
-            refusal,
-            tool_calls,
-            ..
-        } => {
-            let calls: usize = tool_calls
-                .iter()
-                .map(|c| c.id.len() + c.name.len() + c.arguments.len() + CHUNK_OVERHEAD / 2)
-                .sum();
-            content.len() + reasoning.len() + refusal.len() + calls
-        }
+        ChatChunk::Choice { delta, .. } => match delta {
+            ChoiceDelta::Content(text)
+            | ChoiceDelta::Reasoning(text)
+            | ChoiceDelta::Refusal(text) => text.len(),
+            ChoiceDelta::ToolCall(c) => {
+                c.id.len() + c.name.len() + c.arguments.len() + CHUNK_OVERHEAD / 2
+            }
+            ChoiceDelta::Finished(_) => 0,
+        },
         ChatChunk::Usage(_) => 0,
     };
     text + CHUNK_OVERHEAD
@@ -135,11 +131,7 @@ mod tests {
         ChatChunk::Choice {
             index: 0,
             first: false,
-            content: s.into(),
-            reasoning: String::new(),
-            refusal: String::new(),
-            tool_calls: Vec::new(),
-            finish_reason: None,
+            delta: ChoiceDelta::Content(s.into()),
         }
     }
 

@@ -144,9 +144,7 @@ fn to_chunk(
         Ok(GenerationEvent::Delta { choice, text }) => (choice, ChoiceDelta::Content(text)),
         Ok(GenerationEvent::Reasoning { choice, text }) => (choice, ChoiceDelta::Reasoning(text)),
         Ok(GenerationEvent::Refusal { choice, text }) => (choice, ChoiceDelta::Refusal(text)),
-        Ok(GenerationEvent::ToolCall { choice, call }) => {
-            (choice, ChoiceDelta::ToolCall(Box::new(call)))
-        }
+        Ok(GenerationEvent::ToolCall { choice, call }) => (choice, ChoiceDelta::ToolCall(call)),
         Ok(GenerationEvent::Finished { choice, reason }) => (choice, ChoiceDelta::Finished(reason)),
     };
     let bit = 1u64 << (index % 64);

@@ -262,8 +262,9 @@ pub enum GenerationEvent {
     ToolCall {
         /// Choice index.
         choice: u32,
-        /// The piece.
-        call: ToolCallDelta,
+        /// The piece (boxed: rare, and it would triple the size of every
+        /// event, which is moved once a token).
+        call: Box<ToolCallDelta>,
     },
     /// More of a choice's reasoning, kept apart from its text.
     Reasoning {

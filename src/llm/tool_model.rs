@@ -142,7 +142,7 @@ fn choice_calls(spec: ChoiceCalls) -> impl futures::Stream<Item = crate::Result<
                 name: name.clone(),
                 arguments: String::new(),
             };
-            yield Ok(GenerationEvent::ToolCall { choice, call });
+            yield Ok(GenerationEvent::ToolCall { choice, call: Box::new(call) });
             for piece in pieces {
                 if produced.saturating_add(piece.tokens) > spec.max_tokens {
                     reason = FinishReason::Length;
@@ -159,7 +159,7 @@ fn choice_calls(spec: ChoiceCalls) -> impl futures::Stream<Item = crate::Result<
                     arguments: piece.text.clone(),
                     ..ToolCallDelta::default()
                 };
-                yield Ok(GenerationEvent::ToolCall { choice, call });
+                yield Ok(GenerationEvent::ToolCall { choice, call: Box::new(call) });
             }
         }
         yield Ok(GenerationEvent::Finished { choice, reason });

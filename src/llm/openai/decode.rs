@@ -314,7 +314,7 @@ impl ChunkDecoder {
             }
             out.push(GenerationEvent::ToolCall {
                 choice: index,
-                call,
+                call: Box::new(call),
             });
         }
         Ok(true)

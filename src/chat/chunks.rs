@@ -117,6 +117,9 @@ pub(crate) struct ChatChunks {
 impl Stream for ChatChunks {
     type Item = Result<ChatChunk>;
 
+    // Inlined into the edge's conversion, the chunk need not be written to
+    // memory and read back between the two (see `grpc::chat::WireChunks`).
+    #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
@@ -131,6 +134,7 @@ impl Stream for ChatChunks {
 }
 
 /// The chunk of an event (none for the usage event unless asked for).
+#[inline]
 fn to_chunk(
     started: &mut u64,
     include_usage: bool,

@@ -16,9 +16,9 @@
 //!
 //! A failure before the first chunk is an error response with its status
 //! (the response waits for that chunk before it sends its headers, up to
-//! the keep-alive interval); a failure after it is a last `data: {"error":...}` event (or line), with
-//! no `[DONE]`, and a text stream is cut off so the client sees it
-//! incomplete.
+//! the keep-alive interval); a failure after it is a last
+//! `data: {"error":...}` event (or line), with no `[DONE]`, and a text
+//! stream is cut off so the client sees it incomplete.
 
 use axum::{
     body::Bytes,

@@ -241,6 +241,9 @@ pin_project! {
         // The release waiting for its tokens to be due.
         held: Option<Release>,
         choice: u32,
+        // Declared (so dropped) before `end`, which holds the generation's
+        // live guards: a cancelled choice's last tokens are counted before
+        // it stops counting as live.
         produced: Produced,
         end: E,
         generating: bool,

@@ -122,6 +122,24 @@ async fn request_ids_are_echoed_or_generated() {
     assert_eq!(generated.headers()["x-request-id"].len(), 36);
 }
 
+/// `GET /healthz` as a page on `origin` makes it.
+async fn get_from(server: &TestServer, origin: &str) -> reqwest::Response {
+    client()
+        .get(url(server, "/healthz"))
+        .header(header::ORIGIN, origin)
+        .send()
+        .await
+        .expect("get")
+}
+
+/// Asserts that the comma-separated header `name` lists each of `items`.
+fn assert_lists(headers: &header::HeaderMap, name: header::HeaderName, items: &[&str]) {
+    let list = headers[&name].to_str().expect("ascii");
+    for item in items {
+        assert!(list.contains(item), "{name}: {list}");
+    }
+}
+
 async fn preflight(server: &TestServer) -> reqwest::Response {
     server.preflight("content-type,last-event-id").await
 }
@@ -152,52 +170,36 @@ async fn cors_allows_the_configured_origins() {
         headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
         "http://app.example"
     );
-    let methods = headers[header::ACCESS_CONTROL_ALLOW_METHODS]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
-    for method in ["GET", "POST", "DELETE", "OPTIONS"] {
-        assert!(methods.contains(method), "{methods}");
-    }
-    let allowed = headers[header::ACCESS_CONTROL_ALLOW_HEADERS]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
-    for name in [
-        "content-type",
-        "authorization",
-        "x-request-id",
-        "last-event-id",
-    ] {
-        assert!(allowed.contains(name), "{allowed}");
-    }
+    assert_lists(
+        headers,
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        &["GET", "POST", "DELETE", "OPTIONS"],
+    );
+    assert_lists(
+        headers,
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        &[
+            "content-type",
+            "authorization",
+            "x-request-id",
+            "last-event-id",
+        ],
+    );
     // What a page may read of a response: its request id, a resumable
     // stream's id (to resume it), where a task is, when to retry.
-    let answer = client()
-        .get(url(&server, "/healthz"))
-        .header(header::ORIGIN, "http://app.example")
-        .send()
-        .await
-        .expect("get");
-    let exposed = answer.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
-    for name in [
-        "x-request-id",
-        "x-agentstream-stream-id",
-        "location",
-        "retry-after",
-    ] {
-        assert!(exposed.contains(name), "{exposed}");
-    }
+    let answer = get_from(&server, "http://app.example").await;
+    assert_lists(
+        answer.headers(),
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        &[
+            "x-request-id",
+            "x-agentstream-stream-id",
+            "location",
+            "retry-after",
+        ],
+    );
     // Another origin is not let in.
-    let other = client()
-        .get(url(&server, "/healthz"))
-        .header(header::ORIGIN, "http://evil.example")
-        .send()
-        .await
-        .expect("get");
+    let other = get_from(&server, "http://evil.example").await;
     assert!(
         !other
             .headers()

@@ -52,16 +52,14 @@ const GRPC_WEB_TYPES: [&str; 4] = [
 /// answered in text mode (tonic-web would answer it in binary).
 fn text_mode_answers_in_text<B>(mut request: Request<B>) -> Request<B> {
     let headers = request.headers();
-    let is_text = |v: &HeaderValue| v.as_bytes().starts_with(b"application/grpc-web-text");
+    let is_text = |v: &&HeaderValue| v.as_bytes().starts_with(b"application/grpc-web-text");
     let names_a_type =
         |v: &HeaderValue| GRPC_WEB_TYPES.iter().any(|t| v.as_bytes() == t.as_bytes());
-    let sent_text = headers.get(header::CONTENT_TYPE).is_some_and(is_text);
-    let accepts_a_type = headers.get(header::ACCEPT).is_some_and(names_a_type);
-    if sent_text && !accepts_a_type {
-        let content_type = headers.get(header::CONTENT_TYPE).cloned();
-        if let Some(content_type) = content_type {
-            request.headers_mut().insert(header::ACCEPT, content_type);
-        }
+    let text = headers.get(header::CONTENT_TYPE).filter(is_text).cloned();
+    if let Some(text) = text
+        && !headers.get(header::ACCEPT).is_some_and(names_a_type)
+    {
+        request.headers_mut().insert(header::ACCEPT, text);
     }
     request
 }

@@ -410,7 +410,7 @@ pin_project! {
 /// chunk the stream waited for reads the clock. On this machine a clock
 /// read costs about 30 ns, a tenth of what a whole chunk costs the
 /// minimal server, so a fast stream no longer pays one per chunk.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Gaps {
     /// When the stream started waiting for its next chunk (the call's
     /// start, or the chunk before), in `metrics::monotonic_nanos`.

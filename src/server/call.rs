@@ -477,7 +477,9 @@ const ZERO_GAPS_BATCH: u32 = 64;
 /// fast stream by less than a batch.
 fn record_zero_gaps(series: Option<&StreamMetrics>, gaps: &mut Gaps) {
     let zeros = gaps.take_zeros();
-    if let (Some(series), true) = (series, zeros > 0) {
+    if zeros > 0
+        && let Some(series) = series
+    {
         series.inter_chunk_gap.observe_zeros(u64::from(zeros));
     }
 }

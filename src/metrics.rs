@@ -21,7 +21,6 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
-    time::Duration,
 };
 
 use prometheus_client::{
@@ -602,11 +601,6 @@ impl Histogram {
         }))
     }
 
-    /// Records one duration.
-    pub(crate) fn observe(&self, value: Duration) {
-        self.observe_nanos(u64::try_from(value.as_nanos()).unwrap_or(u64::MAX));
-    }
-
     /// Records one duration given in nanoseconds (see [`monotonic_nanos`]).
     pub(crate) fn observe_nanos(&self, nanos: u64) {
         let bucket = self.0.bounds.partition_point(|&bound| bound < nanos);
@@ -735,9 +729,9 @@ mod tests {
             model: "echo".into(),
         };
         let gap = metrics.inter_chunk_gap.get_or_create_owned(&model);
-        gap.observe(Duration::from_micros(50));
-        gap.observe(Duration::from_millis(3));
-        gap.observe(Duration::from_secs(9));
+        gap.observe_nanos(50_000);
+        gap.observe_nanos(3_000_000);
+        gap.observe_nanos(9_000_000_000);
         gap.observe_zeros(2);
         assert_eq!(gap.count(), 5);
         let text = metrics.render_prometheus();

@@ -186,16 +186,18 @@ impl Calls {
             span.record("key", caller.name());
         }
         Call {
-            span,
-            usage: None,
-            method,
+            end: CallEnd {
+                span,
+                usage: None,
+                method,
+                started: metrics::monotonic_nanos(),
+                calls: self.clone(),
+            },
             model: None,
             started: Instant::now(),
-            started_nanos: metrics::monotonic_nanos(),
             timeout: meta.timeout,
             caller: meta.caller.cloned(),
             connection: meta.connection.cloned(),
-            calls: self.clone(),
         }
     }
 
@@ -213,33 +215,101 @@ impl Calls {
 /// One call in progress.
 #[derive(Debug)]
 pub(crate) struct Call {
+    /// What ending the call takes; a streaming call's stream keeps only this.
+    end: CallEnd,
+    /// The model serving the call, once known.
+    model: Option<String>,
+    started: Instant,
+    timeout: Option<Duration>,
+    caller: Option<Caller>,
+    connection: Option<ConnectionStreams>,
+}
+
+/// What ending a call takes: the span its closing line is logged in, what
+/// it reports there and in the metrics, and when it started. A streaming
+/// call holds this (not the whole [`Call`]) until its stream ends, so that
+/// what only its start needed (the caller and its connection, the model's
+/// name) is not kept by every open stream; a deadline's length stays with
+/// its timer.
+#[derive(Debug)]
+struct CallEnd {
     span: Span,
     /// The generation's token counts, for calls that generate.
     usage: Option<UsageMeter>,
     method: Method,
-    /// The model serving the call, once known.
-    model: Option<String>,
-    started: Instant,
-    /// `started` on the clock of the per-chunk histograms.
-    started_nanos: u64,
-    timeout: Option<Duration>,
-    caller: Option<Caller>,
-    connection: Option<ConnectionStreams>,
+    /// When the call started, in `metrics::monotonic_nanos` (the clock of
+    /// the per-chunk histograms).
+    started: u64,
     calls: Calls,
+}
+
+impl CallEnd {
+    /// Nanoseconds since the call started.
+    fn elapsed_nanos(&self) -> u64 {
+        metrics::monotonic_nanos().saturating_sub(self.started)
+    }
+
+    /// Records how the call ended, `duration` nanoseconds after its start,
+    /// and logs its one closing line.
+    fn finish(&self, duration: u64, items: u64, error: Option<&Error>) {
+        record_usage(&self.span, self.usage.as_ref());
+        self.calls.metrics().call_ended(
+            self.method.as_str(),
+            error.map_or(metrics::OK, |e| metrics::code_of(e.kind())),
+        );
+        let _entered = self.span.enter();
+        self.span.record("chunks", items);
+        let duration_ms = duration / 1_000_000;
+        match error {
+            None => {
+                self.span.record("outcome", "ok");
+                tracing::info!(duration_ms, "call finished");
+            }
+            Some(error) => {
+                let kind = error.kind();
+                self.span.record("outcome", "error");
+                self.span.record("code", kind.as_str());
+                if kind == ErrorKind::Internal {
+                    tracing::error!(duration_ms, %error, "call failed");
+                } else {
+                    tracing::info!(duration_ms, %error, "call failed");
+                }
+            }
+        }
+    }
+
+    /// Records a call its client cancelled after `items` items.
+    fn cancelled(&self, items: u64, series: Option<&StreamMetrics>) {
+        let duration = self.elapsed_nanos();
+        if let Some(series) = series {
+            series.duration.observe_nanos(duration);
+        }
+        self.calls
+            .metrics()
+            .call_ended(self.method.as_str(), metrics::CANCELLED);
+        let _entered = self.span.enter();
+        self.span.record("outcome", "cancelled");
+        self.span.record("chunks", items);
+        record_usage(&self.span, self.usage.as_ref());
+        tracing::info!(
+            duration_ms = duration / 1_000_000,
+            "call cancelled by the client"
+        );
+    }
 }
 
 impl Call {
     /// Records the model that serves the call (its streams are then
     /// measured by model).
     pub(crate) fn record_model(&mut self, model: &str) {
-        self.span.record("model", model);
+        self.end.span.record("model", model);
         self.model = Some(model.to_owned());
     }
 
     /// Records where the call's generation counts its tokens: the call's
     /// closing line then reports them however it ends, cut short too.
     pub(crate) fn record_usage(&mut self, meter: UsageMeter) {
-        self.usage = Some(meter);
+        self.end.usage = Some(meter);
     }
 
     /// The name of the API key the call presented (`None` on an open
@@ -250,14 +320,14 @@ impl Call {
 
     /// The call's span, for work done on its behalf.
     pub(crate) fn span(&self) -> &Span {
-        &self.span
+        &self.end.span
     }
 
     /// Runs `f` inside the call's span: work created there (a backend's
     /// generation) records what it logs under the call, and its spans are
     /// the call's children.
     pub(crate) fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
-        self.span.in_scope(f)
+        self.end.span.in_scope(f)
     }
 
     /// Ends a unary call with `result`, logging how it went.
@@ -278,15 +348,7 @@ impl Call {
     }
 
     fn finish(&self, items: u64, error: Option<&Error>) {
-        record_usage(&self.span, self.usage.as_ref());
-        finish(
-            self.calls.metrics(),
-            self.method,
-            &self.span,
-            self.started,
-            items,
-            error,
-        );
+        self.end.finish(self.end.elapsed_nanos(), items, error);
     }
 
     /// Answers with a stream of items (boxed); refuses when the server is
@@ -302,7 +364,7 @@ impl Call {
     /// [`Call::stream`] without the box, for a response stream whose type
     /// can be named: one allocation and one indirect call a poll fewer.
     pub(crate) fn stream_of<S: Stream + Unpin>(self, items: S) -> Result<CallStream<S>> {
-        let calls = &self.calls.0;
+        let calls = &self.end.calls.0;
         if calls.shutdown.is_draining() {
             return Err(self.fail(Error::ShuttingDown));
         }
@@ -339,10 +401,13 @@ impl Call {
             inner: Some(items),
             // A deadline too far to represent (`grpc-timeout` allows up to
             // 10^8 hours; clients send more) is no deadline at all.
-            deadline: self
-                .timeout
-                .and_then(|t| self.started.checked_add(t))
-                .map(|at| Box::pin(sleep_until(at))),
+            deadline: self.timeout.and_then(|timeout| {
+                let at = self.started.checked_add(timeout)?;
+                Some(Box::pin(Deadline {
+                    sleep: sleep_until(at),
+                    timeout,
+                }))
+            }),
             aborted: calls.shutdown.streams_aborted(),
             registered: None,
             _permit: permit,
@@ -352,11 +417,21 @@ impl Call {
             series: self
                 .model
                 .as_deref()
-                .map(|model| metrics.stream_of(self.method.as_str(), model)),
-            gaps: Gaps::since(self.started_nanos),
+                .map(|model| metrics.stream_of(self.end.method.as_str(), model)),
+            gaps: Gaps::since(self.end.started),
             items: 0,
-            call: self,
+            end: self.end,
         })
+    }
+}
+
+pin_project! {
+    /// A call's deadline: its timer, and the timeout it was set from (for
+    /// the error that ends the call).
+    struct Deadline {
+        #[pin]
+        sleep: Sleep,
+        timeout: Duration,
     }
 }
 
@@ -367,7 +442,7 @@ pin_project! {
         inner: Option<S>,
         // Boxed: most calls set none, and a timer is a hundred bytes that
         // every open stream would otherwise carry.
-        deadline: Option<Pin<Box<Sleep>>>,
+        deadline: Option<Pin<Box<Deadline>>>,
         #[pin]
         aborted: WaitForCancellationFutureOwned,
         // The waker `deadline` and `aborted` were last polled with.
@@ -384,7 +459,7 @@ pin_project! {
         // What the time-to-first-chunk and gap histograms are fed.
         gaps: Gaps,
         items: u64,
-        call: Call,
+        end: CallEnd,
     }
 
     impl<S> PinnedDrop for CallStream<S> {
@@ -395,7 +470,7 @@ pin_project! {
                 // stop the work first, so that what it used counts in full.
                 drop(inner);
                 record_zero_gaps(this.series.as_ref(), this.gaps);
-                cancelled(this.call, *this.items, this.series.as_ref());
+                this.end.cancelled(*this.items, this.series.as_ref());
             }
         }
     }
@@ -505,11 +580,11 @@ impl<T, S: Stream<Item = Result<T>> + Unpin> Stream for CallStream<S> {
         let aborted = if waker_changed {
             this.aborted.poll(cx).is_ready()
         } else {
-            this.call.calls.shutdown().are_streams_aborted()
+            this.end.calls.shutdown().are_streams_aborted()
         };
-        let expired = match this.deadline.as_mut().map(Pin::as_mut) {
-            Some(sleep) if waker_changed => sleep.poll(cx).is_ready(),
-            Some(sleep) => sleep.is_elapsed(),
+        let expired = match this.deadline.as_mut().map(|d| d.as_mut().project()) {
+            Some(deadline) if waker_changed => deadline.sleep.poll(cx).is_ready(),
+            Some(deadline) => deadline.sleep.is_elapsed(),
             None => false,
         };
         if waker_changed {
@@ -518,7 +593,7 @@ impl<T, S: Stream<Item = Result<T>> + Unpin> Stream for CallStream<S> {
         let outcome = if aborted {
             Err(Error::ShuttingDown)
         } else if expired {
-            let timeout = this.call.timeout.unwrap_or_default();
+            let timeout = this.deadline.as_ref().map_or(Duration::ZERO, |d| d.timeout);
             Err(Error::DeadlineExceeded(timeout.as_millis() as u64))
         } else {
             let polled = inner.poll_next_unpin(cx);
@@ -550,10 +625,12 @@ impl<T, S: Stream<Item = Result<T>> + Unpin> Stream for CallStream<S> {
         // The call ends: drop the work now and record how it went.
         *this.inner = None;
         record_zero_gaps(this.series.as_ref(), this.gaps);
+        let duration = this.end.elapsed_nanos();
         if let Some(series) = this.series {
-            series.duration.observe(this.call.started.elapsed());
+            series.duration.observe_nanos(duration);
         }
-        this.call.finish(*this.items, outcome.as_ref().err());
+        this.end
+            .finish(duration, *this.items, outcome.as_ref().err());
         Poll::Ready(outcome.err().map(Err))
     }
 }
@@ -564,59 +641,6 @@ fn record_usage(span: &Span, usage: Option<&UsageMeter>) {
     if let Some(usage) = usage.map(UsageMeter::get) {
         span.record("prompt_tokens", usage.prompt_tokens);
         span.record("completion_tokens", usage.completion_tokens);
-    }
-}
-
-/// Records a call its client cancelled.
-fn cancelled(call: &Call, items: u64, series: Option<&StreamMetrics>) {
-    let duration = call.started.elapsed();
-    if let Some(series) = series {
-        series.duration.observe(duration);
-    }
-    call.calls
-        .metrics()
-        .call_ended(call.method.as_str(), metrics::CANCELLED);
-    let _entered = call.span.enter();
-    call.span.record("outcome", "cancelled");
-    call.span.record("chunks", items);
-    record_usage(&call.span, call.usage.as_ref());
-    tracing::info!(
-        duration_ms = duration.as_millis() as u64,
-        "call cancelled by the client"
-    );
-}
-
-/// Records how a call ended and logs its one closing line.
-fn finish(
-    metrics: &Metrics,
-    method: Method,
-    span: &Span,
-    started: Instant,
-    items: u64,
-    error: Option<&Error>,
-) {
-    metrics.call_ended(
-        method.as_str(),
-        error.map_or(metrics::OK, |e| metrics::code_of(e.kind())),
-    );
-    let _entered = span.enter();
-    span.record("chunks", items);
-    let duration_ms = started.elapsed().as_millis() as u64;
-    match error {
-        None => {
-            span.record("outcome", "ok");
-            tracing::info!(duration_ms, "call finished");
-        }
-        Some(error) => {
-            let kind = error.kind();
-            span.record("outcome", "error");
-            span.record("code", kind.as_str());
-            if kind == ErrorKind::Internal {
-                tracing::error!(duration_ms, %error, "call failed");
-            } else {
-                tracing::info!(duration_ms, %error, "call failed");
-            }
-        }
     }
 }
 

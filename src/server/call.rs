@@ -219,9 +219,14 @@ pub(crate) struct Call {
     end: CallEnd,
     /// The model serving the call, once known.
     model: Option<String>,
+    /// When the call started, on the runtime's clock: its deadline counts
+    /// from here.
     started: Instant,
+    /// The client's deadline, measured from `started`.
     timeout: Option<Duration>,
+    /// Who called, for the streams its key may open.
     caller: Option<Caller>,
+    /// The connection's share of streams the call came on.
     connection: Option<ConnectionStreams>,
 }
 

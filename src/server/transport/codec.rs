@@ -98,6 +98,8 @@ fn undecodable(prost_error: &str) -> FieldViolation {
     let mut rest = prost_error
         .strip_prefix("failed to decode Protobuf message: ")
         .unwrap_or(prost_error);
+    let is_name =
+        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     let mut fields = Vec::new();
     while let Some((head, tail)) = rest.split_once(": ") {
         let Some((message, field)) = head.split_once('.') else {
@@ -105,8 +107,6 @@ fn undecodable(prost_error: &str) -> FieldViolation {
         };
         // Field names are Rust's (`r#type` for `type`).
         let field = field.trim_start_matches("r#");
-        let is_name =
-            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !(is_name(message) && is_name(field)) {
             break;
         }

@@ -12,11 +12,11 @@
 //! alone below: the script's pieces, [`within_budget`] (`max_tokens`),
 //! [`until_stop`] (stop sequences), [`Pace`] (the schedule), then
 //! [`released`] (token accounting in batches, [`Produced`]; empty text
-//! dropped) and the closing
-//! `Finished` event, all run by one stream ([`Choice`]). Choices of `n > 1`
-//! are separate pulled streams merged with a `StreamMap`, so they really
-//! run concurrently, and every choice holds a live-generation guard that is
-//! released the moment its stream is dropped.
+//! dropped) and the closing `Finished` event, all run by one stream
+//! ([`Choice`]). Choices of `n > 1` are separate pulled streams merged with
+//! a `StreamMap`, so they really run concurrently, and every choice holds a
+//! live-generation guard that is released the moment its stream is
+//! dropped.
 
 use std::{
     borrow::Cow,

@@ -337,6 +337,40 @@ async fn a_stream_the_client_stops_reading_is_ended_by_the_send_timeout() {
 }
 
 #[tokio::test]
+async fn an_http1_response_the_client_stops_reading_is_ended_by_the_send_timeout() {
+    let server = TestServer::start_with(|c| {
+        c.mock_token_delay = Duration::ZERO;
+        c.send_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let addr = server.server.http_addr().expect("the HTTP edge listens");
+    let body = r#"{"model":"synthetic","max_tokens":200000,"stream":true,"messages":[{"role":"user","content":"go"}]}"#;
+    let mut socket = TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.expect("send");
+    // The client reads nothing: the socket's buffers fill, the response
+    // waits, and the send timeout ends it.
+    server
+        .until("the stream started", |m| m.active_streams == 1)
+        .await;
+    server
+        .until("the send timeout ended it", |m| {
+            m.active_streams == 0 && m.live_generations == 0
+        })
+        .await;
+    let seen = read_until_closed(&mut socket).await;
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "the response had started: {:?}",
+        String::from_utf8_lossy(&seen[..seen.len().min(64)])
+    );
+}
+
+#[tokio::test]
 async fn max_request_bytes_above_4_mib_raises_the_decoding_limit() {
     let server = TestServer::start_with(|c| c.max_request_bytes = 5 << 20).await;
     let big = |bytes: usize| StreamChatRequest {

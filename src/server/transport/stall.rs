@@ -10,13 +10,21 @@
 //! kept by the task that drives the stream (a [`StallClock`], around every
 //! HTTP/2 stream through the [`WatchingExecutor`] hyper spawns them with,
 //! and around every HTTP/1 connection): the body ([`SendWatch`]) reaches it
-//! through a
-//! task-local and marks two relaxed atomics per poll; the task arms one timer
-//! only while the body waits to be pulled, and when the timer fires with no
-//! pull since, it drops the stream: hyper resets it (RST_STREAM CANCEL), the
-//! response stream and its work are dropped as on a client cancel.
+//! through a thread-local the task lends its record to while it polls, and
+//! marks two relaxed atomics per poll; the task arms one timer only while
+//! the body waits to be pulled, and when the timer fires with no pull since,
+//! it drops the stream: hyper resets it (RST_STREAM CANCEL), the response
+//! stream and its work are dropped as on a client cancel.
+//!
+//! An HTTP/2 stream's task is a [`Watched`] future, written by hand rather
+//! than as an `async fn` around tokio's task-local scope: every open stream
+//! keeps its task for as long as it is open, and the hand-written one holds
+//! the stream's future and the clock and nothing else. With the `async fn`
+//! (its argument pinned into a local, then scoped) a paced stream held
+//! about 250 bytes more (BENCHMARKS.md, issue 16).
 
 use std::{
+    cell::Cell,
     pin::Pin,
     sync::{
         Arc,
@@ -27,12 +35,13 @@ use std::{
 };
 
 use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-tokio::task_local! {
+thread_local! {
     /// The progress record of the stream (or HTTP/1 connection) whose task
-    /// is being polled.
-    static CURRENT: Arc<Progress>;
+    /// this thread is polling, lent by its [`StallClock`] for the poll.
+    static CURRENT: Cell<Option<Arc<Progress>>> = const { Cell::new(None) };
 }
 
 /// Whether a response body waits for the client, and how often it was
@@ -56,16 +65,37 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, future: F) {
-        tokio::spawn(watched(future, self.send_timeout));
+        tokio::spawn(Watched::new(future, self.send_timeout));
     }
 }
 
-/// `future` (one HTTP/2 stream), ended when its body waits for the client
-/// longer than `send_timeout`. Resolves to `None` when it was ended that way.
-pub(crate) async fn watched<F: Future>(future: F, send_timeout: Duration) -> Option<F::Output> {
-    let mut clock = StallClock::new(send_timeout);
-    let future = std::pin::pin!(future);
-    clock.run(future).await
+pin_project! {
+    /// `future` (one HTTP/2 stream), ended when its body waits for the
+    /// client longer than the send timeout. Resolves to `None` when it was
+    /// ended that way.
+    pub(crate) struct Watched<F> {
+        #[pin]
+        future: F,
+        clock: StallClock,
+    }
+}
+
+impl<F: Future> Watched<F> {
+    pub(crate) fn new(future: F, send_timeout: Duration) -> Self {
+        Self {
+            future,
+            clock: StallClock::new(send_timeout),
+        }
+    }
+}
+
+impl<F: Future> Future for Watched<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        this.clock.poll_watched(this.future, cx)
+    }
 }
 
 /// The longest send timeout honoured (a year: in effect, none).
@@ -74,7 +104,8 @@ const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The send timeout of one task: the progress record its bodies report to
 /// and the timer armed while one of them waits for the client.
 pub(crate) struct StallClock {
-    progress: Arc<Progress>,
+    /// Always here, except while it is lent to [`CURRENT`] for a poll.
+    progress: Option<Arc<Progress>>,
     send_timeout: Duration,
     /// Armed while a body waits for the client.
     timer: Option<Pin<Box<Sleep>>>,
@@ -84,7 +115,7 @@ pub(crate) struct StallClock {
 impl StallClock {
     pub(crate) fn new(send_timeout: Duration) -> Self {
         Self {
-            progress: Arc::default(),
+            progress: Some(Arc::default()),
             // Bounded so `now + send_timeout` can never overflow when the
             // timer is re-armed, whatever the flag says.
             send_timeout: send_timeout.min(MAX_SEND_TIMEOUT),
@@ -93,37 +124,59 @@ impl StallClock {
         }
     }
 
-    /// Polls `future` with this clock's progress record as the task-local
-    /// the bodies it polls report to; `None` if a body waited for the
-    /// client longer than the send timeout (the future is then left
-    /// unfinished, for the caller to drop).
-    pub(crate) async fn run<F: Future>(&mut self, future: Pin<&mut F>) -> Option<F::Output> {
-        // Set around each poll by swapping it in and out: no reference
-        // counting per poll (the task wakes for every chunk it sends); a
-        // body takes its own reference on its first poll.
-        let mut scoped = std::pin::pin!(CURRENT.scope(self.progress.clone(), future));
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(output) = scoped.as_mut().poll(cx) {
-                return Poll::Ready(Some(output));
+    /// Polls `future` with this clock's progress record as the one the
+    /// bodies it polls report to; `None` if a body waited for the client
+    /// longer than the send timeout (the future is then left unfinished,
+    /// for the caller to drop).
+    pub(crate) async fn run<F: Future>(&mut self, mut future: Pin<&mut F>) -> Option<F::Output> {
+        std::future::poll_fn(|cx| self.poll_watched(future.as_mut(), cx)).await
+    }
+
+    fn poll_watched<F: Future>(
+        &mut self,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<F::Output>> {
+        if let Poll::Ready(output) = self.lending(|| future.poll(cx)) {
+            return Poll::Ready(Some(output));
+        }
+        self.poll_stalled(cx).map(|()| None)
+    }
+
+    /// Runs `poll` with this clock's progress record lent to [`CURRENT`]:
+    /// moved in and back out, so no reference is counted per poll (the task
+    /// wakes for every chunk it sends; a body takes its own reference on its
+    /// first poll). Given back even if `poll` panics.
+    fn lending<R>(&mut self, poll: impl FnOnce() -> R) -> R {
+        struct Lent<'a> {
+            home: &'a mut Option<Arc<Progress>>,
+            previous: Option<Arc<Progress>>,
+        }
+        impl Drop for Lent<'_> {
+            fn drop(&mut self) {
+                *self.home = CURRENT.replace(self.previous.take());
             }
-            match self.poll_stalled(cx) {
-                Poll::Ready(()) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
+        }
+        let _lent = Lent {
+            previous: CURRENT.replace(self.progress.take()),
+            home: &mut self.progress,
+        };
+        poll()
     }
 
     /// Ready when a body has waited for the client for the send timeout.
     fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.progress.waiting.load(Relaxed) {
+        let Some(progress) = self.progress.as_ref() else {
+            return Poll::Pending;
+        };
+        if !progress.waiting.load(Relaxed) {
             // Nothing waits for the client; an armed timer may fire once,
             // harmlessly: this check runs again then.
             return Poll::Pending;
         }
         // Waiting is cleared only by a pull, which counts: an unchanged count
         // means the body has waited ever since the timer was (re)armed.
-        let pulls = self.progress.pulls.load(Relaxed);
+        let pulls = progress.pulls.load(Relaxed);
         let timer = match self.timer.as_mut() {
             Some(timer) if pulls == self.pulls_when_armed => timer,
             Some(timer) => {
@@ -153,8 +206,8 @@ impl StallClock {
 #[derive(Debug)]
 pub(crate) struct SendWatch<B> {
     inner: B,
-    /// Taken from the task-local on the first poll (absent outside a
-    /// watched task, e.g. in unit tests).
+    /// Taken from [`CURRENT`] on the first poll (absent outside a watched
+    /// task, e.g. in unit tests).
     progress: Option<Option<Arc<Progress>>>,
 }
 
@@ -167,6 +220,16 @@ impl<B> SendWatch<B> {
     }
 }
 
+/// The progress record lent to [`CURRENT`], if any (a reference of its own).
+fn current_progress() -> Option<Arc<Progress>> {
+    CURRENT.with(|current| {
+        let lent = current.take();
+        let own = lent.clone();
+        current.set(lent);
+        own
+    })
+}
+
 impl<B: Body + Unpin> Body for SendWatch<B> {
     type Data = B::Data;
     type Error = B::Error;
@@ -176,9 +239,7 @@ impl<B: Body + Unpin> Body for SendWatch<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
-        let progress = this
-            .progress
-            .get_or_insert_with(|| CURRENT.try_with(Arc::clone).ok());
+        let progress = this.progress.get_or_insert_with(current_progress);
         // A plain load first: the flag is usually clear (the body was
         // pulled again right after its last frame), and a swap is a locked
         // instruction on every poll.

@@ -74,8 +74,11 @@ impl MockBackend {
         request.usage.set_prompt(prompt_tokens);
         let completion = request.usage.completion_counter();
         // The generation's span, a child of the call's: open until the
-        // stream ends or is dropped, never entered per token.
+        // stream ends or is dropped, never entered per token. Kept (boxed)
+        // only when it is recorded: a disabled span would still be 40 bytes
+        // of every open stream.
         let span = tracing::info_span!(target: TRACE_ONLY, "generation", model = %request.model, n = request.n);
+        let span = (!span.is_disabled()).then(|| Box::new(span));
         let spec = |index| ChoiceSpec {
             choice: index,
             script: script.clone(),
@@ -208,11 +211,10 @@ fn choice_stream(
     let reason = Arc::new(AtomicU8::new(FinishReason::Stop as u8));
     let mut budget = within_budget(max_tokens);
     let mut stop = until_stop(stop, reason.clone());
-    let finished = std::iter::once_with(move || {
-        drop(live);
-        let reason = reason_of(reason.load(Relaxed));
-        Ok(GenerationEvent::Finished { choice, reason })
-    });
+    let finished = Finished {
+        live,
+        reason: reason.clone(),
+    };
     Choice {
         releases: script
             .steps()
@@ -221,39 +223,42 @@ fn choice_stream(
         held: None,
         choice,
         produced: Produced::new(tokens, completion),
-        end: finished.chain(after),
+        finished: Some(finished),
+        after,
         generating: true,
     }
 }
 
 pin_project! {
     /// The stream of [`choice_stream`]: each release of `releases` once its
-    /// tokens are due, through [`released`], then the events of `end`.
+    /// tokens are due, through [`released`], then the choice's `Finished`
+    /// event and the events of `after`.
     ///
     /// One hand-written stream rather than a stream adapter per step: every
     /// adapter is a layer that each poll goes through, and a fast stream
     /// polls once a chunk (the steps themselves are plain functions, tested
     /// one by one below).
-    struct Choice<R, E> {
+    struct Choice<R, A> {
         releases: R,
         #[pin]
         pace: Pace,
         // The release waiting for its tokens to be due.
         held: Option<Release>,
         choice: u32,
-        // Declared (so dropped) before `end`, which holds the generation's
-        // live guards: a cancelled choice's last tokens are counted before
-        // it stops counting as live.
+        // Declared (so dropped) before `finished`, which holds the
+        // generation's live guards: a cancelled choice's last tokens are
+        // counted before it stops counting as live.
         produced: Produced,
-        end: E,
+        finished: Option<Finished>,
+        after: A,
         generating: bool,
     }
 }
 
-impl<R, E> Stream for Choice<R, E>
+impl<R, A> Stream for Choice<R, A>
 where
     R: Iterator<Item = Release>,
-    E: Iterator<Item = crate::Result<GenerationEvent>>,
+    A: Iterator<Item = crate::Result<GenerationEvent>>,
 {
     type Item = crate::Result<GenerationEvent>;
 
@@ -276,7 +281,29 @@ where
         }
         // The end event and the usage after it read the counts.
         this.produced.flush();
-        Poll::Ready(this.end.next())
+        if let Some(finished) = this.finished.take() {
+            return Poll::Ready(Some(Ok(finished.event(*this.choice))));
+        }
+        Poll::Ready(this.after.next())
+    }
+}
+
+/// What a choice's `Finished` event takes: the generation's live guards,
+/// released with it, and the reason [`until_stop`] stored.
+struct Finished {
+    live: [LiveGuard; 2],
+    reason: Arc<AtomicU8>,
+}
+
+impl Finished {
+    /// The event; the generation stops counting as live.
+    fn event(self, choice: u32) -> GenerationEvent {
+        let Finished { live, reason } = self;
+        drop(live);
+        GenerationEvent::Finished {
+            choice,
+            reason: reason_of(reason.load(Relaxed)),
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! Logs and traces.
 //!
 //! **Logs**: `RUST_LOG`-style filters (default `info`), text or JSON lines on
-//! standard error, with each call's span fields on its lines. Lines are
+//! standard error, with each call's span fields on its lines (in JSON, the
+//! innermost span as `span` and all of them, outermost first, as `spans`:
+//! a line logged in a call's child span, such as an upstream request's,
+//! carries the call's request id there). Lines are
 //! written by a dedicated thread behind a bounded queue (tracing-appender's
 //! non-blocking writer), so a slow reader of standard error (a full pipe, a
 //! stalled log shipper) never blocks the threads that serve streams; if the
@@ -115,7 +118,7 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry,
         LogFormat::Json => fmt::layer()
             .json()
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .with_writer(writer)
             .boxed(),
     }

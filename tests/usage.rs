@@ -2,7 +2,8 @@
 //! JSON logs, a tonic and an HTTP client. A chat call that is cancelled,
 //! runs past its deadline or fails mid-stream reports the prompt and
 //! completion tokens it used on its closing log line, and the token counter
-//! on `/metrics` moved by exactly those completion tokens.
+//! on `/metrics` moved by exactly those completion tokens. What an upstream
+//! logs while the call streams carries the call's request id.
 
 mod common;
 #[allow(dead_code)]
@@ -223,6 +224,16 @@ async fn a_chat_call_failing_mid_stream_logs_the_tokens_it_used() {
         .await
         .expect("body");
     assert!(body.contains("the GPU fell over"), "{body}");
+    // The line the upstream's failure logs while the call streams carries
+    // the call's request id.
+    let warning = server
+        .next(|l| l["fields"]["message"] == "upstream failed mid-stream")
+        .await;
+    let spans = warning["spans"].as_array().expect("the span list");
+    assert!(
+        spans.iter().any(|s| s["request_id"] == "usage-failed"),
+        "{warning}"
+    );
     let span = server.closing_line("usage-failed").await;
     assert_eq!(span["outcome"], "error", "{span}");
     let (prompt, completion) = tokens(&span);

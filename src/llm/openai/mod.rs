@@ -204,10 +204,13 @@ impl Backend for OpenAiBackend {
 
     fn generate(&self, request: GenerationRequest) -> GenerationStream {
         // Spans of the generation (child of the call's) and of its upstream
-        // request, whose trace context the request carries on.
+        // request, whose trace context the request carries on. Without an
+        // exporter the generation's span is not created, and the upstream's
+        // is the call's child: what it logs carries the call's fields.
         let span = tracing::info_span!(target: TRACE_ONLY, "generation", model = %request.model, n = request.n);
+        let parent = span.id().or_else(|| Span::current().id());
         let upstream =
-            tracing::info_span!(parent: &span, "upstream", upstream = %self.upstream.name());
+            tracing::info_span!(parent: parent, "upstream", upstream = %self.upstream.name());
         let generation = generation(
             self.upstream.clone(),
             request,

@@ -227,6 +227,11 @@ impl HttpClient for RuntimeClient {
     }
 }
 
+/// Whether spans are exported (set once, when telemetry is installed).
+pub(crate) fn exporting() -> bool {
+    EXPORTING.load(Relaxed)
+}
+
 /// Makes `span` (a call's span) a child of the W3C trace context in
 /// `headers` (`traceparent`, `tracestate`), when spans are exported and the
 /// client sent a valid one. Both edges (gRPC metadata, HTTP headers) call it.

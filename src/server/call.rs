@@ -13,6 +13,15 @@
 //! outcome is `cancelled`. Each call logs one line when it ends, inside its
 //! span.
 //!
+//! A streaming call closes its span while it streams unless spans are
+//! exported, and reopens it, with the same fields, for its closing line
+//! ([`StreamSpan`]): the log layer keeps about 470 bytes for an open span
+//! (a registry slot, an extensions map, the formatted fields), which every
+//! open stream would otherwise hold for nothing, since nothing logs inside
+//! the call's span while it streams unless it holds the span itself (a
+//! backend that logs while streaming keeps a child of it, which keeps it
+//! open). Traces need the span's whole duration, so exported calls keep it.
+//!
 //! Admission is an owned semaphore permit held by the stream (as tower's
 //! concurrency limit does): acquiring it is the check, so concurrent calls
 //! can never overshoot `--max-active-streams`, and dropping the stream frees
@@ -45,6 +54,7 @@ use crate::{
     error::{Error, ErrorKind, Result},
     llm::UsageMeter,
     metrics::{self, LiveGuard, Metrics, StreamMetrics},
+    telemetry,
 };
 
 /// Header carrying the request id (set by the client or generated).
@@ -170,24 +180,10 @@ impl Calls {
 
     /// Opens the span of a call to `method`.
     pub(crate) fn start(&self, method: Method, meta: CallMeta<'_>) -> Call {
-        let span = tracing::info_span!(
-            "call",
-            request_id = meta.request_id,
-            method = method.as_str(),
-            key = Empty,
-            model = Empty,
-            chunks = Empty,
-            prompt_tokens = Empty,
-            completion_tokens = Empty,
-            outcome = Empty,
-            code = Empty,
-        );
-        if let Some(caller) = meta.caller {
-            span.record("key", caller.name());
-        }
         Call {
+            span: call_span(method, meta.request_id, meta.caller.map(Caller::name), None),
+            request_id: meta.request_id.into(),
             end: CallEnd {
-                span,
                 usage: None,
                 method,
                 started: metrics::monotonic_nanos(),
@@ -212,11 +208,39 @@ impl Calls {
     }
 }
 
+/// The span of a call to `method`, with the fields every line of the call
+/// carries (the rest are recorded when it ends).
+fn call_span(method: Method, request_id: &str, key: Option<&str>, model: Option<&str>) -> Span {
+    let span = tracing::info_span!(
+        "call",
+        request_id,
+        method = method.as_str(),
+        key = Empty,
+        model = Empty,
+        chunks = Empty,
+        prompt_tokens = Empty,
+        completion_tokens = Empty,
+        outcome = Empty,
+        code = Empty,
+    );
+    if let Some(key) = key {
+        span.record("key", key);
+    }
+    if let Some(model) = model {
+        span.record("model", model);
+    }
+    span
+}
+
 /// One call in progress.
 #[derive(Debug)]
 pub(crate) struct Call {
-    /// What ending the call takes; a streaming call's stream keeps only this.
+    span: Span,
+    /// What ending the call takes; a streaming call's stream keeps this and
+    /// its [`StreamSpan`].
     end: CallEnd,
+    /// The request id, to reopen the span with (see [`StreamSpan`]).
+    request_id: Box<str>,
     /// The model serving the call, once known.
     model: Option<String>,
     /// When the call started, on the runtime's clock: its deadline counts
@@ -230,15 +254,13 @@ pub(crate) struct Call {
     connection: Option<ConnectionStreams>,
 }
 
-/// What ending a call takes: the span its closing line is logged in, what
-/// it reports there and in the metrics, and when it started. A streaming
-/// call holds this (not the whole [`Call`]) until its stream ends, so that
-/// what only its start needed (the caller and its connection, the model's
-/// name) is not kept by every open stream; a deadline's length stays with
-/// its timer.
+/// What ending a call takes besides its span: what it reports on its
+/// closing line and in the metrics, and when it started. A streaming call
+/// holds this (not the whole [`Call`]) until its stream ends, so that what
+/// only its start needed (the caller and its connection) is not kept by
+/// every open stream; a deadline's length stays with its timer.
 #[derive(Debug)]
 struct CallEnd {
-    span: Span,
     /// The generation's token counts, for calls that generate.
     usage: Option<UsageMeter>,
     method: Method,
@@ -255,25 +277,25 @@ impl CallEnd {
     }
 
     /// Records how the call ended, `duration` nanoseconds after its start,
-    /// and logs its one closing line.
-    fn finish(&self, duration: u64, items: u64, error: Option<&Error>) {
-        record_usage(&self.span, self.usage.as_ref());
+    /// and logs its one closing line in `span`.
+    fn finish(&self, span: &Span, duration: u64, items: u64, error: Option<&Error>) {
+        record_usage(span, self.usage.as_ref());
         self.calls.metrics().call_ended(
             self.method.as_str(),
             error.map_or(metrics::OK, |e| metrics::code_of(e.kind())),
         );
-        let _entered = self.span.enter();
-        self.span.record("chunks", items);
+        let _entered = span.enter();
+        span.record("chunks", items);
         let duration_ms = duration / 1_000_000;
         match error {
             None => {
-                self.span.record("outcome", "ok");
+                span.record("outcome", "ok");
                 tracing::info!(duration_ms, "call finished");
             }
             Some(error) => {
                 let kind = error.kind();
-                self.span.record("outcome", "error");
-                self.span.record("code", kind.as_str());
+                span.record("outcome", "error");
+                span.record("code", kind.as_str());
                 if kind == ErrorKind::Internal {
                     tracing::error!(duration_ms, %error, "call failed");
                 } else {
@@ -283,8 +305,8 @@ impl CallEnd {
         }
     }
 
-    /// Records a call its client cancelled after `items` items.
-    fn cancelled(&self, items: u64, series: Option<&StreamMetrics>) {
+    /// Records a call its client cancelled after `items` items, in `span`.
+    fn cancelled(&self, span: &Span, items: u64, series: Option<&StreamMetrics>) {
         let duration = self.elapsed_nanos();
         if let Some(series) = series {
             series.duration.observe_nanos(duration);
@@ -292,10 +314,10 @@ impl CallEnd {
         self.calls
             .metrics()
             .call_ended(self.method.as_str(), metrics::CANCELLED);
-        let _entered = self.span.enter();
-        self.span.record("outcome", "cancelled");
-        self.span.record("chunks", items);
-        record_usage(&self.span, self.usage.as_ref());
+        let _entered = span.enter();
+        span.record("outcome", "cancelled");
+        span.record("chunks", items);
+        record_usage(span, self.usage.as_ref());
         tracing::info!(
             duration_ms = duration / 1_000_000,
             "call cancelled by the client"
@@ -307,7 +329,7 @@ impl Call {
     /// Records the model that serves the call (its streams are then
     /// measured by model).
     pub(crate) fn record_model(&mut self, model: &str) {
-        self.end.span.record("model", model);
+        self.span.record("model", model);
         self.model = Some(model.to_owned());
     }
 
@@ -325,14 +347,14 @@ impl Call {
 
     /// The call's span, for work done on its behalf.
     pub(crate) fn span(&self) -> &Span {
-        &self.end.span
+        &self.span
     }
 
     /// Runs `f` inside the call's span: work created there (a backend's
     /// generation) records what it logs under the call, and its spans are
     /// the call's children.
     pub(crate) fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
-        self.end.span.in_scope(f)
+        self.span.in_scope(f)
     }
 
     /// Ends a unary call with `result`, logging how it went.
@@ -353,7 +375,8 @@ impl Call {
     }
 
     fn finish(&self, items: u64, error: Option<&Error>) {
-        self.end.finish(self.end.elapsed_nanos(), items, error);
+        self.end
+            .finish(&self.span, self.end.elapsed_nanos(), items, error);
     }
 
     /// Answers with a stream of items (boxed); refuses when the server is
@@ -425,8 +448,48 @@ impl Call {
                 .map(|model| metrics.stream_of(self.end.method.as_str(), model)),
             gaps: Gaps::since(self.end.started),
             items: 0,
+            span: if telemetry::exporting() {
+                StreamSpan::Open(self.span)
+            } else {
+                StreamSpan::Closed(Box::new(Reopen {
+                    request_id: self.request_id,
+                    key: self.caller.as_ref().map(|c| c.name().into()),
+                    model: self.model,
+                }))
+            },
             end: self.end,
         })
+    }
+}
+
+/// A streaming call's span while it streams (see the module doc): open
+/// while spans are exported, otherwise closed, with what reopens it.
+#[derive(Debug)]
+enum StreamSpan {
+    Open(Span),
+    Closed(Box<Reopen>),
+}
+
+/// The fields a closed call's span is reopened with.
+#[derive(Debug)]
+struct Reopen {
+    request_id: Box<str>,
+    key: Option<Box<str>>,
+    model: Option<String>,
+}
+
+impl StreamSpan {
+    /// The span the closing line of a call to `method` is logged in.
+    fn closing(&self, method: Method) -> Span {
+        match self {
+            StreamSpan::Open(span) => span.clone(),
+            StreamSpan::Closed(reopen) => call_span(
+                method,
+                &reopen.request_id,
+                reopen.key.as_deref(),
+                reopen.model.as_deref(),
+            ),
+        }
     }
 }
 
@@ -464,6 +527,7 @@ pin_project! {
         // What the time-to-first-chunk and gap histograms are fed.
         gaps: Gaps,
         items: u64,
+        span: StreamSpan,
         end: CallEnd,
     }
 
@@ -475,7 +539,8 @@ pin_project! {
                 // stop the work first, so that what it used counts in full.
                 drop(inner);
                 record_zero_gaps(this.series.as_ref(), this.gaps);
-                this.end.cancelled(*this.items, this.series.as_ref());
+                let span = this.span.closing(this.end.method);
+                this.end.cancelled(&span, *this.items, this.series.as_ref());
             }
         }
     }
@@ -634,8 +699,9 @@ impl<T, S: Stream<Item = Result<T>> + Unpin> Stream for CallStream<S> {
         if let Some(series) = this.series {
             series.duration.observe_nanos(duration);
         }
+        let span = this.span.closing(this.end.method);
         this.end
-            .finish(duration, *this.items, outcome.as_ref().err());
+            .finish(&span, duration, *this.items, outcome.as_ref().err());
         Poll::Ready(outcome.err().map(Err))
     }
 }

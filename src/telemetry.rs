@@ -4,11 +4,11 @@
 //! standard error, with each call's span fields on its lines (in JSON, the
 //! innermost span as `span` and all of them, outermost first, as `spans`:
 //! a line logged in a call's child span, such as an upstream request's,
-//! carries the call's request id there). Lines are
-//! written by a dedicated thread behind a bounded queue (tracing-appender's
-//! non-blocking writer), so a slow reader of standard error (a full pipe, a
-//! stalled log shipper) never blocks the threads that serve streams; if the
-//! queue fills up, lines are dropped rather than streams delayed.
+//! carries the call's request id there). Lines are written by a dedicated
+//! thread behind a bounded queue (tracing-appender's non-blocking writer),
+//! so a slow reader of standard error (a full pipe, a stalled log shipper)
+//! never blocks the threads that serve streams; if the queue fills up,
+//! lines are dropped rather than streams delayed.
 //!
 //! Log lines carry values clients chose (model names, document and task
 //! ids, error messages quoting them). In text lines every field value is

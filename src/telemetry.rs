@@ -302,9 +302,43 @@ impl EscapingVisitor<'_> {
     }
 }
 
+impl EscapingVisitor<'_> {
+    /// Writes a value that needs no escaping as it is: what [`Self::write`]
+    /// writes for it, without a character-by-character pass (a call's
+    /// request id, method and model take this path).
+    fn write_plain(&mut self, field: &Field, value: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if self.first { "" } else { " " };
+        self.first = false;
+        let out = &mut self.writer;
+        self.result = out.write_str(separator).and_then(|()| {
+            if field.name() == "message" {
+                out.write_str(value)
+            } else {
+                out.write_str(field.name())?;
+                out.write_str("=\"")?;
+                out.write_str(value)?;
+                out.write_char('"')
+            }
+        });
+    }
+}
+
+/// Printable ASCII: written as it is by both `Display` and the escaping,
+/// and by `Debug` too unless it holds a quote or a backslash.
+fn is_plain(value: &str, quoted: bool) -> bool {
+    value
+        .bytes()
+        .all(|b| matches!(b, b' '..=b'~') && !(quoted && (b == b'"' || b == b'\\')))
+}
+
 impl Visit for EscapingVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
+        if is_plain(value, field.name() != "message") {
+            self.write_plain(field, value);
+        } else if field.name() == "message" {
             self.write(field, format_args!("{value}"));
         } else {
             // Quoted, as the default formatter does, so a value with spaces
@@ -349,6 +383,54 @@ fn needs_escape(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fields of one event, as [`EscapedFields`] writes them.
+    fn formatted(event: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = fmt::fmt()
+            .fmt_fields(EscapedFields)
+            .without_time()
+            .with_level(false)
+            .with_target(false)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, event);
+        let bytes = lines.0.lock().expect("lock").clone();
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    #[test]
+    fn plain_values_are_written_as_the_escaping_path_writes_them() {
+        let line = formatted(|| {
+            tracing::info!(
+                request_id = "0b9e3c1a-id",
+                model = "a model \"quoted\" \\ here",
+                bell = "ring\u{7}",
+                "plain message with \"quotes\""
+            );
+        });
+        assert_eq!(
+            line,
+            "plain message with \"quotes\" request_id=\"0b9e3c1a-id\" \
+             model=\"a model \\\"quoted\\\" \\\\ here\" bell=\"ring\\u{7}\"\n"
+        );
+        let escaped = formatted(|| tracing::info!("tab\there, é"));
+        assert_eq!(escaped, "tab\\there, é\n");
+    }
 
     #[test]
     fn colours_only_on_a_terminal_without_no_color() {

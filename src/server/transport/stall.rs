@@ -266,3 +266,38 @@ impl<B: Body + Unpin> Body for SendWatch<B> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{future::poll_fn, panic::AssertUnwindSafe, task::Waker};
+
+    use super::*;
+
+    #[test]
+    fn a_poll_sees_its_own_record_and_gives_it_back_even_when_it_panics() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut clock = StallClock::new(Duration::from_secs(1));
+        let own = clock.progress.clone().expect("the clock's record");
+
+        let mut seen = std::pin::pin!(poll_fn(|_| Poll::Ready(current_progress())));
+        let Poll::Ready(Some(seen)) = clock.poll_watched(seen.as_mut(), &mut cx) else {
+            panic!("the record was not lent to the poll");
+        };
+        assert!(seen.as_ref().is_some_and(|p| Arc::ptr_eq(p, &own)));
+        assert!(current_progress().is_none(), "still lent after the poll");
+
+        let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut panics = std::pin::pin!(poll_fn(|_| -> Poll<()> { panic!("the poll panics") }));
+            let _ = clock.poll_watched(panics.as_mut(), &mut cx);
+        }));
+        assert!(panicked.is_err());
+        assert!(current_progress().is_none(), "left lent after a panic");
+        assert!(
+            clock
+                .progress
+                .as_ref()
+                .is_some_and(|p| Arc::ptr_eq(p, &own)),
+            "the clock lost its record"
+        );
+    }
+}

@@ -235,6 +235,8 @@ fn call_span(method: Method, request_id: &str, key: Option<&str>, model: Option<
 /// One call in progress.
 #[derive(Debug)]
 pub(crate) struct Call {
+    /// The call's span; a streaming call's stream keeps it as a
+    /// [`StreamSpan`].
     span: Span,
     /// What ending the call takes; a streaming call's stream keeps this and
     /// its [`StreamSpan`].

@@ -236,7 +236,7 @@ pub(crate) fn exporting() -> bool {
 /// `headers` (`traceparent`, `tracestate`), when spans are exported and the
 /// client sent a valid one. Both edges (gRPC metadata, HTTP headers) call it.
 pub(crate) fn accept_trace_context(span: &Span, headers: &HeaderMap) {
-    if !EXPORTING.load(Relaxed) || !headers.contains_key("traceparent") {
+    if !exporting() || !headers.contains_key("traceparent") {
         return;
     }
     let context = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
@@ -249,7 +249,7 @@ pub(crate) fn accept_trace_context(span: &Span, headers: &HeaderMap) {
 /// Adds the W3C trace context of `span` to an outgoing request's headers
 /// (upstream model servers), when spans are exported.
 pub(crate) fn inject_trace_context(span: &Span, headers: &mut HeaderMap) {
-    if !EXPORTING.load(Relaxed) {
+    if !exporting() {
         return;
     }
     TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
@@ -283,44 +283,38 @@ struct EscapingVisitor<'writer> {
     result: sfmt::Result,
 }
 
-impl EscapingVisitor<'_> {
-    fn write(&mut self, field: &Field, value: sfmt::Arguments<'_>) {
-        if self.result.is_err() {
-            return;
-        }
-        let separator = if self.first { "" } else { " " };
-        self.first = false;
-        let mut escaped = Escaping {
-            out: &mut self.writer,
-        };
-        self.result = if field.name() == "message" {
-            write!(escaped.out, "{separator}").and_then(|()| escaped.write_fmt(value))
-        } else {
-            write!(escaped.out, "{separator}{}=", field.name())
-                .and_then(|()| escaped.write_fmt(value))
-        };
-    }
+/// A field's value as [`EscapingVisitor::write`] takes it.
+enum Value<'a> {
+    /// Needs no escaping ([`is_plain`]): written as it is, quoted unless it
+    /// is the message, without a character-by-character pass (a call's
+    /// request id, method and model take this path).
+    Plain(&'a str),
+    /// Formatted through [`Escaping`].
+    Escaped(sfmt::Arguments<'a>),
 }
 
 impl EscapingVisitor<'_> {
-    /// Writes a value that needs no escaping as it is: what [`Self::write`]
-    /// writes for it, without a character-by-character pass (a call's
-    /// request id, method and model take this path).
-    fn write_plain(&mut self, field: &Field, value: &str) {
+    fn write(&mut self, field: &Field, value: Value<'_>) {
         if self.result.is_err() {
             return;
         }
         let separator = if self.first { "" } else { " " };
         self.first = false;
+        let message = field.name() == "message";
         let out = &mut self.writer;
         self.result = out.write_str(separator).and_then(|()| {
-            if field.name() == "message" {
-                out.write_str(value)
-            } else {
+            if !message {
                 out.write_str(field.name())?;
-                out.write_str("=\"")?;
-                out.write_str(value)?;
-                out.write_char('"')
+                out.write_char('=')?;
+            }
+            match value {
+                Value::Plain(text) if message => out.write_str(text),
+                Value::Plain(text) => {
+                    out.write_char('"')?;
+                    out.write_str(text)?;
+                    out.write_char('"')
+                }
+                Value::Escaped(args) => Escaping { out }.write_fmt(args),
             }
         });
     }
@@ -337,22 +331,22 @@ fn is_plain(value: &str, quoted: bool) -> bool {
 impl Visit for EscapingVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if is_plain(value, field.name() != "message") {
-            self.write_plain(field, value);
+            self.write(field, Value::Plain(value));
         } else if field.name() == "message" {
-            self.write(field, format_args!("{value}"));
+            self.write(field, Value::Escaped(format_args!("{value}")));
         } else {
             // Quoted, as the default formatter does, so a value with spaces
             // cannot pose as more fields.
-            self.write(field, format_args!("{value:?}"));
+            self.write(field, Value::Escaped(format_args!("{value:?}")));
         }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.write(field, format_args!("{value}"));
+        self.write(field, Value::Escaped(format_args!("{value}")));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn sfmt::Debug) {
-        self.write(field, format_args!("{value:?}"));
+        self.write(field, Value::Escaped(format_args!("{value:?}")));
     }
 }
 

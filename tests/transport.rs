@@ -301,13 +301,28 @@ async fn connect_quietly(addr: std::net::SocketAddr) -> Option<tonic::transport:
         .ok()
 }
 
-#[tokio::test]
-async fn a_stream_the_client_stops_reading_is_ended_by_the_send_timeout() {
-    let server = TestServer::start_with(|c| {
+/// A server whose built-in models answer at once, with a 300 ms send
+/// timeout.
+async fn fast_server_with_a_short_send_timeout() -> TestServer {
+    TestServer::start_with(|c| {
         c.mock_token_delay = Duration::ZERO;
         c.send_timeout = Duration::from_millis(300);
     })
-    .await;
+    .await
+}
+
+/// Waits until no stream is open and no generation runs.
+async fn until_the_send_timeout_ended_them(server: &TestServer) {
+    server
+        .until("the send timeout ended them", |m| {
+            m.active_streams == 0 && m.live_generations == 0
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_stream_the_client_stops_reading_is_ended_by_the_send_timeout() {
+    let server = fast_server_with_a_short_send_timeout().await;
     let mut client = RawClient::connect(server.server.local_addr(), HUGE_WINDOW).await;
     let mut streams = Vec::new();
     for _ in 0..4 {
@@ -317,11 +332,7 @@ async fn a_stream_the_client_stops_reading_is_ended_by_the_send_timeout() {
     server
         .until("the streams started", |m| m.active_streams == 4)
         .await;
-    server
-        .until("the send timeout ended them", |m| {
-            m.active_streams == 0 && m.live_generations == 0
-        })
-        .await;
+    until_the_send_timeout_ended_them(&server).await;
     // A well-behaved client on another connection is unaffected.
     let channel = connect(server.server.local_addr()).await;
     let mut ok = pb::chat_service_client::ChatServiceClient::new(channel)
@@ -338,11 +349,7 @@ async fn a_stream_the_client_stops_reading_is_ended_by_the_send_timeout() {
 
 #[tokio::test]
 async fn an_http1_response_the_client_stops_reading_is_ended_by_the_send_timeout() {
-    let server = TestServer::start_with(|c| {
-        c.mock_token_delay = Duration::ZERO;
-        c.send_timeout = Duration::from_millis(300);
-    })
-    .await;
+    let server = fast_server_with_a_short_send_timeout().await;
     let addr = server.server.http_addr().expect("the HTTP edge listens");
     let body = r#"{"model":"synthetic","max_tokens":200000,"stream":true,"messages":[{"role":"user","content":"go"}]}"#;
     let mut socket = TcpStream::connect(addr).await.expect("connect");
@@ -357,11 +364,7 @@ async fn an_http1_response_the_client_stops_reading_is_ended_by_the_send_timeout
     server
         .until("the stream started", |m| m.active_streams == 1)
         .await;
-    server
-        .until("the send timeout ended it", |m| {
-            m.active_streams == 0 && m.live_generations == 0
-        })
-        .await;
+    until_the_send_timeout_ended_them(&server).await;
     let seen = read_until_closed(&mut socket).await;
     assert!(
         seen.starts_with(b"HTTP/1.1 200"),

@@ -73,7 +73,7 @@ pin_project! {
     /// `future` (one HTTP/2 stream), ended when its body waits for the
     /// client longer than the send timeout. Resolves to `None` when it was
     /// ended that way.
-    pub(crate) struct Watched<F> {
+    struct Watched<F> {
         #[pin]
         future: F,
         clock: StallClock,
@@ -81,7 +81,7 @@ pin_project! {
 }
 
 impl<F: Future> Watched<F> {
-    pub(crate) fn new(future: F, send_timeout: Duration) -> Self {
+    fn new(future: F, send_timeout: Duration) -> Self {
         Self {
             future,
             clock: StallClock::new(send_timeout),

@@ -4,26 +4,80 @@
 //! A request counts from the moment the service is called until its
 //! response body is dropped (sent to the end, reset, or cancelled), so a
 //! long stream keeps its connection busy and the drain waiting.
+//!
+//! The count is an atomic, and waiters hear only of its falls to zero:
+//! every request starts and ends here, and the server's count is shared by
+//! every connection. (A `watch` channel, as before, took a lock and woke
+//! every waiter on each change, so a connection's idle timer, and with it
+//! the connection's whole task, was polled twice a request: about 5,000
+//! instructions of a one-token call.) The idle timer reads when the count
+//! last fell to zero instead of hearing of every request.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
-use tokio::sync::watch;
+use tokio::{sync::Notify, time::Instant};
 
 /// A count of requests in flight that can be waited on.
-#[derive(Debug, Clone)]
-pub(crate) struct Load(Arc<watch::Sender<usize>>);
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Load(Arc<Shared>);
 
-impl Default for Load {
+#[derive(Debug)]
+struct Shared {
+    in_flight: AtomicUsize,
+    /// Woken when `in_flight` falls to zero.
+    idle: Notify,
+    /// When it last did, in nanoseconds since `origin`.
+    idle_since: AtomicU64,
+    origin: Instant,
+}
+
+impl Default for Shared {
     fn default() -> Self {
-        Self(Arc::new(watch::Sender::new(0)))
+        Self {
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            idle_since: AtomicU64::new(0),
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Shared {
+    fn enter(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn exit(&self) {
+        // Each exit follows its own enter: the count cannot go below zero.
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let since = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.idle_since.store(since, Ordering::Release);
+            self.idle.notify_waiters();
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    /// When the count last fell to zero (or the load was made).
+    fn idle_since(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.idle_since.load(Ordering::Acquire))
     }
 }
 
 impl Load {
     /// Counts one more request here and in `server` until the guard drops.
     pub(crate) fn enter(&self, server: &Load) -> InFlight {
-        self.0.send_modify(|n| *n += 1);
-        server.0.send_modify(|n| *n += 1);
+        self.0.enter();
+        server.0.enter();
         InFlight {
             connection: self.clone(),
             server: server.clone(),
@@ -32,20 +86,30 @@ impl Load {
 
     /// Resolves when no request is in flight.
     pub(crate) async fn idle(&self) {
-        let mut rx = self.0.subscribe();
-        // The sender lives in `self`: the wait cannot fail.
-        let _ = rx.wait_for(|n| *n == 0).await;
+        loop {
+            let mut fell = pin!(self.0.idle.notified());
+            // Registered before the count is read, so a fall to zero in
+            // between is not missed.
+            fell.as_mut().enable();
+            if self.0.is_idle() {
+                return;
+            }
+            fell.await;
+        }
     }
 
     /// Resolves once no request has been in flight for `period`.
     pub(crate) async fn idle_for(&self, period: Duration) {
-        let mut rx = self.0.subscribe();
         loop {
-            let _ = rx.wait_for(|n| *n == 0).await;
-            if tokio::time::timeout(period, rx.wait_for(|n| *n > 0))
-                .await
-                .is_err()
-            {
+            self.idle().await;
+            let due = self.0.idle_since() + period;
+            if Instant::now() >= due && self.0.is_idle() {
+                return;
+            }
+            // Requests that come and go meanwhile move `idle_since`; one
+            // still in flight at `due` makes the next turn wait for it.
+            tokio::time::sleep_until(due).await;
+            if self.0.is_idle() && self.0.idle_since() + period <= Instant::now() {
                 return;
             }
         }
@@ -61,7 +125,66 @@ pub(crate) struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.connection.0.send_modify(|n| *n = n.saturating_sub(1));
-        self.server.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.connection.0.exit();
+        self.server.0.exit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        future::Future,
+        task::{Context, Poll, Waker},
+    };
+
+    use super::*;
+
+    fn is_ready(future: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        future.as_mut().poll(&mut cx) == Poll::Ready(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_waits_for_the_last_request_of_both_counts() {
+        let (connection, server) = (Load::default(), Load::default());
+        let first = connection.enter(&server);
+        let second = Load::default().enter(&server);
+        let mut idle = pin!(server.idle());
+        assert!(!is_ready(&mut idle));
+        drop(first);
+        assert!(!is_ready(&mut idle), "one request is still in flight");
+        assert!(is_ready(&mut pin!(connection.idle())));
+        drop(second);
+        assert!(is_ready(&mut idle));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_for_counts_from_the_last_request() {
+        let (connection, server) = (Load::default(), Load::default());
+        let period = Duration::from_secs(10);
+        let started = Instant::now();
+        let mut idle_for = pin!(connection.idle_for(period));
+        assert!(!is_ready(&mut idle_for));
+        // A request from 4 s to 6 s: the period starts again at its end.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let request = connection.enter(&server);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(request);
+        idle_for.await;
+        assert_eq!(started.elapsed(), Duration::from_secs(16));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_at_the_end_of_the_period_holds_it() {
+        let (connection, server) = (Load::default(), Load::default());
+        let period = Duration::from_secs(10);
+        let started = Instant::now();
+        let request = connection.enter(&server);
+        let ends = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(request);
+        };
+        tokio::join!(connection.idle_for(period), ends);
+        assert_eq!(started.elapsed(), Duration::from_secs(40));
     }
 }

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use tiktoken_rs::{CoreBPE, Rank, cl100k_base};
 
-use crate::llm::ChatMessage;
+use crate::llm::{ChatMessage, Role};
 
 /// Merges of cl100k_base after which a single-token word no longer counts
 /// as common (see [`Tokenizer::is_common_word`]). In its first 30,000 ranks
@@ -103,9 +103,26 @@ impl Tokenizer {
             } else {
                 TOKENS_PER_NAME + self.count(&m.name)
             };
-            TOKENS_PER_MESSAGE + self.count(m.role.as_str()) + self.count(&m.content) + name
+            TOKENS_PER_MESSAGE + self.role_tokens(m.role) + self.count(&m.content) + name
         });
         saturate(per_message.sum::<usize>() + TOKENS_PER_REPLY)
+    }
+
+    /// Tokens of a role's name, counted once: every prompt has a role per
+    /// message, and each count runs the tokenizer's regex (about 6,000
+    /// instructions for a word).
+    fn role_tokens(&self, role: Role) -> usize {
+        const ROLES: [Role; 4] = [Role::System, Role::User, Role::Assistant, Role::Tool];
+        static COUNTS: OnceLock<[usize; 4]> = OnceLock::new();
+        let counts = COUNTS.get_or_init(|| ROLES.map(|r| self.count(r.as_str())));
+        // In the order of `ROLES` (a new role fails to compile here).
+        let index = match role {
+            Role::System => 0,
+            Role::User => 1,
+            Role::Assistant => 2,
+            Role::Tool => 3,
+        };
+        counts[index]
     }
 
     /// Splits `text` into tokens, grouped into pieces that never split a
@@ -263,5 +280,13 @@ mod tests {
         let messages = [ChatMessage::user("hello")];
         // 3 framing + "user" (1) + "hello" (1) + 3 reply priming.
         assert_eq!(t.prompt_tokens(&messages), 8);
+    }
+
+    #[test]
+    fn role_names_are_counted_as_the_tokenizer_counts_them() {
+        let t = Tokenizer::cl100k();
+        for role in [Role::System, Role::User, Role::Assistant, Role::Tool] {
+            assert_eq!(t.role_tokens(role), t.count(role.as_str()), "{role:?}");
+        }
     }
 }

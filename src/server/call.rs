@@ -211,25 +211,20 @@ impl Calls {
 /// The span of a call to `method`, with the fields every line of the call
 /// carries (the rest are recorded when it ends).
 fn call_span(method: Method, request_id: &str, key: Option<&str>, model: Option<&str>) -> Span {
-    let span = tracing::info_span!(
+    // `key` and `model` are recorded when `Some` (each later `record` would
+    // format the span's fields again).
+    tracing::info_span!(
         "call",
         request_id,
         method = method.as_str(),
-        key = Empty,
-        model = Empty,
+        key,
+        model,
         chunks = Empty,
         prompt_tokens = Empty,
         completion_tokens = Empty,
         outcome = Empty,
         code = Empty,
-    );
-    if let Some(key) = key {
-        span.record("key", key);
-    }
-    if let Some(model) = model {
-        span.record("model", model);
-    }
-    span
+    )
 }
 
 /// One call in progress.

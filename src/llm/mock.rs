@@ -374,7 +374,10 @@ fn released(
     Release { text, tokens }: Release,
 ) -> Option<crate::Result<GenerationEvent>> {
     produced.add(tokens);
-    (!text.is_empty()).then_some(Ok(GenerationEvent::Delta { choice, text }))
+    if text.is_empty() {
+        return None;
+    }
+    Some(Ok(GenerationEvent::Delta { choice, text }))
 }
 
 /// The tokens a choice produced, added to the server's counters and the

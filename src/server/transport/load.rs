@@ -102,16 +102,17 @@ impl Load {
     pub(crate) async fn idle_for(&self, period: Duration) {
         loop {
             self.idle().await;
-            let due = self.0.idle_since() + period;
+            // A period too long to represent never ends.
+            let Some(due) = self.0.idle_since().checked_add(period) else {
+                return std::future::pending().await;
+            };
             if Instant::now() >= due && self.0.is_idle() {
                 return;
             }
-            // Requests that come and go meanwhile move `idle_since`; one
-            // still in flight at `due` makes the next turn wait for it.
+            // Requests that come and go meanwhile move `idle_since` (the
+            // next turn sleeps again), and one still in flight at `due`
+            // makes the next turn wait for it.
             tokio::time::sleep_until(due).await;
-            if self.0.is_idle() && self.0.idle_since() + period <= Instant::now() {
-                return;
-            }
         }
     }
 }
@@ -172,6 +173,15 @@ mod tests {
         drop(request);
         idle_for.await;
         assert_eq!(started.elapsed(), Duration::from_secs(16));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_period_too_long_to_represent_never_ends() {
+        let load = Load::default();
+        let mut idle_for = pin!(load.idle_for(Duration::MAX));
+        assert!(!is_ready(&mut idle_for));
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!is_ready(&mut idle_for));
     }
 
     #[tokio::test(start_paused = true)]

@@ -133,17 +133,9 @@ impl Drop for InFlight {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        future::Future,
-        task::{Context, Poll, Waker},
-    };
+    use futures::FutureExt;
 
     use super::*;
-
-    fn is_ready(future: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        future.as_mut().poll(&mut cx) == Poll::Ready(())
-    }
 
     #[tokio::test(start_paused = true)]
     async fn idle_waits_for_the_last_request_of_both_counts() {
@@ -151,12 +143,15 @@ mod tests {
         let first = connection.enter(&server);
         let second = Load::default().enter(&server);
         let mut idle = pin!(server.idle());
-        assert!(!is_ready(&mut idle));
+        assert!(idle.as_mut().now_or_never().is_none());
         drop(first);
-        assert!(!is_ready(&mut idle), "one request is still in flight");
-        assert!(is_ready(&mut pin!(connection.idle())));
+        assert!(
+            idle.as_mut().now_or_never().is_none(),
+            "one request is still in flight"
+        );
+        assert!(pin!(connection.idle()).now_or_never().is_some());
         drop(second);
-        assert!(is_ready(&mut idle));
+        assert!(idle.as_mut().now_or_never().is_some());
     }
 
     #[tokio::test(start_paused = true)]
@@ -165,7 +160,7 @@ mod tests {
         let period = Duration::from_secs(10);
         let started = Instant::now();
         let mut idle_for = pin!(connection.idle_for(period));
-        assert!(!is_ready(&mut idle_for));
+        assert!(idle_for.as_mut().now_or_never().is_none());
         // A request from 4 s to 6 s: the period starts again at its end.
         tokio::time::sleep(Duration::from_secs(4)).await;
         let request = connection.enter(&server);
@@ -179,9 +174,9 @@ mod tests {
     async fn a_period_too_long_to_represent_never_ends() {
         let load = Load::default();
         let mut idle_for = pin!(load.idle_for(Duration::MAX));
-        assert!(!is_ready(&mut idle_for));
+        assert!(idle_for.as_mut().now_or_never().is_none());
         tokio::time::sleep(Duration::from_secs(3600)).await;
-        assert!(!is_ready(&mut idle_for));
+        assert!(idle_for.as_mut().now_or_never().is_none());
     }
 
     #[tokio::test(start_paused = true)]

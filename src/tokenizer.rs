@@ -112,17 +112,15 @@ impl Tokenizer {
     /// message, and each count runs the tokenizer's regex (about 6,000
     /// instructions for a word).
     fn role_tokens(&self, role: Role) -> usize {
-        const ROLES: [Role; 4] = [Role::System, Role::User, Role::Assistant, Role::Tool];
-        static COUNTS: OnceLock<[usize; 4]> = OnceLock::new();
-        let counts = COUNTS.get_or_init(|| ROLES.map(|r| self.count(r.as_str())));
-        // In the order of `ROLES` (a new role fails to compile here).
-        let index = match role {
-            Role::System => 0,
-            Role::User => 1,
-            Role::Assistant => 2,
-            Role::Tool => 3,
+        static COUNTS: [OnceLock<usize>; 4] = [const { OnceLock::new() }; 4];
+        // One cell a role (a new role fails to compile here).
+        let cell = match role {
+            Role::System => &COUNTS[0],
+            Role::User => &COUNTS[1],
+            Role::Assistant => &COUNTS[2],
+            Role::Tool => &COUNTS[3],
         };
-        counts[index]
+        *cell.get_or_init(|| self.count(role.as_str()))
     }
 
     /// Splits `text` into tokens, grouped into pieces that never split a

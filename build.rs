@@ -34,8 +34,73 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf.Timestamp", "crate::pb::Timestamp")
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(fds)?;
+    chat_server(&out_dir);
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .build(&[".agentstream"])?;
     Ok(())
+}
+
+/// ChatService's server as agentstream serves it: the generated one's
+/// routes and messages, except that its streams send
+/// `crate::pb::StreamChatResponseOut` (same bytes on the wire, see
+/// `src/pb/chunk.rs`). The generated `chat_service_server` stays in `pb`
+/// for anyone who serves the generated types.
+fn chat_server(out_dir: &std::path::Path) {
+    use tonic_build::manual::{Method, Service};
+    const CODEC: &str = "crate::server::transport::codec::BoundedCodec";
+    let method = |name: &str, route: &str, input: &str, output: &str| {
+        Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type(format!("crate::pb::{input}"))
+            .output_type(format!("crate::pb::{output}"))
+            .codec_path(CODEC)
+    };
+    let service = Service::builder()
+        .name("ChatService")
+        .package("agentstream.v1")
+        .method(
+            method(
+                "stream_chat",
+                "StreamChat",
+                "StreamChatRequest",
+                "StreamChatResponseOut",
+            )
+            .server_streaming()
+            .build(),
+        )
+        .method(
+            method(
+                "list_models",
+                "ListModels",
+                "ListModelsRequest",
+                "ListModelsResponse",
+            )
+            .build(),
+        )
+        .method(
+            method(
+                "resume_stream",
+                "ResumeStream",
+                "ResumeStreamRequest",
+                "StreamChatResponseOut",
+            )
+            .server_streaming()
+            .build(),
+        )
+        .method(
+            method(
+                "cancel_stream",
+                "CancelStream",
+                "CancelStreamRequest",
+                "CancelStreamResponse",
+            )
+            .build(),
+        )
+        .build();
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .out_dir(out_dir)
+        .compile(&[service]);
 }

@@ -28,7 +28,7 @@ use crate::{
     },
     error::Result,
     llm::{FinishReason, ModelInfo, Role, ToolCallDelta, ToolChoice, Usage},
-    pb::{self, chat_service_server::ChatService},
+    pb::{self, StreamChatResponseOut, serving::chat_service_server::ChatService},
     server::{Call, Calls, Method},
     streams::Follow,
 };
@@ -53,7 +53,7 @@ impl ChatApi {
 #[tonic::async_trait]
 impl ChatService for ChatApi {
     type StreamChatStream = GrpcStreamOf<ChatWire>;
-    type ResumeStreamStream = GrpcStream<pb::StreamChatResponse>;
+    type ResumeStreamStream = GrpcStream<StreamChatResponseOut>;
 
     async fn stream_chat(
         &self,
@@ -164,7 +164,7 @@ impl ChatApi {
 
 /// StreamChat's wire chunks: pulled from the core ([`WireChunks`], not
 /// boxed again) or read from a resumable stream.
-pub(crate) type ChatWire = Either<WireChunks, BoxStream<'static, Result<pb::StreamChatResponse>>>;
+pub(crate) type ChatWire = Either<WireChunks, BoxStream<'static, Result<StreamChatResponseOut>>>;
 
 /// A completion's chunks as wire messages, numbered from 1: the direct
 /// path's response stream. Written out rather than a `map` so that its type
@@ -177,7 +177,7 @@ pub(crate) struct WireChunks {
 }
 
 impl Stream for WireChunks {
-    type Item = Result<pb::StreamChatResponse>;
+    type Item = Result<StreamChatResponseOut>;
 
     // With the core's `ChatChunks::poll_next` and `to_wire` inlined here,
     // a chunk goes from the model's event to the wire message without being
@@ -201,7 +201,7 @@ impl Stream for WireChunks {
 /// and the stream's id.
 fn follow_to_wire(
     follow: Follow,
-) -> impl Stream<Item = Result<pb::StreamChatResponse>> + Send + 'static {
+) -> impl Stream<Item = Result<StreamChatResponseOut>> + Send + 'static {
     let Follow {
         stream_id,
         header,
@@ -331,8 +331,8 @@ fn tool_call(c: pb::ToolCall) -> ToolCallDraft {
 
 /// The wire form of one chunk.
 #[inline]
-fn to_wire(header: &CompletionHeader, sequence: u64, chunk: ChatChunk) -> pb::StreamChatResponse {
-    let (choices, usage) = match chunk {
+fn to_wire(header: &CompletionHeader, sequence: u64, chunk: ChatChunk) -> StreamChatResponseOut {
+    let (choice, usage) = match chunk {
         ChatChunk::Choice {
             index,
             first,
@@ -360,15 +360,15 @@ fn to_wire(header: &CompletionHeader, sequence: u64, chunk: ChatChunk) -> pb::St
                 delta: Some(wire),
                 finish_reason: finish_reason as i32,
             };
-            (vec![choice], None)
+            (Some(choice), None)
         }
-        ChatChunk::Usage(usage) => (Vec::new(), Some(usage.into())),
+        ChatChunk::Usage(usage) => (None, Some(usage.into())),
     };
-    pb::StreamChatResponse {
+    StreamChatResponseOut {
         id: header.id.clone(),
         created: header.created,
         model: header.model.clone(),
-        choices,
+        choice,
         usage,
         sequence,
         stream_id: String::new(),

@@ -21,8 +21,8 @@ pub(crate) use self::{chat::ChatApi, rag::RagApi, tasks::TaskApi};
 use crate::{
     chat::Chat,
     pb::{
-        self, chat_service_server::ChatServiceServer, rag_service_server::RagServiceServer,
-        task_service_server::TaskServiceServer,
+        self, rag_service_server::RagServiceServer,
+        serving::chat_service_server::ChatServiceServer, task_service_server::TaskServiceServer,
     },
     rag::{Rag, request::MAX_MESSAGE_BYTES},
     server::Calls,

@@ -36,7 +36,7 @@
 use std::{
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll, Waker, ready},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
@@ -664,12 +664,15 @@ impl<T, S: Stream<Item = Result<T>> + Unpin> Stream for CallStream<S> {
             Err(Error::DeadlineExceeded(timeout.as_millis() as u64))
         } else {
             let polled = inner.poll_next_unpin(cx);
-            if polled.is_pending() {
-                this.gaps.waiting(metrics::monotonic_nanos);
-                record_zero_gaps(this.series.as_ref(), this.gaps);
-            }
-            match ready!(polled) {
-                Some(Ok(item)) => {
+            match polled {
+                Poll::Pending => {
+                    this.gaps.waiting(metrics::monotonic_nanos);
+                    record_zero_gaps(this.series.as_ref(), this.gaps);
+                    return Poll::Pending;
+                }
+                // Handed on as it came, not taken apart and rebuilt: a
+                // chunk is a few hundred bytes, and each move copies them.
+                Poll::Ready(Some(Ok(_))) => {
                     if let Some(series) = this.series {
                         match this.gaps.item(metrics::monotonic_nanos) {
                             Some(gap) if *this.items == 0 => {
@@ -683,10 +686,10 @@ impl<T, S: Stream<Item = Result<T>> + Unpin> Stream for CallStream<S> {
                         }
                     }
                     *this.items += 1;
-                    return Poll::Ready(Some(Ok(item)));
+                    return polled;
                 }
-                Some(Err(error)) => Err(error),
-                None => Ok(()),
+                Poll::Ready(Some(Err(error))) => Err(error),
+                Poll::Ready(None) => Ok(()),
             }
         };
         // The call ends: drop the work now and record how it went.

@@ -40,12 +40,22 @@ impl StopSequenceFilter {
 
     /// Feeds the next piece of generated text (an owned piece passes
     /// without a copy when there are no stop sequences).
+    ///
+    /// Small enough to inline into a model's token loop, which most
+    /// requests (no stop sequences) never leave: the text then reaches the
+    /// caller in registers rather than through memory it just wrote.
+    #[inline]
     pub(crate) fn push<'a>(&mut self, piece: impl Into<Cow<'a, str>>) -> Filtered {
         let piece = piece.into();
         if !self.is_active() {
             return Filtered::Pass(piece.into_owned());
         }
-        self.held.push_str(&piece);
+        self.filter(&piece)
+    }
+
+    /// [`Self::push`] with stop sequences to look for.
+    fn filter(&mut self, piece: &str) -> Filtered {
+        self.held.push_str(piece);
         if let Some(at) = self.first_stop() {
             self.held.truncate(at);
             return Filtered::Stopped(std::mem::take(&mut self.held));

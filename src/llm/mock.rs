@@ -341,9 +341,10 @@ fn until_stop(
     reason: Arc<AtomicU8>,
 ) -> impl FnMut(Step) -> Option<Release> {
     let mut ended = false;
-    // Always inlined into the choice's loop (the compiler did not by itself):
-    // the release then stays in registers, where it was written to memory
-    // and read back at once, a stall the profile showed on every token.
+    // Always inlined into the choice's loop (the compiler did not by
+    // itself), so that the release stays in registers. As a call, it was
+    // written to memory and read back at once: a stall the profile showed
+    // on every token.
     #[inline(always)]
     move |step| {
         if ended {

@@ -23,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let descriptors = fds.encode_to_vec();
     fs::write(out_dir.join("agentstream_descriptor.bin"), &descriptors)?;
+    chat_server(&fds, &out_dir)?;
     // Smaller response batches than tonic's default: they bound what a
     // stream whose client stops reading holds (src/server/transport/codec.rs).
     tonic_prost_build::configure()
@@ -34,73 +35,72 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf.Timestamp", "crate::pb::Timestamp")
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(fds)?;
-    chat_server(&out_dir);
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .build(&[".agentstream"])?;
     Ok(())
 }
 
-/// ChatService's server as agentstream serves it: the generated one's
-/// routes and messages, except that its streams send
+/// ChatService's server as agentstream serves it: its methods as the
+/// proto declares them, except that a `StreamChatResponse` is sent as
 /// `crate::pb::StreamChatResponseOut` (same bytes on the wire, see
 /// `src/pb/chunk.rs`). The generated `chat_service_server` stays in `pb`
 /// for anyone who serves the generated types.
-fn chat_server(out_dir: &std::path::Path) {
+fn chat_server(
+    fds: &prost_types::FileDescriptorSet,
+    out_dir: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
     use tonic_build::manual::{Method, Service};
-    const CODEC: &str = "crate::server::transport::codec::BoundedCodec";
-    let method = |name: &str, route: &str, input: &str, output: &str| {
-        Method::builder()
-            .name(name)
-            .route_name(route)
-            .input_type(format!("crate::pb::{input}"))
-            .output_type(format!("crate::pb::{output}"))
-            .codec_path(CODEC)
+    let chat = fds
+        .file
+        .iter()
+        .filter(|file| file.package() == "agentstream.v1")
+        .flat_map(|file| &file.service)
+        .find(|service| service.name() == "ChatService")
+        .ok_or("agentstream.v1.ChatService is not in proto/")?;
+    // `.agentstream.v1.StreamChatRequest` -> `crate::pb::StreamChatRequest`
+    let rust_type = |proto: &str| {
+        let name = proto.trim_start_matches(".agentstream.v1.");
+        let name = if name == "StreamChatResponse" {
+            "StreamChatResponseOut"
+        } else {
+            name
+        };
+        format!("crate::pb::{name}")
     };
-    let service = Service::builder()
-        .name("ChatService")
-        .package("agentstream.v1")
-        .method(
-            method(
-                "stream_chat",
-                "StreamChat",
-                "StreamChatRequest",
-                "StreamChatResponseOut",
-            )
-            .server_streaming()
-            .build(),
-        )
-        .method(
-            method(
-                "list_models",
-                "ListModels",
-                "ListModelsRequest",
-                "ListModelsResponse",
-            )
-            .build(),
-        )
-        .method(
-            method(
-                "resume_stream",
-                "ResumeStream",
-                "ResumeStreamRequest",
-                "StreamChatResponseOut",
-            )
-            .server_streaming()
-            .build(),
-        )
-        .method(
-            method(
-                "cancel_stream",
-                "CancelStream",
-                "CancelStreamRequest",
-                "CancelStreamResponse",
-            )
-            .build(),
-        )
-        .build();
+    let mut service = Service::builder()
+        .name(chat.name())
+        .package("agentstream.v1");
+    for method in &chat.method {
+        let mut built = Method::builder()
+            .name(snake_case(method.name()))
+            .route_name(method.name())
+            .input_type(rust_type(method.input_type()))
+            .output_type(rust_type(method.output_type()))
+            .codec_path("crate::server::transport::codec::BoundedCodec");
+        if method.client_streaming() {
+            built = built.client_streaming();
+        }
+        if method.server_streaming() {
+            built = built.server_streaming();
+        }
+        service = service.method(built.build());
+    }
     tonic_build::manual::Builder::new()
         .build_client(false)
         .out_dir(out_dir)
-        .compile(&[service]);
+        .compile(&[service.build()]);
+    Ok(())
+}
+
+/// `StreamChat` -> `stream_chat`, as tonic names a method's function.
+fn snake_case(name: &str) -> String {
+    let mut snake = String::new();
+    for (i, c) in name.char_indices() {
+        if c.is_ascii_uppercase() && i > 0 {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+    }
+    snake
 }

@@ -43,8 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// ChatService's server as agentstream serves it: its methods as the
 /// proto declares them, except that a `StreamChatResponse` is sent as
-/// `crate::pb::StreamChatResponseOut` (same bytes on the wire, see
-/// `src/pb/chunk.rs`). The generated `chat_service_server` stays in `pb`
+/// `crate::pb::StreamChatResponseOut`, with the codec that writes it (same
+/// bytes on the wire, see `src/pb/chunk.rs`). The generated `chat_service_server` stays in `pb`
 /// for anyone who serves the generated types.
 fn chat_server(
     fds: &prost_types::FileDescriptorSet,
@@ -72,12 +72,17 @@ fn chat_server(
         .name(chat.name())
         .package("agentstream.v1");
     for method in &chat.method {
+        let codec = if method.output_type() == ".agentstream.v1.StreamChatResponse" {
+            "crate::server::transport::codec::ChunkCodec"
+        } else {
+            "crate::server::transport::codec::BoundedCodec"
+        };
         let mut built = Method::builder()
             .name(snake_case(method.name()))
             .route_name(method.name())
             .input_type(rust_type(method.input_type()))
             .output_type(rust_type(method.output_type()))
-            .codec_path("crate::server::transport::codec::BoundedCodec");
+            .codec_path(codec);
         if method.client_streaming() {
             built = built.client_streaming();
         }

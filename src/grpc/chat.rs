@@ -28,7 +28,10 @@ use crate::{
     },
     error::Result,
     llm::{FinishReason, ModelInfo, Role, ToolCallDelta, ToolChoice, Usage},
-    pb::{self, StreamChatResponseOut, serving::chat_service_server::ChatService},
+    pb::{
+        self, ChunkBody, ChunkHeader, StreamChatResponseOut,
+        serving::chat_service_server::ChatService,
+    },
     server::{Call, Calls, Method},
     streams::Follow,
 };
@@ -72,7 +75,7 @@ impl ChatService for ChatApi {
         call.record_usage(completion.usage());
         let (header, chunks) = call.in_span(|| completion.into_chunks());
         let chunks = WireChunks {
-            header,
+            header: Some(wire_header(&header, "")),
             sequence: 0,
             chunks,
         };
@@ -171,7 +174,8 @@ pub(crate) type ChatWire = Either<WireChunks, BoxStream<'static, Result<StreamCh
 /// can be named in [`ChatWire`] and the call's stream holds it without a
 /// box (one allocation a call fewer; per chunk it measured the same).
 pub(crate) struct WireChunks {
-    header: CompletionHeader,
+    /// The call's encoded header, until its first chunk carries it.
+    header: Option<Box<ChunkHeader>>,
     sequence: u64,
     chunks: ChatChunks,
 }
@@ -192,7 +196,7 @@ impl Stream for WireChunks {
         };
         this.sequence = this.sequence.saturating_add(1);
         Poll::Ready(Some(
-            chunk.map(|chunk| to_wire(&this.header, this.sequence, chunk)),
+            chunk.map(|chunk| to_wire(this.header.take(), this.sequence, chunk)),
         ))
     }
 }
@@ -207,13 +211,18 @@ fn follow_to_wire(
         header,
         chunks,
     } = follow;
-    chunks.map(move |kept| {
-        kept.map(|kept| {
-            let mut chunk = to_wire(&header, kept.sequence, kept.chunk);
-            chunk.stream_id.clone_from(&stream_id);
-            chunk
-        })
-    })
+    let mut header = Some(wire_header(&header, &stream_id));
+    chunks.map(move |kept| kept.map(|kept| to_wire(header.take(), kept.sequence, kept.chunk)))
+}
+
+/// The encoded fields every chunk of a call repeats.
+fn wire_header(header: &CompletionHeader, stream_id: &str) -> Box<ChunkHeader> {
+    Box::new(ChunkHeader::new(
+        &header.id,
+        header.created,
+        &header.model,
+        stream_id,
+    ))
 }
 
 impl From<ModelInfo> for pb::Model {
@@ -329,9 +338,13 @@ fn tool_call(c: pb::ToolCall) -> ToolCallDraft {
     }
 }
 
-/// The wire form of one chunk.
+/// The wire form of one chunk (`header` with a call's first chunk).
 #[inline]
-fn to_wire(header: &CompletionHeader, sequence: u64, chunk: ChatChunk) -> StreamChatResponseOut {
+fn to_wire(
+    header: Option<Box<ChunkHeader>>,
+    sequence: u64,
+    chunk: ChatChunk,
+) -> StreamChatResponseOut {
     let (choice, usage) = match chunk {
         ChatChunk::Choice {
             index,
@@ -365,13 +378,12 @@ fn to_wire(header: &CompletionHeader, sequence: u64, chunk: ChatChunk) -> Stream
         ChatChunk::Usage(usage) => (None, Some(usage.into())),
     };
     StreamChatResponseOut {
-        id: header.id.clone(),
-        created: header.created,
-        model: header.model.clone(),
-        choice,
-        usage,
-        sequence,
-        stream_id: String::new(),
+        header,
+        body: ChunkBody {
+            choice,
+            usage,
+            sequence,
+        },
     }
 }
 

@@ -1,6 +1,9 @@
 //! The gRPC codec of every generated service and client: prost, with
 //! response batches capped at [`YIELD_THRESHOLD`] bytes, and malformed
 //! messages answered with INVALID_ARGUMENT and a BadRequest detail.
+//! StreamChat and ResumeStream send their chunks with [`ChunkCodec`]: the
+//! same, but each call's chunks are written by a [`ChunkWriter`] (it keeps
+//! the call's repeated fields encoded, see `pb/chunk.rs`).
 //!
 //! A message that is not valid protobuf is the client's fault; tonic's
 //! prost decoder reports it as INTERNAL, which the API reserves for the
@@ -25,11 +28,14 @@ use std::marker::PhantomData;
 use prost::Message;
 use tonic::{
     Code, Status,
-    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
 };
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-use crate::error::{Error, FieldViolation};
+use crate::{
+    error::{Error, FieldViolation},
+    pb::{ChunkWriter, StreamChatResponseOut},
+};
 
 /// Initial size of a call's encode buffer (two chunks).
 pub(crate) const ENCODE_BUFFER: usize = 256;
@@ -63,6 +69,51 @@ where
 
     fn decoder(&mut self) -> Self::Decoder {
         ClientFaultDecoder(ProstCodec::<T, U>::raw_decoder(BufferSettings::default()))
+    }
+}
+
+/// [`BoundedCodec`] for the methods that send chat chunks (named by
+/// `build.rs`): requests of type `U`, [`StreamChatResponseOut`] responses.
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkCodec<U>(PhantomData<U>);
+
+impl<U> Default for ChunkCodec<U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<U: Message + Default + Send + 'static> Codec for ChunkCodec<U> {
+    type Encode = StreamChatResponseOut;
+    type Decode = U;
+    type Encoder = ChunkEncoder;
+    type Decoder = ClientFaultDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ChunkEncoder(ChunkWriter::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ClientFaultDecoder(ProstCodec::<U, U>::raw_decoder(BufferSettings::default()))
+    }
+}
+
+/// One call's chunk encoder.
+#[derive(Debug)]
+pub(crate) struct ChunkEncoder(ChunkWriter);
+
+impl Encoder for ChunkEncoder {
+    type Item = StreamChatResponseOut;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        self.0
+            .write(item, dst)
+            .map_err(|bug| Error::Internal(bug.to_string()).into())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(ENCODE_BUFFER, YIELD_THRESHOLD)
     }
 }
 

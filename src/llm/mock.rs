@@ -23,7 +23,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU8, AtomicU32, Ordering::Relaxed},
+        atomic::{AtomicU8, Ordering::Relaxed},
     },
     task::{Context, Poll},
     time::Duration,
@@ -35,6 +35,7 @@ use tokio_stream::{StreamExt as _, StreamMap};
 
 use super::{
     Backend, FinishReason, GenerationEvent, GenerationRequest, GenerationStream, Role, Usage,
+    UsageMeter,
     pace::Pace,
     stop::{Filtered, StopSequenceFilter},
 };
@@ -72,7 +73,7 @@ impl MockBackend {
         let tokens = self.metrics.tokens_of(&request.model);
         tokens.prompt(u64::from(prompt_tokens));
         request.usage.set_prompt(prompt_tokens);
-        let completion = request.usage.completion_counter();
+        let completion = request.usage.clone();
         // The generation's span, a child of the call's: open until the
         // stream ends or is dropped, never entered per token. Kept (boxed)
         // only when it is recorded: a disabled span would still be 40 bytes
@@ -94,7 +95,7 @@ impl MockBackend {
             drop(span);
             Ok(GenerationEvent::Usage(Usage {
                 prompt_tokens,
-                completion_tokens: total.load(Relaxed),
+                completion_tokens: total.completion_tokens(),
             }))
         });
         // One choice needs no merging: the usage event follows its own end.
@@ -171,7 +172,7 @@ struct ChoiceSpec {
     /// Keeps the generation counted as live.
     live: [LiveGuard; 2],
     tokens: TokenCounters,
-    completion: Arc<AtomicU32>,
+    completion: UsageMeter,
 }
 
 /// One step of a choice before pacing.
@@ -395,7 +396,7 @@ fn released(
 /// complete before it is read.
 struct Produced {
     counters: TokenCounters,
-    completion: Arc<AtomicU32>,
+    completion: UsageMeter,
     uncounted: u32,
 }
 
@@ -403,7 +404,7 @@ impl Produced {
     /// Tokens counted together at most.
     const BATCH: u32 = 64;
 
-    fn new(counters: TokenCounters, completion: Arc<AtomicU32>) -> Self {
+    fn new(counters: TokenCounters, completion: UsageMeter) -> Self {
         Self {
             counters,
             completion,
@@ -422,7 +423,7 @@ impl Produced {
         let tokens = std::mem::take(&mut self.uncounted);
         if tokens > 0 {
             self.counters.completion(u64::from(tokens));
-            self.completion.fetch_add(tokens, Relaxed);
+            self.completion.add_completion(tokens);
         }
     }
 }
@@ -543,7 +544,7 @@ mod tests {
     #[test]
     fn released_counts_tokens_and_drops_empty_text() {
         let metrics = Metrics::new();
-        let completion = Arc::new(AtomicU32::new(0));
+        let completion = UsageMeter::default();
         let mut produced = Produced::new(metrics.tokens_of("echo"), completion.clone());
         let delta = released(
             1,
@@ -567,28 +568,28 @@ mod tests {
         );
         assert!(held.is_none());
         produced.flush();
-        assert_eq!(completion.load(Relaxed), 3);
+        assert_eq!(completion.completion_tokens(), 3);
         assert_eq!(metrics.snapshot().tokens_generated, 3);
     }
 
     #[test]
     fn produced_tokens_are_counted_a_batch_at_a_time_and_all_on_drop() {
         let metrics = Metrics::new();
-        let completion = Arc::new(AtomicU32::new(0));
+        let completion = UsageMeter::default();
         let mut produced = Produced::new(metrics.tokens_of("echo"), completion.clone());
         for _ in 0..Produced::BATCH - 1 {
             produced.add(1);
         }
-        assert_eq!(completion.load(Relaxed), 0, "less than a batch waits");
+        assert_eq!(completion.completion_tokens(), 0, "less than a batch waits");
         produced.add(1);
-        assert_eq!(completion.load(Relaxed), Produced::BATCH);
+        assert_eq!(completion.completion_tokens(), Produced::BATCH);
         assert_eq!(
             metrics.snapshot().tokens_generated,
             u64::from(Produced::BATCH)
         );
         produced.add(5);
         drop(produced);
-        assert_eq!(completion.load(Relaxed), Produced::BATCH + 5);
+        assert_eq!(completion.completion_tokens(), Produced::BATCH + 5);
         assert_eq!(
             metrics.snapshot().tokens_generated,
             u64::from(Produced::BATCH + 5)
@@ -610,7 +611,7 @@ mod tests {
             token_delay: Duration::ZERO,
             live: metrics.generation_of("echo"),
             tokens: metrics.tokens_of("echo"),
-            completion: Arc::new(AtomicU32::new(0)),
+            completion: UsageMeter::default(),
         };
         let events: Vec<_> = choice_stream(spec, std::iter::empty())
             .map(|e| e.expect("event"))
@@ -650,7 +651,7 @@ mod tests {
             token_delay: Duration::from_millis(10),
             live: metrics.generation_of("echo"),
             tokens: metrics.tokens_of("echo"),
-            completion: Arc::new(AtomicU32::new(0)),
+            completion: UsageMeter::default(),
         };
         let start = tokio::time::Instant::now();
         let mut events = std::pin::pin!(choice_stream(spec, std::iter::empty()));

@@ -20,20 +20,14 @@
 //! other built-in models (`--mock-token-delay`), and the choice finishes
 //! with TOOL_CALLS; answers stream through the built-in text path.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering::Relaxed},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, stream};
 use serde_json::{Map, Value};
 
 use super::{
     Backend, ChatMessage, FinishReason, GenerationEvent, GenerationRequest, GenerationStream, Role,
-    Tool, ToolCallDelta, ToolChoice, Usage, mock::MockBackend,
+    Tool, ToolCallDelta, ToolChoice, Usage, UsageMeter, mock::MockBackend,
 };
 use crate::{
     metrics::Metrics,
@@ -70,7 +64,7 @@ impl ToolModel {
     fn call(&self, calls: &[PlannedCall], request: GenerationRequest) -> GenerationStream {
         let prompt_tokens = request.prompt_tokens_with(&self.tokenizer);
         request.usage.set_prompt(prompt_tokens);
-        let completion = request.usage.completion_counter();
+        let completion = request.usage.clone();
         let pieces: Arc<Vec<_>> = Arc::new(
             calls
                 .iter()
@@ -93,7 +87,7 @@ impl ToolModel {
         let usage = stream::once(async move {
             Ok(GenerationEvent::Usage(Usage {
                 prompt_tokens,
-                completion_tokens: completion.load(Relaxed),
+                completion_tokens: completion.completion_tokens(),
             }))
         });
         stream::select_all(choices).chain(usage).boxed()
@@ -121,7 +115,7 @@ struct ChoiceCalls {
     max_tokens: u32,
     token_delay: Duration,
     metrics: Arc<Metrics>,
-    completion: Arc<AtomicU32>,
+    completion: UsageMeter,
 }
 
 /// One choice's calls: per call a first piece with id and name, then one
@@ -153,7 +147,7 @@ fn choice_calls(spec: ChoiceCalls) -> impl futures::Stream<Item = crate::Result<
                 }
                 produced = produced.saturating_add(piece.tokens);
                 spec.metrics.add_tokens(u64::from(piece.tokens));
-                spec.completion.fetch_add(piece.tokens, Relaxed);
+                spec.completion.add_completion(piece.tokens);
                 let call = ToolCallDelta {
                     index,
                     arguments: piece.text.clone(),

@@ -44,8 +44,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// ChatService's server as agentstream serves it: its methods as the
 /// proto declares them, except that a `StreamChatResponse` is sent as
 /// `crate::pb::StreamChatResponseOut`, with the codec that writes it (same
-/// bytes on the wire, see `src/pb/chunk.rs`). The generated `chat_service_server` stays in `pb`
-/// for anyone who serves the generated types.
+/// bytes on the wire, see `src/pb/chunk.rs`). The generated
+/// `chat_service_server` stays in `pb` for anyone who serves the generated
+/// types.
 fn chat_server(
     fds: &prost_types::FileDescriptorSet,
     out_dir: &std::path::Path,

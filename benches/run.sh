@@ -21,6 +21,7 @@ SERVERS=${SERVERS:-baseline agentstream agentstream-sse grpc-aio fastapi-sse}
 STREAMS=${STREAMS:-10000}
 RATE=${RATE:-10}
 DURATION=${DURATION:-10s}
+RAMP=${RAMP:-2s}
 OUT=${OUT:-/tmp/agentstream-bench-$(date +%Y%m%d-%H%M%S).jsonl}
 DATA=$(mktemp -d)
 DELAY_MS=$(awk "BEGIN {print 1000 / $RATE}")
@@ -72,7 +73,7 @@ for round in $(seq 1 "$ROUNDS"); do
         ttft) run ttft "$name" 0 --calls 2000 ;;
         fanout)
           run fanout "$name" "$DELAY_MS" --streams "$STREAMS" --rate "$RATE" \
-            --duration "$DURATION" --ramp 2s --connections 8 ;;
+            --duration "$DURATION" --ramp "$RAMP" --connections 8 ;;
         cancel)
           # Needs the live-generation gauge: agentstream only.
           [[ $name == agentstream* ]] && run cancel "$name" "$DELAY_MS" \

@@ -107,9 +107,12 @@ impl Encoder for ChunkEncoder {
     type Error = Status;
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        self.0
-            .write(item, dst)
-            .map_err(|bug| Error::Internal(bug.to_string()).into())
+        self.0.write(item, dst).map_err(|bug| {
+            // tonic ends the call with this status; the server's own log
+            // must say why, since no stream error will.
+            tracing::error!(error = %bug, "a chat chunk could not be written");
+            Error::Internal(bug.to_string()).into()
+        })
     }
 
     fn buffer_settings(&self) -> BufferSettings {

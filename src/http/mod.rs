@@ -194,9 +194,12 @@ fn router(
         None => app,
     };
     // The last layer runs first: an unacceptable client id is dropped, a
-    // request id is set (the client's, or a new one), then echoed on the
-    // response.
+    // request id is set (the client's, or a new one), marked unindexed,
+    // then echoed on the response.
     app.layer(PropagateRequestIdLayer::x_request_id())
+        .layer(tower::util::MapRequestLayer::new(
+            request_id::unindexed::<axum::body::Body>,
+        ))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(tower::util::MapRequestLayer::new(
             request_id::drop_unacceptable::<axum::body::Body>,

@@ -230,12 +230,13 @@ impl Server {
             .chat
             .max_decoding_message_size(chat_decoding_limit(config.max_request_bytes));
         let routes = grpc::routes(services.clone(), health_service)?;
-        // The last layer added runs first: an unacceptable client id is
-        // dropped, a request id is set (the client's, or a new one), then
-        // echoed on the response.
+        // In order: an unacceptable client id is dropped, a request id is
+        // set (the client's, or a new one), marked unindexed, then echoed
+        // on the response.
         let grpc = tower::ServiceBuilder::new()
             .map_request(request_id::drop_unacceptable)
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .map_request(request_id::unindexed)
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(auth.clone())
             .service(routes);

@@ -39,6 +39,18 @@ pub(crate) fn drop_unacceptable<B>(mut request: Request<B>) -> Request<B> {
     request
 }
 
+/// Marks the request id as never indexed by HTTP/2's header compression
+/// (HPACK), before it is echoed on the response. Each id is sent once, so
+/// indexing it would only push out of the connection's table the entries
+/// that do repeat (`content-type`, `grpc-status`), which every later
+/// response on the connection would then send and index again.
+pub(crate) fn unindexed<B>(mut request: Request<B>) -> Request<B> {
+    if let Some(id) = request.headers_mut().get_mut(REQUEST_ID_HEADER) {
+        id.set_sensitive(true);
+    }
+    request
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +75,36 @@ mod tests {
         }
         let non_ascii = HeaderValue::from_bytes("é".as_bytes()).expect("obs-text");
         assert!(!is_acceptable(&non_ascii));
+    }
+
+    #[tokio::test]
+    async fn the_echoed_id_is_the_requests_and_never_indexed() {
+        use tower::{ServiceBuilder, ServiceExt};
+        use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+        let echo = ServiceBuilder::new()
+            .map_request(drop_unacceptable)
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .map_request(unindexed)
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .service_fn(|_: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(()))
+            });
+        for (sent, kept) in [
+            (Some("my-id"), true),
+            (Some("tab\there"), false),
+            (None, false),
+        ] {
+            let mut request = Request::builder();
+            if let Some(id) = sent {
+                request = request.header(REQUEST_ID_HEADER, id);
+            }
+            let request = request.body(()).expect("request");
+            let response = echo.clone().oneshot(request).await.expect("infallible");
+            let id = response.headers().get(REQUEST_ID_HEADER).expect("echoed");
+            assert!(id.is_sensitive(), "{sent:?}");
+            assert_eq!(id.to_str().ok() == sent, kept, "{sent:?}: {id:?}");
+            assert!(!id.is_empty());
+        }
     }
 }

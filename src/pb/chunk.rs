@@ -7,9 +7,9 @@
 //! with the call's first chunk to the call's [`ChunkWriter`]; the writer
 //! puts those bytes around each chunk's encoded [`ChunkBody`]. A chunk then
 //! costs no copy of the id and model strings, no allocation for them and
-//! no encoding of them: measured, BENCHMARKS.md, issue 16. (Sharing them
-//! between chunks as `Bytes` or `Arc` instead costs two atomic operations a
-//! field a chunk, which measured as much as the copies they saved.)
+//! no encoding of them: measured, BENCHMARKS.md, issue 16. (Sharing the
+//! strings between chunks as `Bytes` instead was measured too: its atomic
+//! reference counts cost as much as the copies they saved.)
 //!
 //! The bytes are the generated `StreamChatResponse`'s, byte for byte: prost
 //! writes fields in tag order, and the body's fields (4 to 6) lie between

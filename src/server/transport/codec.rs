@@ -43,6 +43,12 @@ pub(crate) const ENCODE_BUFFER: usize = 256;
 /// Encoded bytes batched before they are handed to HTTP/2.
 pub(crate) const YIELD_THRESHOLD: usize = 8 * 1024;
 
+/// The encoding side of every codec here: [`ENCODE_BUFFER`] bytes to start,
+/// batches of [`YIELD_THRESHOLD`].
+fn encoding() -> BufferSettings {
+    BufferSettings::new(ENCODE_BUFFER, YIELD_THRESHOLD)
+}
+
 /// prost encoding with [`YIELD_THRESHOLD`] batches (named by `build.rs`).
 #[derive(Debug, Clone)]
 pub(crate) struct BoundedCodec<T, U>(PhantomData<(T, U)>);
@@ -64,11 +70,11 @@ where
     type Decoder = ClientFaultDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<T, U>::raw_encoder(BufferSettings::new(ENCODE_BUFFER, YIELD_THRESHOLD))
+        ProstCodec::<T, U>::raw_encoder(encoding())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ClientFaultDecoder(ProstCodec::<T, U>::raw_decoder(BufferSettings::default()))
+        ClientFaultDecoder::new()
     }
 }
 
@@ -94,7 +100,7 @@ impl<U: Message + Default + Send + 'static> Codec for ChunkCodec<U> {
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ClientFaultDecoder(ProstCodec::<U, U>::raw_decoder(BufferSettings::default()))
+        ClientFaultDecoder::new()
     }
 }
 
@@ -116,13 +122,19 @@ impl Encoder for ChunkEncoder {
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(ENCODE_BUFFER, YIELD_THRESHOLD)
+        encoding()
     }
 }
 
 /// prost decoding, with undecodable messages reported as INVALID_ARGUMENT.
 #[derive(Debug)]
 pub(crate) struct ClientFaultDecoder<U>(ProstDecoder<U>);
+
+impl<U: Message + Default + Send + 'static> ClientFaultDecoder<U> {
+    fn new() -> Self {
+        Self(ProstCodec::<U, U>::raw_decoder(BufferSettings::default()))
+    }
+}
 
 impl<U: Message + Default> Decoder for ClientFaultDecoder<U> {
     type Item = U;

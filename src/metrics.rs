@@ -363,8 +363,10 @@ impl Metrics {
         };
         TokenCounters {
             prompt: self.prompt_tokens.get_or_create_owned(&by_model),
-            completion: self.completion_tokens.get_or_create_owned(&by_model),
-            all: self.tokens_generated.clone(),
+            generated: GeneratedCounters {
+                by_model: self.completion_tokens.get_or_create_owned(&by_model),
+                all: self.tokens_generated.clone(),
+            },
         }
     }
 
@@ -489,7 +491,15 @@ pub(crate) struct StreamMetrics {
 #[derive(Debug, Clone)]
 pub(crate) struct TokenCounters {
     prompt: Counter,
-    completion: Counter,
+    generated: GeneratedCounters,
+}
+
+/// The counters of a model's generated tokens (see
+/// [`TokenCounters::generated`]): what a generating stream keeps for as
+/// long as it is open, without the prompt's, which it counted at its start.
+#[derive(Debug, Clone)]
+pub(crate) struct GeneratedCounters {
+    by_model: Counter,
     all: Counter,
 }
 
@@ -501,7 +511,19 @@ impl TokenCounters {
 
     /// Counts `n` generated tokens (by model, and in the server's total).
     pub(crate) fn completion(&self, n: u64) {
-        self.completion.inc_by(n);
+        self.generated.add(n);
+    }
+
+    /// The counters of generated tokens alone.
+    pub(crate) fn generated(&self) -> GeneratedCounters {
+        self.generated.clone()
+    }
+}
+
+impl GeneratedCounters {
+    /// Counts `n` generated tokens (by model, and in the server's total).
+    pub(crate) fn add(&self, n: u64) {
+        self.by_model.inc_by(n);
         self.all.inc_by(n);
     }
 }

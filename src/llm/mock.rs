@@ -21,10 +21,7 @@
 use std::{
     borrow::Cow,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU8, Ordering::Relaxed},
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -40,7 +37,7 @@ use super::{
     stop::{Filtered, StopSequenceFilter},
 };
 use crate::{
-    metrics::{LiveGuard, Metrics, TokenCounters},
+    metrics::{GeneratedCounters, LiveGuard, Metrics},
     telemetry::TRACE_ONLY,
     tokenizer::{Piece, Tokenizer},
 };
@@ -87,7 +84,7 @@ impl MockBackend {
             stop: StopSequenceFilter::new(&request.stop),
             token_delay: self.token_delay,
             live: self.metrics.generation_of(&request.model),
-            tokens: tokens.clone(),
+            tokens: tokens.generated(),
             completion: completion.clone(),
         };
         let total = completion.clone();
@@ -171,7 +168,7 @@ struct ChoiceSpec {
     token_delay: Duration,
     /// Keeps the generation counted as live.
     live: [LiveGuard; 2],
-    tokens: TokenCounters,
+    tokens: GeneratedCounters,
     completion: UsageMeter,
 }
 
@@ -191,6 +188,8 @@ struct Release {
     text: String,
     /// Tokens it took to produce.
     tokens: u32,
+    /// The choice ends with this release, for this reason.
+    end: Option<FinishReason>,
 }
 
 /// One choice's events: the steps of the module doc, in order, then
@@ -209,13 +208,8 @@ fn choice_stream(
         tokens,
         completion,
     } = spec;
-    let reason = Arc::new(AtomicU8::new(FinishReason::Stop as u8));
     let mut budget = within_budget(max_tokens);
-    let mut stop = until_stop(stop, reason.clone());
-    let finished = Finished {
-        live,
-        reason: reason.clone(),
-    };
+    let mut stop = until_stop(stop);
     Choice {
         releases: script
             .steps()
@@ -224,7 +218,10 @@ fn choice_stream(
         held: None,
         choice,
         produced: Produced::new(tokens, completion),
-        finished: Some(finished),
+        finished: Some(Finished { live }),
+        // A script that runs out without saying why (an endless one cut by
+        // the budget says LENGTH) ended naturally.
+        reason: FinishReason::Stop,
         after,
         generating: true,
     }
@@ -251,6 +248,8 @@ pin_project! {
         // counted before it stops counting as live.
         produced: Produced,
         finished: Option<Finished>,
+        // Why the choice ends, once a release said so.
+        reason: FinishReason,
         after: A,
         generating: bool,
     }
@@ -276,6 +275,9 @@ where
                 this.produced.flush();
                 return Poll::Pending;
             }
+            if let Some(why) = release.end {
+                *this.reason = why;
+            }
             if let Some(event) = released(*this.choice, this.produced, release) {
                 return Poll::Ready(Some(event));
             }
@@ -283,28 +285,23 @@ where
         // The end event and the usage after it read the counts.
         this.produced.flush();
         if let Some(finished) = this.finished.take() {
-            return Poll::Ready(Some(Ok(finished.event(*this.choice))));
+            return Poll::Ready(Some(Ok(finished.event(*this.choice, *this.reason))));
         }
         Poll::Ready(this.after.next())
     }
 }
 
 /// What a choice's `Finished` event takes: the generation's live guards,
-/// released with it, and the reason [`until_stop`] stored.
+/// released with it.
 struct Finished {
     live: [LiveGuard; 2],
-    reason: Arc<AtomicU8>,
 }
 
 impl Finished {
     /// The event; the generation stops counting as live.
-    fn event(self, choice: u32) -> GenerationEvent {
-        let Finished { live, reason } = self;
-        drop(live);
-        GenerationEvent::Finished {
-            choice,
-            reason: reason_of(reason.load(Relaxed)),
-        }
+    fn event(self, choice: u32, reason: FinishReason) -> GenerationEvent {
+        drop(self.live);
+        GenerationEvent::Finished { choice, reason }
     }
 }
 
@@ -335,12 +332,9 @@ fn within_budget(max_tokens: u32) -> impl FnMut(Step) -> Option<Step> {
 }
 
 /// Runs the pieces through the stop filter: what may be sent of each, the
-/// held text when the choice ends, and the end at a stop sequence (whose
-/// reason goes to `reason`).
-fn until_stop(
-    mut stop: StopSequenceFilter,
-    reason: Arc<AtomicU8>,
-) -> impl FnMut(Step) -> Option<Release> {
+/// held text when the choice ends, and the end at a stop sequence; the
+/// last release says why the choice ends.
+fn until_stop(mut stop: StopSequenceFilter) -> impl FnMut(Step) -> Option<Release> {
     let mut ended = false;
     // Always inlined into the choice's loop (the compiler did not by
     // itself), so that the release stays in registers. As a call, it was
@@ -353,19 +347,26 @@ fn until_stop(
         }
         Some(match step {
             Step::Piece(text, tokens) => match stop.push(text) {
-                Filtered::Pass(text) => Release { text, tokens },
+                Filtered::Pass(text) => Release {
+                    text,
+                    tokens,
+                    end: None,
+                },
                 Filtered::Stopped(text) => {
                     ended = true;
-                    reason.store(FinishReason::Stop as u8, Relaxed);
-                    Release { text, tokens }
+                    Release {
+                        text,
+                        tokens,
+                        end: Some(FinishReason::Stop),
+                    }
                 }
             },
             Step::End(why) => {
                 ended = true;
-                reason.store(why as u8, Relaxed);
                 Release {
                     text: stop.finish(),
                     tokens: 0,
+                    end: Some(why),
                 }
             }
         })
@@ -377,7 +378,7 @@ fn until_stop(
 fn released(
     choice: u32,
     produced: &mut Produced,
-    Release { text, tokens }: Release,
+    Release { text, tokens, .. }: Release,
 ) -> Option<crate::Result<GenerationEvent>> {
     produced.add(tokens);
     if text.is_empty() {
@@ -395,7 +396,7 @@ fn released(
 /// fast one's lag by less than a batch, and a cancelled call's usage is
 /// complete before it is read.
 struct Produced {
-    counters: TokenCounters,
+    counters: GeneratedCounters,
     completion: UsageMeter,
     uncounted: u32,
 }
@@ -404,7 +405,7 @@ impl Produced {
     /// Tokens counted together at most.
     const BATCH: u32 = 64;
 
-    fn new(counters: TokenCounters, completion: UsageMeter) -> Self {
+    fn new(counters: GeneratedCounters, completion: UsageMeter) -> Self {
         Self {
             counters,
             completion,
@@ -422,7 +423,7 @@ impl Produced {
     fn flush(&mut self) {
         let tokens = std::mem::take(&mut self.uncounted);
         if tokens > 0 {
-            self.counters.completion(u64::from(tokens));
+            self.counters.add(u64::from(tokens));
             self.completion.add_completion(tokens);
         }
     }
@@ -431,15 +432,6 @@ impl Produced {
 impl Drop for Produced {
     fn drop(&mut self) {
         self.flush();
-    }
-}
-
-/// The reason [`until_stop`] stored.
-fn reason_of(stored: u8) -> FinishReason {
-    if stored == FinishReason::Length as u8 {
-        FinishReason::Length
-    } else {
-        FinishReason::Stop
     }
 }
 
@@ -494,10 +486,11 @@ mod tests {
         Step::Piece(Cow::Borrowed(text), tokens)
     }
 
-    fn release(text: &str, tokens: u32) -> Option<Release> {
+    fn release(text: &str, tokens: u32, end: Option<FinishReason>) -> Option<Release> {
         Some(Release {
             text: text.into(),
             tokens,
+            end,
         })
     }
 
@@ -523,21 +516,23 @@ mod tests {
 
     #[test]
     fn until_stop_holds_back_a_partial_stop_and_ends_at_a_whole_one() {
-        let reason = Arc::new(AtomicU8::new(FinishReason::Length as u8));
-        let mut stop = until_stop(StopSequenceFilter::new(&["END".into()]), reason.clone());
-        assert_eq!(stop(piece("one E", 2)), release("one ", 2));
-        assert_eq!(stop(piece("ND two", 2)), release("", 2));
-        assert_eq!(reason_of(reason.load(Relaxed)), FinishReason::Stop);
+        let mut stop = until_stop(StopSequenceFilter::new(&["END".into()]));
+        assert_eq!(stop(piece("one E", 2)), release("one ", 2, None));
+        assert_eq!(
+            stop(piece("ND two", 2)),
+            release("", 2, Some(FinishReason::Stop))
+        );
         assert_eq!(stop(piece("three", 1)), None);
     }
 
     #[test]
     fn until_stop_releases_held_text_at_the_end_with_its_reason() {
-        let reason = Arc::new(AtomicU8::new(FinishReason::Stop as u8));
-        let mut stop = until_stop(StopSequenceFilter::new(&["END".into()]), reason.clone());
-        assert_eq!(stop(piece("almost E", 2)), release("almost ", 2));
-        assert_eq!(stop(Step::End(FinishReason::Length)), release("E", 0));
-        assert_eq!(reason_of(reason.load(Relaxed)), FinishReason::Length);
+        let mut stop = until_stop(StopSequenceFilter::new(&["END".into()]));
+        assert_eq!(stop(piece("almost E", 2)), release("almost ", 2, None));
+        assert_eq!(
+            stop(Step::End(FinishReason::Length)),
+            release("E", 0, Some(FinishReason::Length))
+        );
         assert_eq!(stop(piece("more", 1)), None);
     }
 
@@ -545,13 +540,14 @@ mod tests {
     fn released_counts_tokens_and_drops_empty_text() {
         let metrics = Metrics::new();
         let completion = UsageMeter::default();
-        let mut produced = Produced::new(metrics.tokens_of("echo"), completion.clone());
+        let mut produced = Produced::new(metrics.tokens_of("echo").generated(), completion.clone());
         let delta = released(
             1,
             &mut produced,
             Release {
                 text: "hi".into(),
                 tokens: 2,
+                end: None,
             },
         );
         assert!(matches!(
@@ -564,6 +560,7 @@ mod tests {
             Release {
                 text: String::new(),
                 tokens: 1,
+                end: None,
             },
         );
         assert!(held.is_none());
@@ -576,7 +573,7 @@ mod tests {
     fn produced_tokens_are_counted_a_batch_at_a_time_and_all_on_drop() {
         let metrics = Metrics::new();
         let completion = UsageMeter::default();
-        let mut produced = Produced::new(metrics.tokens_of("echo"), completion.clone());
+        let mut produced = Produced::new(metrics.tokens_of("echo").generated(), completion.clone());
         for _ in 0..Produced::BATCH - 1 {
             produced.add(1);
         }
@@ -610,7 +607,7 @@ mod tests {
             stop: StopSequenceFilter::new(&[]),
             token_delay: Duration::ZERO,
             live: metrics.generation_of("echo"),
-            tokens: metrics.tokens_of("echo"),
+            tokens: metrics.tokens_of("echo").generated(),
             completion: UsageMeter::default(),
         };
         let events: Vec<_> = choice_stream(spec, std::iter::empty())
@@ -650,7 +647,7 @@ mod tests {
             stop: StopSequenceFilter::new(&[]),
             token_delay: Duration::from_millis(10),
             live: metrics.generation_of("echo"),
-            tokens: metrics.tokens_of("echo"),
+            tokens: metrics.tokens_of("echo").generated(),
             completion: UsageMeter::default(),
         };
         let start = tokio::time::Instant::now();

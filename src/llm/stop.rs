@@ -18,8 +18,17 @@ pub(crate) enum Filtered {
 }
 
 /// Cuts a stream of text pieces at the first stop sequence.
+///
+/// Without stop sequences (most requests) the filter is one null pointer:
+/// every open stream carries one, and the stop sequences and held text it
+/// would otherwise hold inline (48 bytes) are boxed only when there are
+/// some.
 #[derive(Debug)]
-pub(crate) struct StopSequenceFilter {
+pub(crate) struct StopSequenceFilter(Option<Box<Stops>>);
+
+/// The stop sequences of an active filter and the text it holds back.
+#[derive(Debug)]
+struct Stops {
     stops: Vec<String>,
     held: String,
 }
@@ -27,15 +36,13 @@ pub(crate) struct StopSequenceFilter {
 impl StopSequenceFilter {
     /// A filter for `stops`; empty strings are ignored.
     pub(crate) fn new(stops: &[String]) -> Self {
-        Self {
-            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
-            held: String::new(),
-        }
-    }
-
-    /// Whether the filter has anything to do.
-    pub(crate) fn is_active(&self) -> bool {
-        !self.stops.is_empty()
+        let stops: Vec<String> = stops.iter().filter(|s| !s.is_empty()).cloned().collect();
+        Self((!stops.is_empty()).then(|| {
+            Box::new(Stops {
+                stops,
+                held: String::new(),
+            })
+        }))
     }
 
     /// Feeds the next piece of generated text (an owned piece passes
@@ -47,13 +54,22 @@ impl StopSequenceFilter {
     #[inline]
     pub(crate) fn push<'a>(&mut self, piece: impl Into<Cow<'a, str>>) -> Filtered {
         let piece = piece.into();
-        if !self.is_active() {
-            return Filtered::Pass(piece.into_owned());
+        match &mut self.0 {
+            None => Filtered::Pass(piece.into_owned()),
+            Some(stops) => stops.filter(&piece),
         }
-        self.filter(&piece)
     }
 
-    /// [`Self::push`] with stop sequences to look for.
+    /// Generation ended without a stop sequence: releases the held text.
+    pub(crate) fn finish(&mut self) -> String {
+        self.0
+            .as_mut()
+            .map_or_else(String::new, |stops| std::mem::take(&mut stops.held))
+    }
+}
+
+impl Stops {
+    /// [`StopSequenceFilter::push`] with stop sequences to look for.
     fn filter(&mut self, piece: &str) -> Filtered {
         self.held.push_str(piece);
         if let Some(at) = self.first_stop() {
@@ -63,11 +79,6 @@ impl StopSequenceFilter {
         let keep = self.longest_partial_stop();
         let rest = self.held.split_off(self.held.len() - keep);
         Filtered::Pass(std::mem::replace(&mut self.held, rest))
-    }
-
-    /// Generation ended without a stop sequence: releases the held text.
-    pub(crate) fn finish(&mut self) -> String {
-        std::mem::take(&mut self.held)
     }
 
     /// Byte offset of the earliest complete stop sequence in the held text.

@@ -305,9 +305,11 @@ impl Metrics {
         LiveGuard::new(self.live_generations.clone())
     }
 
-    /// Marks a streaming call open until the returned guard is dropped.
-    pub(crate) fn stream(&self) -> LiveGuard {
-        LiveGuard::new(self.active_streams.clone())
+    /// The active streams gauge, for the server's places for streaming
+    /// calls to count in (`server::slots`): a call is open while it holds
+    /// one. Nothing else moves it.
+    pub(crate) fn active_streams_gauge(&self) -> Gauge {
+        self.active_streams.clone()
     }
 
     /// Streaming calls open right now.
@@ -698,7 +700,8 @@ mod tests {
     #[test]
     fn the_oldest_series_keep_their_names_and_move() {
         let metrics = Metrics::new();
-        let stream = metrics.stream();
+        let slots = crate::server::slots::Slots::counted_in(metrics.active_streams_gauge(), 1);
+        let stream = slots.try_take().expect("a place");
         let generation = metrics.generation();
         metrics.add_tokens(3);
         let text = metrics.render_prometheus();

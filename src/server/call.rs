@@ -22,8 +22,8 @@
 //! backend that logs while streaming keeps a child of it, which keeps it
 //! open). Traces need the span's whole duration, so exported calls keep it.
 //!
-//! Admission is an owned semaphore permit held by the stream (as tower's
-//! concurrency limit does): acquiring it is the check, so concurrent calls
+//! Admission is a [`Slot`] held by the stream (as tower's concurrency limit
+//! holds a semaphore permit): taking it is the check, so concurrent calls
 //! can never overshoot `--max-active-streams`, and dropping the stream frees
 //! it.
 //!
@@ -42,18 +42,19 @@ use std::{
 
 use futures::{Stream, StreamExt, stream::BoxStream};
 use pin_project_lite::pin_project;
-use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore},
-    time::{Instant, Sleep, sleep_until},
-};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{Span, field::Empty};
 
-use super::{auth::Caller, shutdown::Shutdown};
+use super::{
+    auth::Caller,
+    shutdown::Shutdown,
+    slots::{Slot, Slots},
+};
 use crate::{
     error::{Error, ErrorKind, Result},
     llm::UsageMeter,
-    metrics::{self, LiveGuard, Metrics, StreamMetrics},
+    metrics::{self, Metrics, StreamMetrics},
     telemetry,
 };
 
@@ -132,19 +133,12 @@ pub(crate) struct CallMeta<'a> {
 /// connection and hands it to every request of it, so that one client's
 /// connection cannot take the whole `--max-active-streams` budget.
 #[derive(Debug, Clone)]
-pub(crate) struct ConnectionStreams {
-    permits: Arc<Semaphore>,
-    limit: usize,
-}
+pub(crate) struct ConnectionStreams(Slots);
 
 impl ConnectionStreams {
     /// A connection that may have `limit` streams open at once.
     pub(crate) fn new(limit: usize) -> Self {
-        let limit = limit.min(Semaphore::MAX_PERMITS);
-        Self {
-            permits: Arc::new(Semaphore::new(limit)),
-            limit,
-        }
+        Self(Slots::new(limit))
     }
 }
 
@@ -157,8 +151,8 @@ pub(crate) struct Calls(Arc<Shared>);
 struct Shared {
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
-    streams: Arc<Semaphore>,
-    max_active_streams: usize,
+    /// `--max-active-streams`, counted in the active streams gauge.
+    streams: Slots,
 }
 
 impl Calls {
@@ -169,12 +163,10 @@ impl Calls {
         shutdown: Shutdown,
         max_active_streams: usize,
     ) -> Self {
-        let max_active_streams = max_active_streams.min(Semaphore::MAX_PERMITS);
         Self(Arc::new(Shared {
+            streams: Slots::counted_in(metrics.active_streams_gauge(), max_active_streams),
             metrics,
             shutdown,
-            streams: Arc::new(Semaphore::new(max_active_streams)),
-            max_active_streams,
         }))
     }
 
@@ -393,18 +385,18 @@ impl Call {
         if calls.shutdown.is_draining() {
             return Err(self.fail(Error::ShuttingDown));
         }
-        let Ok(permit) = calls.streams.clone().try_acquire_owned() else {
-            let limit = calls.max_active_streams;
+        let Some(slot) = calls.streams.try_take() else {
+            let limit = calls.streams.limit();
             return Err(self.fail(Error::ResourceExhausted(format!(
                 "the server is at its limit of {limit} concurrent streams; retry later"
             ))));
         };
-        let connection_permit = match &self.connection {
+        let connection_slot = match &self.connection {
             None => None,
-            Some(connection) => match connection.permits.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    let limit = connection.limit;
+            Some(ConnectionStreams(slots)) => match slots.try_take() {
+                Some(slot) => Some(slot),
+                None => {
+                    let limit = slots.limit();
                     return Err(self.fail(Error::ResourceExhausted(format!(
                         "this connection is at its limit of {limit} concurrent streams; \
                          retry later or open another connection"
@@ -412,9 +404,9 @@ impl Call {
                 }
             },
         };
-        let key_permit = match self.caller.as_ref().map(Caller::admit_stream) {
+        let key_slot = match self.caller.as_ref().map(Caller::admit_stream) {
             None | Some(Ok(None)) => None,
-            Some(Ok(Some(permit))) => Some(permit),
+            Some(Ok(Some(slot))) => Some(slot),
             Some(Err(limit)) => {
                 return Err(self.fail(Error::ResourceExhausted(format!(
                     "this API key is at its limit of {limit} concurrent streams; retry later"
@@ -435,36 +427,37 @@ impl Call {
             }),
             aborted: calls.shutdown.streams_aborted(),
             registered: None,
-            _permit: permit,
-            _connection_permit: connection_permit,
-            _key_permit: key_permit,
-            _live: metrics.stream(),
+            _slot: slot,
+            _connection_slot: connection_slot,
+            _key_slot: key_slot,
             series: self
                 .model
                 .as_deref()
                 .map(|model| metrics.stream_of(self.end.method.as_str(), model)),
             gaps: Gaps::since(self.end.started),
             items: 0,
-            span: if telemetry::exporting() {
+            span: Box::new(if telemetry::exporting() {
                 StreamSpan::Open(self.span)
             } else {
-                StreamSpan::Closed(Box::new(Reopen {
+                StreamSpan::Closed(Reopen {
                     request_id: self.request_id,
                     key: self.caller.as_ref().map(|c| c.name().into()),
                     model: self.model,
-                }))
-            },
+                })
+            }),
             end: self.end,
         })
     }
 }
 
 /// A streaming call's span while it streams (see the module doc): open
-/// while spans are exported, otherwise closed, with what reopens it.
+/// while spans are exported, otherwise closed, with what reopens it. The
+/// stream keeps it boxed: it is read once, at the end, and a span is 40
+/// bytes that every open stream would otherwise carry.
 #[derive(Debug)]
 enum StreamSpan {
     Open(Span),
-    Closed(Box<Reopen>),
+    Closed(Reopen),
 }
 
 /// The fields a closed call's span is reopened with.
@@ -512,19 +505,19 @@ pin_project! {
         aborted: WaitForCancellationFutureOwned,
         // The waker `deadline` and `aborted` were last polled with.
         registered: Option<Waker>,
-        // The stream's place under `--max-active-streams`.
-        _permit: OwnedSemaphorePermit,
+        // The stream's place under `--max-active-streams` (and in the
+        // active streams gauge).
+        _slot: Slot,
         // Its place in its connection's share, when it came on one.
-        _connection_permit: Option<OwnedSemaphorePermit>,
+        _connection_slot: Option<Slot>,
         // Its place under `--max-streams-per-key`, when that applies.
-        _key_permit: Option<OwnedSemaphorePermit>,
-        _live: LiveGuard,
+        _key_slot: Option<Slot>,
         // Time to first chunk, gaps and duration, for streams of a model.
         series: Option<StreamMetrics>,
         // What the time-to-first-chunk and gap histograms are fed.
         gaps: Gaps,
         items: u64,
-        span: StreamSpan,
+        span: Box<StreamSpan>,
         end: CallEnd,
     }
 

@@ -13,6 +13,7 @@ pub(crate) mod call;
 mod metrics_endpoint;
 pub(crate) mod request_id;
 pub(crate) mod shutdown;
+pub(crate) mod slots;
 pub(crate) mod transport;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

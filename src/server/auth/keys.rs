@@ -19,7 +19,8 @@ use std::{
 };
 
 use subtle::ConstantTimeEq;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::server::slots::{Slot, Slots};
 
 /// Largest keys file read.
 pub(crate) const MAX_KEYS_FILE_BYTES: u64 = 1 << 20;
@@ -73,7 +74,7 @@ pub enum KeysFileError {
 pub(crate) struct Caller {
     name: Arc<str>,
     /// The key's share of streams (`--max-streams-per-key`), if limited.
-    streams: Option<(Arc<Semaphore>, usize)>,
+    streams: Option<Slots>,
 }
 
 impl Caller {
@@ -84,14 +85,10 @@ impl Caller {
 
     /// A place among the key's streams: `Ok(None)` when the key has no
     /// limit, `Err(limit)` when it is at its limit.
-    pub(crate) fn admit_stream(&self) -> Result<Option<OwnedSemaphorePermit>, usize> {
+    pub(crate) fn admit_stream(&self) -> Result<Option<Slot>, i64> {
         match &self.streams {
             None => Ok(None),
-            Some((streams, limit)) => streams
-                .clone()
-                .try_acquire_owned()
-                .map(Some)
-                .map_err(|_| *limit),
+            Some(slots) => slots.try_take().map(Some).ok_or(slots.limit()),
         }
     }
 }
@@ -198,10 +195,7 @@ impl ApiKeys {
                 key: key.as_bytes().into(),
                 caller: Caller {
                     name: name.into(),
-                    streams: max_streams_per_key.map(|limit| {
-                        let limit = limit.min(Semaphore::MAX_PERMITS);
-                        (Arc::new(Semaphore::new(limit)), limit)
-                    }),
+                    streams: max_streams_per_key.map(Slots::new),
                 },
             });
         }

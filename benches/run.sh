@@ -10,6 +10,7 @@
 #   SCENARIOS="single ttft" ROUNDS=5 SERVERS="baseline agentstream" benches/run.sh
 #   SERVERS="agentstream agentstream-sse fastapi-sse" benches/run.sh   # the SSE comparison
 #   AGENTSTREAM_B=/tmp/agentstream-before SERVERS="agentstream agentstream-b" benches/run.sh   # A/B
+#   SCENARIOS=fanout SERVERS="baseline baseline-b agentstream" benches/run.sh   # with the noise floor
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${CARGO_TARGET_DIR:-target}/release
@@ -31,6 +32,9 @@ server() {
   local delay=$2
   case $1 in
     baseline) echo "50061 grpc $T/agentstream-bench baseline --listen 127.0.0.1:50061 --token-delay ${delay}ms" ;;
+    # The baseline again, as a second server: its ratios to the first are
+    # the noise floor of a run (an A/A comparison).
+    baseline-b) echo "50062 grpc $T/agentstream-bench baseline --listen 127.0.0.1:50062 --token-delay ${delay}ms" ;;
     # The HTTP port is on (as by default) but idle in the gRPC runs.
     agentstream) echo "50071 grpc $T/agentstream serve --listen 127.0.0.1:50071 --http-listen 127.0.0.1:50072 --metrics-listen 127.0.0.1:50079 --mock-token-delay ${delay}ms --data-dir $DATA" ;;
     # A/B: another agentstream binary (AGENTSTREAM_B=path), e.g. the

@@ -218,7 +218,7 @@ fn choice_stream(
         held: None,
         choice,
         produced: Produced::new(tokens, completion),
-        finished: Some(Finished { live }),
+        live: Some(live),
         // A script that runs out without saying why (an endless one cut by
         // the budget says LENGTH) ended naturally.
         reason: FinishReason::Stop,
@@ -243,11 +243,11 @@ pin_project! {
         // The release waiting for its tokens to be due.
         held: Option<Release>,
         choice: u32,
-        // Declared (so dropped) before `finished`, which holds the
-        // generation's live guards: a cancelled choice's last tokens are
-        // counted before it stops counting as live.
+        // Declared (so dropped) before `live`: a cancelled choice's last
+        // tokens are counted before it stops counting as live.
         produced: Produced,
-        finished: Option<Finished>,
+        // The generation's live guards, released with the `Finished` event.
+        live: Option<[LiveGuard; 2]>,
         // Why the choice ends, once a release said so.
         reason: FinishReason,
         after: A,
@@ -284,24 +284,15 @@ where
         }
         // The end event and the usage after it read the counts.
         this.produced.flush();
-        if let Some(finished) = this.finished.take() {
-            return Poll::Ready(Some(Ok(finished.event(*this.choice, *this.reason))));
+        if let Some(live) = this.live.take() {
+            // The generation stops counting as live with its last event.
+            drop(live);
+            return Poll::Ready(Some(Ok(GenerationEvent::Finished {
+                choice: *this.choice,
+                reason: *this.reason,
+            })));
         }
         Poll::Ready(this.after.next())
-    }
-}
-
-/// What a choice's `Finished` event takes: the generation's live guards,
-/// released with it.
-struct Finished {
-    live: [LiveGuard; 2],
-}
-
-impl Finished {
-    /// The event; the generation stops counting as live.
-    fn event(self, choice: u32, reason: FinishReason) -> GenerationEvent {
-        drop(self.live);
-        GenerationEvent::Finished { choice, reason }
     }
 }
 

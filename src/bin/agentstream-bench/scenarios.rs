@@ -266,6 +266,11 @@ async fn connections(args: &RunArgs, target: &Target) -> BenchResult<Vec<Conn>> 
 struct StreamSeen {
     ttft_us: Option<u64>,
     lateness_us: Vec<u32>,
+    // Which timeline window (`TIMELINE_WINDOW` from the run's start) each
+    // lateness sample was due in.
+    window: Vec<u16>,
+    // The connection the stream was on (its index).
+    conn: usize,
     tokens: u32,
     rate: f64,
     error: Option<String>,
@@ -291,13 +296,16 @@ async fn fanout(
     let start = Instant::now();
     let mut set = JoinSet::new();
     for i in 0..streams {
-        let conn = conns[i % conns.len()].clone();
+        let conn_index = i % conns.len();
+        let conn = conns[conn_index].clone();
         let begin_at = start + args.ramp.mul_f64(i as f64 / streams as f64);
         set.spawn(async move {
             tokio::time::sleep_until(begin_at).await;
             let began = Instant::now();
             let mut seen = StreamSeen {
                 lateness_us: Vec::with_capacity(max_tokens as usize),
+                window: Vec::with_capacity(max_tokens as usize),
+                conn: conn_index,
                 ..StreamSeen::default()
             };
             let mut first: Option<Instant> = None;
@@ -316,6 +324,9 @@ async fn fanout(
                         let due = first + interval * seen.tokens;
                         seen.lateness_us
                             .push(at.saturating_duration_since(due).as_micros() as u32);
+                        let window = due.saturating_duration_since(start).as_millis()
+                            / TIMELINE_WINDOW.as_millis();
+                        seen.window.push(window.min(u128::from(u16::MAX)) as u16);
                     }
                 }
                 seen.tokens += 1;
@@ -335,12 +346,27 @@ async fn fanout(
         });
     }
     let mut lateness: Vec<u64> = Vec::with_capacity(streams * max_tokens as usize);
+    let mut timeline: Vec<Window> = Vec::new();
     let mut ttfts = Vec::with_capacity(streams);
     let (mut achieved, mut tokens, mut failed) = (0.0, 0u64, 0usize);
     let mut first_error = None;
     while let Some(joined) = set.join_next().await {
         let seen = joined.map_err(|e| e.to_string())?;
         lateness.extend(seen.lateness_us.iter().map(|&l| u64::from(l)));
+        for (&window, &late) in seen.window.iter().zip(&seen.lateness_us) {
+            let window = usize::from(window);
+            if timeline.len() <= window {
+                timeline.resize_with(window + 1, || Window {
+                    late: Vec::new(),
+                    very_late_by_conn: vec![0; conns.len()],
+                });
+            }
+            let row = &mut timeline[window];
+            row.late.push(u64::from(late));
+            if late >= VERY_LATE_US {
+                row.very_late_by_conn[seen.conn] += 1;
+            }
+        }
         ttfts.extend(seen.ttft_us);
         achieved += seen.rate;
         tokens += u64::from(seen.tokens);
@@ -363,6 +389,7 @@ async fn fanout(
     outcome.figure("late_p50", percentile(&lateness, 50.0) as f64 / 1e3, "ms");
     outcome.figure("late_p99", percentile(&lateness, 99.0) as f64 / 1e3, "ms");
     outcome.figure("late_max", percentile(&lateness, 100.0) as f64 / 1e3, "ms");
+    outcome.series("late_timeline", lateness_timeline(timeline));
     outcome.figure("ttft_p50", percentile(&ttfts, 50.0) as f64 / 1e3, "ms");
     outcome.figure("ttft_p99", percentile(&ttfts, 99.0) as f64 / 1e3, "ms");
     outcome.figure("streams_failed", failed as f64, "");
@@ -375,6 +402,50 @@ async fn fanout(
         eprintln!("first stream error: {error}");
     }
     Ok(())
+}
+
+/// The width of a window of the fanout's lateness timeline.
+const TIMELINE_WINDOW: Duration = Duration::from_millis(500);
+
+/// A chunk this late (µs) is counted by connection in the timeline.
+const VERY_LATE_US: u32 = 20_000;
+
+/// The chunks due in one window of the timeline.
+struct Window {
+    late: Vec<u64>,
+    very_late_by_conn: Vec<u32>,
+}
+
+/// Per window of the run (by when a chunk was due): how many chunks, their
+/// p50, p99 and worst lateness in ms, and how many on each connection were
+/// 20 ms late or more. It shows whether a run's tail came from the ramp,
+/// from steady streaming or from one bad stretch, and whether from one
+/// connection or from all.
+fn lateness_timeline(mut windows: Vec<Window>) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = windows
+        .iter_mut()
+        .enumerate()
+        .map(
+            |(
+                i,
+                Window {
+                    late,
+                    very_late_by_conn,
+                },
+            )| {
+                late.sort_unstable();
+                serde_json::json!({
+                    "from_s": i as f64 * TIMELINE_WINDOW.as_secs_f64(),
+                    "chunks": late.len(),
+                    "p50_ms": percentile(late, 50.0) as f64 / 1e3,
+                    "p99_ms": percentile(late, 99.0) as f64 / 1e3,
+                    "max_ms": percentile(late, 100.0) as f64 / 1e3,
+                    "late_20ms_by_conn": very_late_by_conn,
+                })
+            },
+        )
+        .collect();
+    serde_json::Value::Array(rows)
 }
 
 async fn cancel(args: &RunArgs, target: &Target, outcome: &mut Outcome) -> BenchResult<()> {

@@ -21,6 +21,8 @@ pub struct Outcome {
     label: String,
     params: Map<String, Value>,
     figures: Vec<(String, f64, &'static str)>,
+    // Figures with a shape (timelines), for the JSON line only.
+    series: Map<String, Value>,
 }
 
 impl Outcome {
@@ -31,6 +33,7 @@ impl Outcome {
             label: label.to_owned(),
             params: Map::new(),
             figures: Vec::new(),
+            series: Map::new(),
         }
     }
 
@@ -42,6 +45,11 @@ impl Outcome {
     /// Records a figure.
     pub fn figure(&mut self, name: &str, value: f64, unit: &'static str) {
         self.figures.push((name.to_owned(), value, unit));
+    }
+
+    /// Records a figure with a shape (a timeline): JSON line only.
+    pub fn series(&mut self, name: &str, value: Value) {
+        self.series.insert(name.to_owned(), value);
     }
 
     /// Prints the table.
@@ -81,6 +89,7 @@ impl Outcome {
             "params": self.params,
             "figures": figures,
             "units": units,
+            "series": self.series,
             "unix_time": std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),

@@ -39,6 +39,7 @@ use tower::Service;
 use super::{
     super::ConnectionStreams,
     Shared,
+    coalesce::Coalesced,
     load::{InFlight, Load},
     stall::{SendWatch, StallClock},
     tls::{self, MaybeTls},
@@ -80,12 +81,16 @@ pub(crate) async fn serve<S, B>(
         () = shared.closed.cancelled() => return,
     };
     let greeted = Arc::new(AtomicBool::new(false));
-    let io = TokioIo::new(Greeting {
-        inner: stream,
-        read: 0,
-        greeted: greeted.clone(),
-    });
     let load = Load::default();
+    let io = TokioIo::new(Coalesced::new(
+        Greeting {
+            inner: stream,
+            read: 0,
+            greeted: greeted.clone(),
+        },
+        shared.protocols,
+        load.clone(),
+    ));
     let service = Counted {
         inner: service,
         connection: load.clone(),

@@ -84,6 +84,11 @@ impl Load {
         }
     }
 
+    /// Requests in flight now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::Relaxed)
+    }
+
     /// Resolves when no request is in flight.
     pub(crate) async fn idle(&self) {
         loop {

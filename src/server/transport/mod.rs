@@ -14,6 +14,7 @@
 //! one encoded batch of messages, whatever windows the client grants.
 
 mod accept;
+mod coalesce;
 pub(crate) mod codec;
 mod connection;
 mod load;
@@ -92,6 +93,7 @@ pub(crate) enum Protocols {
 /// What every connection of a port shares.
 struct Shared {
     builder: auto::Builder<WatchingExecutor>,
+    protocols: Protocols,
     limits: TransportLimits,
     shutdown: Shutdown,
     /// Requests in flight on every connection of every port.
@@ -148,6 +150,7 @@ impl Transport {
     {
         let shared = Arc::new(Shared {
             builder: self.builder(protocols),
+            protocols,
             limits: self.limits.clone(),
             shutdown: self.shutdown.clone(),
             load: self.load.clone(),

@@ -38,8 +38,8 @@ server() {
     # The HTTP port is on (as by default) but idle in the gRPC runs.
     agentstream) echo "50071 grpc $T/agentstream serve --listen 127.0.0.1:50071 --http-listen 127.0.0.1:50072 --metrics-listen 127.0.0.1:50079 --mock-token-delay ${delay}ms --data-dir $DATA" ;;
     # A/B: another agentstream binary (AGENTSTREAM_B=path), e.g. the
-    # commit before a change, on its own port.
-    agentstream-b) echo "50073 grpc ${AGENTSTREAM_B:?set AGENTSTREAM_B to a binary} serve --listen 127.0.0.1:50073 --http-listen 127.0.0.1:50074 --mock-token-delay ${delay}ms --data-dir $DATA" ;;
+    # commit before a change, on its own ports, with the same flags.
+    agentstream-b) echo "50073 grpc ${AGENTSTREAM_B:?set AGENTSTREAM_B to a binary} serve --listen 127.0.0.1:50073 --http-listen 127.0.0.1:50074 --metrics-listen 127.0.0.1:50078 --mock-token-delay ${delay}ms --data-dir $DATA" ;;
     agentstream-sse) echo "50072 sse $T/agentstream serve --listen 127.0.0.1:50071 --http-listen 127.0.0.1:50072 --metrics-listen 127.0.0.1:50079 --mock-token-delay ${delay}ms --data-dir $DATA" ;;
     grpc-aio) echo "50091 grpc $PY $PEERS/grpc_aio_server.py --port 50091 --token-delay-ms $delay" ;;
     fastapi-sse) echo "50092 sse $PY $PEERS/sse_server.py --port 50092 --token-delay-ms $delay" ;;

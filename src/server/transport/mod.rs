@@ -5,7 +5,8 @@
 //! Per connection: an advertised MAX_CONCURRENT_STREAMS, a small per-stream
 //! send buffer, HTTP/2 keepalive pings that close dead peers, limits on the
 //! streams a client may reset or make the server reset (rapid reset,
-//! MadeYouReset), a handshake and an idle timeout. Per stream: a send
+//! MadeYouReset), a handshake and an idle timeout, and writes gathered
+//! across the streams of an HTTP/2 connection ([`coalesce`]). Per stream: a send
 //! timeout that ends a response its client has stopped reading. Per server:
 //! a cap on connections and a backoff when file descriptors run out.
 //!

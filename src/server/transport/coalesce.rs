@@ -13,7 +13,7 @@
 //! [`Coalesced`] defers the first write of a round: it wakes its own task
 //! and returns `Pending`, which puts the connection at the back of the run
 //! queue. The streams woken with it run first and queue their frames; when
-//! the connection runs again, one write carries them all (13,000 `writev`s a
+//! the connection runs again, one write carries them all (15,000 `writev`s a
 //! second in the same run, and the server's core half idle). A write is
 //! deferred at most once in a row, the next attempt goes through, so it
 //! costs one extra poll of the connection per round and can never stall it;

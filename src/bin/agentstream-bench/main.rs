@@ -145,6 +145,10 @@ pub struct RunArgs {
     /// Streams run one after the other by `single` (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
+    /// Streams `single` runs at once on its one connection, each of
+    /// `--tokens` (chunks/s is then their sum).
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
     /// Calls made by `ttft`.
     #[arg(long, default_value_t = 2_000)]
     pub calls: usize,

@@ -112,6 +112,10 @@ async fn single(
 ) -> BenchResult<()> {
     outcome.param("tokens", args.tokens);
     outcome.param("repeat", args.repeat as u64);
+    let parallel = args.parallel.max(1);
+    if parallel > 1 {
+        outcome.param("parallel", parallel as u64);
+    }
     let conn = target.connect().await?;
     // Warm-up: connection, allocator, the server's lazy state.
     conn.stream(10_000, |_, _| {}).await?;
@@ -120,9 +124,18 @@ async fn single(
     let server_cpu = server.as_deref().and_then(cpu_ticks);
     let (mut rates, mut bytes, mut chunks, mut seconds) = (Vec::new(), 0usize, 0u64, 0.0);
     for _ in 0..args.repeat.max(1) {
-        let mut run_bytes = 0usize;
         let start = Instant::now();
-        let run_chunks = conn.stream(args.tokens, |_, b| run_bytes += b).await?;
+        let runs = (0..parallel).map(|_| async {
+            let mut bytes = 0usize;
+            let chunks = conn.stream(args.tokens, |_, b| bytes += b).await?;
+            BenchResult::Ok((chunks, bytes))
+        });
+        let (mut run_chunks, mut run_bytes) = (0, 0);
+        for run in futures::future::join_all(runs).await {
+            let (chunks, bytes) = run?;
+            run_chunks += chunks;
+            run_bytes += bytes;
+        }
         let run_seconds = start.elapsed().as_secs_f64();
         rates.push(run_chunks as f64 / run_seconds);
         bytes += run_bytes;

@@ -25,10 +25,15 @@
 //! would only delay a lone call's first chunk and slow a lone fast stream
 //! (by 8 µs and 7% when every write waited). A write that is already
 //! large ([`LARGE_WRITE`], as fast streams make) goes out at once too:
-//! gathering saves the system calls of small writes, not of large ones. HTTP/1 connections (and
-//! WebSockets upgraded from them) carry one response at a time: they are
-//! passed through untouched. A port that speaks both tells them apart by
-//! the HTTP/2 preface.
+//! gathering saves the system calls of small writes, not of large ones.
+//! HTTP/1 connections (and WebSockets upgraded from them) carry one
+//! response at a time: they are passed through untouched. A port that
+//! speaks both tells them apart by the HTTP/2 preface.
+//!
+//! The cost is memory when the server falls behind: a deferred write then
+//! waits for every stream with a chunk due, each of which queues a frame,
+//! and h2 keeps its per-connection queue at the largest size it reached
+//! (about one frame per open stream at worst; BENCHMARKS.md, stop 22).
 
 use std::{
     io,

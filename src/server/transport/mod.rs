@@ -6,9 +6,10 @@
 //! send buffer, HTTP/2 keepalive pings that close dead peers, limits on the
 //! streams a client may reset or make the server reset (rapid reset,
 //! MadeYouReset), a handshake and an idle timeout, and writes gathered
-//! across the streams of an HTTP/2 connection ([`coalesce`]). Per stream: a send
-//! timeout that ends a response its client has stopped reading. Per server:
-//! a cap on connections and a backoff when file descriptors run out.
+//! across the streams of an HTTP/2 connection ([`coalesce`]). Per stream: a
+//! send timeout that ends a response its client has stopped reading. Per
+//! server: a cap on connections and a backoff when file descriptors run
+//! out.
 //!
 //! Together they bound what a client can make the server hold: a response
 //! never buffers more than [`STREAM_SEND_BUFFER`] in the HTTP/2 layer plus

@@ -200,6 +200,12 @@ mod tests {
         }
     }
 
+    /// A waker and the count of its wake-ups.
+    fn counted_waker() -> (Arc<Wakes>, Waker) {
+        let wakes = Arc::new(Wakes::default());
+        (wakes.clone(), Waker::from(wakes))
+    }
+
     /// The writes (and reads) `Coalesced` makes of its socket.
     #[derive(Default)]
     struct Socket {
@@ -265,8 +271,7 @@ mod tests {
 
     #[test]
     fn an_http2_write_waits_one_turn_with_its_task_woken() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = counted_waker();
         let mut cx = Context::from_waker(&waker);
         let (load, _requests) = load_of(2);
         let mut io = Coalesced::new(Socket::default(), Protocols::Http2, load);
@@ -288,8 +293,7 @@ mod tests {
 
     #[test]
     fn a_large_write_goes_at_once() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = counted_waker();
         let mut cx = Context::from_waker(&waker);
         let (load, _requests) = load_of(2);
         let mut io = Coalesced::new(Socket::default(), Protocols::Http2, load);
@@ -310,8 +314,7 @@ mod tests {
 
     #[test]
     fn a_lone_request_writes_at_once() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = counted_waker();
         let mut cx = Context::from_waker(&waker);
         let (load, mut requests) = load_of(1);
         let mut io = Coalesced::new(Socket::default(), Protocols::Http2, load.clone());
@@ -328,8 +331,7 @@ mod tests {
 
     #[test]
     fn a_port_of_both_protocols_coalesces_only_http2() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = counted_waker();
         let mut cx = Context::from_waker(&waker);
 
         let http1 = Socket {

@@ -434,31 +434,20 @@ struct Window {
 /// 20 ms late or more. It shows whether a run's tail came from the ramp,
 /// from steady streaming or from one bad stretch, and whether from one
 /// connection or from all.
-fn lateness_timeline(mut windows: Vec<Window>) -> serde_json::Value {
-    let rows: Vec<serde_json::Value> = windows
-        .iter_mut()
-        .enumerate()
-        .map(
-            |(
-                i,
-                Window {
-                    late,
-                    very_late_by_conn,
-                },
-            )| {
-                late.sort_unstable();
-                serde_json::json!({
-                    "from_s": i as f64 * TIMELINE_WINDOW.as_secs_f64(),
-                    "chunks": late.len(),
-                    "p50_ms": percentile(late, 50.0) as f64 / 1e3,
-                    "p99_ms": percentile(late, 99.0) as f64 / 1e3,
-                    "max_ms": percentile(late, 100.0) as f64 / 1e3,
-                    "late_20ms_by_conn": very_late_by_conn,
-                })
-            },
-        )
-        .collect();
-    serde_json::Value::Array(rows)
+fn lateness_timeline(windows: Vec<Window>) -> serde_json::Value {
+    let rows = windows.into_iter().enumerate().map(|(i, mut window)| {
+        window.late.sort_unstable();
+        let late = &window.late;
+        serde_json::json!({
+            "from_s": i as f64 * TIMELINE_WINDOW.as_secs_f64(),
+            "chunks": late.len(),
+            "p50_ms": percentile(late, 50.0) as f64 / 1e3,
+            "p99_ms": percentile(late, 99.0) as f64 / 1e3,
+            "max_ms": percentile(late, 100.0) as f64 / 1e3,
+            "late_20ms_by_conn": window.very_late_by_conn,
+        })
+    });
+    serde_json::Value::Array(rows.collect())
 }
 
 async fn cancel(args: &RunArgs, target: &Target, outcome: &mut Outcome) -> BenchResult<()> {

@@ -9,11 +9,15 @@
 //! Both stream real cl100k_base tokens paced by `--mock-token-delay` on a
 //! fixed schedule (token k is due at start + k x delay, so pacing does not
 //! drift). Each choice is a pipeline of small named steps, each tested
-//! alone below: the script's pieces, [`within_budget`] (`max_tokens`),
-//! [`until_stop`] (stop sequences), [`Pace`] (the schedule), then
+//! alone below: the script's pieces, [`Budget`] (`max_tokens`),
+//! [`UntilStop`] (stop sequences), [`Pace`] (the schedule), then
 //! [`released`] (token accounting in batches, [`Produced`]; empty text
 //! dropped) and the closing `Finished` event, all run by one stream
-//! ([`Choice`]). Choices of `n > 1` are separate pulled streams merged with
+//! ([`Choice`]). The next release's tokens are known before it is made
+//! ([`Releases::weight`]), so a choice waits for them with nothing in hand:
+//! what an idle paced stream holds is its position, not a release (every
+//! open stream's choice is one allocation, and this keeps it at 248 bytes,
+//! BENCHMARKS.md). Choices of `n > 1` are separate pulled streams merged with
 //! a `StreamMap`, so they really run concurrently, and every choice holds a
 //! live-generation guard that is released the moment its stream is
 //! dropped.
@@ -31,8 +35,7 @@ use pin_project_lite::pin_project;
 use tokio_stream::{StreamExt as _, StreamMap};
 
 use super::{
-    Backend, FinishReason, GenerationEvent, GenerationRequest, GenerationStream, Role, Usage,
-    UsageMeter,
+    Backend, FinishReason, GenerationEvent, GenerationRequest, GenerationStream, Role, UsageMeter,
     pace::Pace,
     stop::{Filtered, StopSequenceFilter},
 };
@@ -87,24 +90,18 @@ impl MockBackend {
             tokens: tokens.generated(),
             completion: completion.clone(),
         };
-        let total = completion.clone();
-        let usage = std::iter::once_with(move || {
-            drop(span);
-            Ok(GenerationEvent::Usage(Usage {
-                prompt_tokens,
-                completion_tokens: total.completion_tokens(),
-            }))
-        });
+        let tail = UsageTail { span };
         // One choice needs no merging: the usage event follows its own end.
         if request.n <= 1 {
-            return Box::pin(choice_stream(spec(0), usage));
+            return Box::pin(choice_stream(spec(0), Some(tail)));
         }
         let choices: StreamMap<u32, Pin<Box<dyn Stream<Item = _> + Send>>> = (0..request.n)
             .map(|i| {
-                let choice = choice_stream(spec(i), std::iter::empty());
+                let choice = choice_stream(spec(i), None);
                 (i, Box::pin(choice) as Pin<Box<dyn Stream<Item = _> + Send>>)
             })
             .collect();
+        let usage = std::iter::once_with(move || Ok(tail.into_event(&completion)));
         Box::pin(choices.map(|(_, event)| event).chain(stream::iter(usage)))
     }
 }
@@ -192,11 +189,25 @@ struct Release {
     end: Option<FinishReason>,
 }
 
+/// What follows the last choice of a generation: its usage event, read
+/// off the generation's meter, and the end of its span.
+struct UsageTail {
+    span: Option<Box<tracing::Span>>,
+}
+
+impl UsageTail {
+    /// The usage event, with the tokens `usage` counted.
+    fn into_event(self, usage: &UsageMeter) -> GenerationEvent {
+        drop(self.span);
+        GenerationEvent::Usage(usage.get())
+    }
+}
+
 /// One choice's events: the steps of the module doc, in order, then
-/// `after` (the usage event, when the choice is the only one).
+/// the usage event of `tail`, when the choice is the only one.
 fn choice_stream(
     spec: ChoiceSpec,
-    after: impl Iterator<Item = crate::Result<GenerationEvent>> + Send,
+    tail: Option<UsageTail>,
 ) -> impl Stream<Item = crate::Result<GenerationEvent>> + Send {
     let ChoiceSpec {
         choice,
@@ -208,21 +219,21 @@ fn choice_stream(
         tokens,
         completion,
     } = spec;
-    let mut budget = within_budget(max_tokens);
-    let mut stop = until_stop(stop);
     Choice {
-        releases: script
-            .steps()
-            .map_while(move |step| budget(step).and_then(&mut stop)),
+        releases: Releases {
+            script,
+            index: 0,
+            budget: Budget::new(max_tokens),
+            stop: UntilStop::new(stop),
+        },
         pace: Pace::new(token_delay),
-        held: None,
         choice,
         produced: Produced::new(tokens, completion),
         live: Some(live),
         // A script that runs out without saying why (an endless one cut by
         // the budget says LENGTH) ended naturally.
         reason: FinishReason::Stop,
-        after,
+        tail,
         generating: true,
     }
 }
@@ -230,18 +241,16 @@ fn choice_stream(
 pin_project! {
     /// The stream of [`choice_stream`]: each release of `releases` once its
     /// tokens are due, through [`released`], then the choice's `Finished`
-    /// event and the events of `after`.
+    /// event and the usage event of `tail`.
     ///
     /// One hand-written stream rather than a stream adapter per step: every
     /// adapter is a layer that each poll goes through, and a fast stream
     /// polls once a chunk (the steps themselves are plain functions, tested
     /// one by one below).
-    struct Choice<R, A> {
-        releases: R,
+    struct Choice {
+        releases: Releases,
         #[pin]
         pace: Pace,
-        // The release waiting for its tokens to be due.
-        held: Option<Release>,
         choice: u32,
         // Declared (so dropped) before `live`: a cancelled choice's last
         // tokens are counted before it stops counting as live.
@@ -250,31 +259,30 @@ pin_project! {
         live: Option<[LiveGuard; 2]>,
         // Why the choice ends, once a release said so.
         reason: FinishReason,
-        after: A,
+        tail: Option<UsageTail>,
         generating: bool,
     }
 }
 
-impl<R, A> Stream for Choice<R, A>
-where
-    R: Iterator<Item = Release>,
-    A: Iterator<Item = crate::Result<GenerationEvent>>,
-{
+impl Stream for Choice {
     type Item = crate::Result<GenerationEvent>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
         while *this.generating {
-            let Some(release) = this.held.take().or_else(|| this.releases.next()) else {
+            let Some(weight) = this.releases.weight() else {
                 *this.generating = false;
                 break;
             };
-            if this.pace.as_mut().poll_due(cx, release.tokens).is_pending() {
-                *this.held = Some(release);
+            if this.pace.as_mut().poll_due(cx, weight).is_pending() {
                 // Waiting: what was produced so far is counted now.
                 this.produced.flush();
                 return Poll::Pending;
             }
+            let Some(release) = this.releases.take() else {
+                *this.generating = false;
+                break;
+            };
             if let Some(why) = release.end {
                 *this.reason = why;
             }
@@ -292,30 +300,82 @@ where
                 reason: *this.reason,
             })));
         }
-        Poll::Ready(this.after.next())
+        let completion = &this.produced.completion;
+        Poll::Ready(this.tail.take().map(|tail| Ok(tail.into_event(completion))))
+    }
+}
+
+/// A choice's releases: the script's steps through its [`Budget`] and its
+/// [`UntilStop`], one at a time, each one's tokens known before it is made.
+struct Releases {
+    script: Script,
+    /// The next step of the script.
+    index: u32,
+    budget: Budget,
+    stop: UntilStop,
+}
+
+impl Releases {
+    /// The tokens the next release takes to produce (what the choice waits
+    /// for before making it); `None` when there is no next release.
+    fn weight(&self) -> Option<u32> {
+        if self.budget.ended || self.stop.ended {
+            return None;
+        }
+        let tokens = self.script.tokens_at(self.index)?;
+        Some(self.budget.weight(tokens))
+    }
+
+    /// The next release.
+    fn take(&mut self) -> Option<Release> {
+        let step = self.script.step(self.index)?;
+        self.index = self.index.saturating_add(1);
+        self.budget.step(step).and_then(|step| self.stop.step(step))
     }
 }
 
 /// Ends the steps at `max_tokens`: a piece that would exceed it becomes
 /// the end (LENGTH), and nothing follows an end.
-fn within_budget(max_tokens: u32) -> impl FnMut(Step) -> Option<Step> {
-    let mut produced = 0u32;
-    let mut ended = false;
-    move |step| {
-        if ended {
+struct Budget {
+    produced: u32,
+    max_tokens: u32,
+    ended: bool,
+}
+
+impl Budget {
+    fn new(max_tokens: u32) -> Self {
+        Self {
+            produced: 0,
+            max_tokens,
+            ended: false,
+        }
+    }
+
+    fn exceeded_by(&self, tokens: u32) -> bool {
+        self.produced.saturating_add(tokens) > self.max_tokens
+    }
+
+    /// The tokens of a piece of `tokens` once through the budget: its own,
+    /// or none when it becomes the end.
+    fn weight(&self, tokens: u32) -> u32 {
+        if self.exceeded_by(tokens) { 0 } else { tokens }
+    }
+
+    fn step(&mut self, step: Step) -> Option<Step> {
+        if self.ended {
             return None;
         }
         match step {
-            Step::Piece(_, tokens) if produced.saturating_add(tokens) > max_tokens => {
-                ended = true;
+            Step::Piece(_, tokens) if self.exceeded_by(tokens) => {
+                self.ended = true;
                 Some(Step::End(FinishReason::Length))
             }
             Step::Piece(text, tokens) => {
-                produced += tokens;
+                self.produced += tokens;
                 Some(Step::Piece(text, tokens))
             }
             Step::End(why) => {
-                ended = true;
+                self.ended = true;
                 Some(Step::End(why))
             }
         }
@@ -325,26 +385,37 @@ fn within_budget(max_tokens: u32) -> impl FnMut(Step) -> Option<Step> {
 /// Runs the pieces through the stop filter: what may be sent of each, the
 /// held text when the choice ends, and the end at a stop sequence; the
 /// last release says why the choice ends.
-fn until_stop(mut stop: StopSequenceFilter) -> impl FnMut(Step) -> Option<Release> {
-    let mut ended = false;
+struct UntilStop {
+    filter: StopSequenceFilter,
+    ended: bool,
+}
+
+impl UntilStop {
+    fn new(filter: StopSequenceFilter) -> Self {
+        Self {
+            filter,
+            ended: false,
+        }
+    }
+
     // Always inlined into the choice's loop (the compiler did not by
     // itself), so that the release stays in registers. As a call, it was
     // written to memory and read back at once: a stall the profile showed
     // on every token.
     #[inline(always)]
-    move |step| {
-        if ended {
+    fn step(&mut self, step: Step) -> Option<Release> {
+        if self.ended {
             return None;
         }
         Some(match step {
-            Step::Piece(text, tokens) => match stop.push(text) {
+            Step::Piece(text, tokens) => match self.filter.push(text) {
                 Filtered::Pass(text) => Release {
                     text,
                     tokens,
                     end: None,
                 },
                 Filtered::Stopped(text) => {
-                    ended = true;
+                    self.ended = true;
                     Release {
                         text,
                         tokens,
@@ -353,9 +424,9 @@ fn until_stop(mut stop: StopSequenceFilter) -> impl FnMut(Step) -> Option<Releas
                 }
             },
             Step::End(why) => {
-                ended = true;
+                self.ended = true;
                 Release {
-                    text: stop.finish(),
+                    text: self.filter.finish(),
                     tokens: 0,
                     end: Some(why),
                 }
@@ -427,21 +498,31 @@ impl Drop for Produced {
 }
 
 impl Script {
-    /// The script's pieces, then (for a text) its natural end.
-    fn steps(self) -> impl Iterator<Item = Step> + Send {
-        let mut index = 0;
-        std::iter::from_fn(move || {
-            let step = match &self {
-                Script::Text(pieces) => match pieces.get(index) {
-                    Some(p) => Step::Piece(Cow::Owned(p.text.clone()), p.tokens),
-                    None if index == pieces.len() => Step::End(FinishReason::Stop),
-                    None => return None,
-                },
-                Script::Synthetic => Step::Piece(Cow::Borrowed(synthetic_token(index)), 1),
-            };
-            index += 1;
-            Some(step)
+    /// Step `index` of the script: its piece, then (for a text) its
+    /// natural end; `None` past that.
+    fn step(&self, index: u32) -> Option<Step> {
+        let index = index as usize;
+        Some(match self {
+            Script::Text(pieces) => match pieces.get(index) {
+                Some(p) => Step::Piece(Cow::Owned(p.text.clone()), p.tokens),
+                None if index == pieces.len() => Step::End(FinishReason::Stop),
+                None => return None,
+            },
+            Script::Synthetic => Step::Piece(Cow::Borrowed(synthetic_token(index)), 1),
         })
+    }
+
+    /// The tokens of step `index` (none for the end), without making it.
+    fn tokens_at(&self, index: u32) -> Option<u32> {
+        let index = index as usize;
+        match self {
+            Script::Text(pieces) => match pieces.get(index) {
+                Some(p) => Some(p.tokens),
+                None if index == pieces.len() => Some(0),
+                None => None,
+            },
+            Script::Synthetic => Some(1),
+        }
     }
 }
 
@@ -487,44 +568,110 @@ mod tests {
 
     #[test]
     fn within_budget_ends_with_length_before_the_piece_that_overflows() {
-        let mut budget = within_budget(3);
-        assert_eq!(budget(piece("a", 1)), Some(piece("a", 1)));
-        assert_eq!(budget(piece("bc", 2)), Some(piece("bc", 2)));
-        assert_eq!(budget(piece("d", 1)), Some(Step::End(FinishReason::Length)));
-        assert_eq!(budget(piece("e", 1)), None);
+        let mut budget = Budget::new(3);
+        assert_eq!(budget.step(piece("a", 1)), Some(piece("a", 1)));
+        assert_eq!(budget.step(piece("bc", 2)), Some(piece("bc", 2)));
+        assert_eq!(
+            budget.step(piece("d", 1)),
+            Some(Step::End(FinishReason::Length))
+        );
+        assert_eq!(budget.step(piece("e", 1)), None);
     }
 
     #[test]
     fn within_budget_passes_the_natural_end_and_stops_there() {
-        let mut budget = within_budget(10);
-        assert_eq!(budget(piece("a", 1)), Some(piece("a", 1)));
+        let mut budget = Budget::new(10);
+        assert_eq!(budget.step(piece("a", 1)), Some(piece("a", 1)));
         assert_eq!(
-            budget(Step::End(FinishReason::Stop)),
+            budget.step(Step::End(FinishReason::Stop)),
             Some(Step::End(FinishReason::Stop))
         );
-        assert_eq!(budget(piece("b", 1)), None);
+        assert_eq!(budget.step(piece("b", 1)), None);
     }
 
     #[test]
     fn until_stop_holds_back_a_partial_stop_and_ends_at_a_whole_one() {
-        let mut stop = until_stop(StopSequenceFilter::new(&["END".into()]));
-        assert_eq!(stop(piece("one E", 2)), release("one ", 2, None));
+        let mut stop = UntilStop::new(StopSequenceFilter::new(&["END".into()]));
+        assert_eq!(stop.step(piece("one E", 2)), release("one ", 2, None));
         assert_eq!(
-            stop(piece("ND two", 2)),
+            stop.step(piece("ND two", 2)),
             release("", 2, Some(FinishReason::Stop))
         );
-        assert_eq!(stop(piece("three", 1)), None);
+        assert_eq!(stop.step(piece("three", 1)), None);
     }
 
     #[test]
     fn until_stop_releases_held_text_at_the_end_with_its_reason() {
-        let mut stop = until_stop(StopSequenceFilter::new(&["END".into()]));
-        assert_eq!(stop(piece("almost E", 2)), release("almost ", 2, None));
+        let mut stop = UntilStop::new(StopSequenceFilter::new(&["END".into()]));
+        assert_eq!(stop.step(piece("almost E", 2)), release("almost ", 2, None));
         assert_eq!(
-            stop(Step::End(FinishReason::Length)),
+            stop.step(Step::End(FinishReason::Length)),
             release("E", 0, Some(FinishReason::Length))
         );
-        assert_eq!(stop(piece("more", 1)), None);
+        assert_eq!(stop.step(piece("more", 1)), None);
+    }
+
+    /// Every release of `releases`, each with the weight announced for it.
+    fn weighed(mut releases: Releases) -> Vec<(u32, Release)> {
+        let mut all = Vec::new();
+        while let Some(weight) = releases.weight() {
+            let release = releases.take().expect("a weight announces a release");
+            all.push((weight, release));
+        }
+        assert!(releases.take().is_none(), "no weight, no release");
+        all
+    }
+
+    #[test]
+    fn each_release_takes_the_tokens_announced_for_it() {
+        let pieces = [("a", 1), ("bc E", 2), ("ND", 1), ("e", 1)].map(|(text, tokens)| Piece {
+            text: text.into(),
+            tokens,
+        });
+        let text = Script::Text(Arc::new(pieces.to_vec()));
+        let releases = |max_tokens, stops: &[String]| Releases {
+            script: text.clone(),
+            index: 0,
+            budget: Budget::new(max_tokens),
+            stop: UntilStop::new(StopSequenceFilter::new(stops)),
+        };
+        let ends = |weighed: &[(u32, Release)]| -> Vec<_> {
+            weighed.iter().map(|(w, r)| (*w, r.tokens, r.end)).collect()
+        };
+        // The whole text, then its natural end (no tokens).
+        let all = weighed(releases(10, &[]));
+        assert!(all.iter().all(|(weight, r)| *weight == r.tokens));
+        assert_eq!(
+            all.last().map(|(_, r)| r.end),
+            Some(Some(FinishReason::Stop))
+        );
+        assert_eq!(all.len(), 5);
+        // Cut by the budget: the piece that would exceed it is the end.
+        assert_eq!(
+            ends(&weighed(releases(2, &[]))),
+            [(1, 1, None), (0, 0, Some(FinishReason::Length))]
+        );
+        // Cut by a stop sequence across two pieces: nothing after it.
+        assert_eq!(
+            ends(&weighed(releases(10, &["END".into()]))),
+            [(1, 1, None), (2, 2, None), (1, 1, Some(FinishReason::Stop))]
+        );
+        // The endless script, cut by the budget.
+        let synthetic = Releases {
+            script: Script::Synthetic,
+            index: 0,
+            budget: Budget::new(3),
+            stop: UntilStop::new(StopSequenceFilter::new(&[])),
+        };
+        assert_eq!(
+            ends(&weighed(synthetic)),
+            [
+                (1, 1, None),
+                (1, 1, None),
+                (1, 1, None),
+                (0, 0, Some(FinishReason::Length))
+            ]
+        );
     }
 
     #[test]
@@ -601,7 +748,7 @@ mod tests {
             tokens: metrics.tokens_of("echo").generated(),
             completion: UsageMeter::default(),
         };
-        let events: Vec<_> = choice_stream(spec, std::iter::empty())
+        let events: Vec<_> = choice_stream(spec, None)
             .map(|e| e.expect("event"))
             .collect()
             .await;
@@ -642,7 +789,7 @@ mod tests {
             completion: UsageMeter::default(),
         };
         let start = tokio::time::Instant::now();
-        let mut events = std::pin::pin!(choice_stream(spec, std::iter::empty()));
+        let mut events = std::pin::pin!(choice_stream(spec, None));
         let mut at = Vec::new();
         while let Some(event) = events.next().await {
             let text = match event.expect("event") {

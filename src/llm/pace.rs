@@ -25,12 +25,12 @@ pin_project! {
     /// A fixed schedule of `delay` per unit of weight, with its timer.
     #[derive(Debug)]
     pub(crate) struct Pace {
+        // Set at the first item; its deadline is when the last item was
+        // (or the item in hand is) due, so the schedule is kept in it and
+        // nowhere else (every paced stream holds a pace).
         #[pin]
         timer: Option<Sleep>,
         delay: Duration,
-        // When the last item was (or the item in hand is) due; the schedule
-        // starts at the first item.
-        due: Option<Instant>,
         // The item in hand has its due time and waits for it.
         waiting: bool,
     }
@@ -42,7 +42,6 @@ impl Pace {
         Self {
             timer: None,
             delay,
-            due: None,
             waiting: false,
         }
     }
@@ -55,16 +54,18 @@ impl Pace {
             return Poll::Ready(());
         }
         if !*this.waiting {
-            let previous = *this.due.get_or_insert_with(Instant::now);
+            if this.timer.is_none() {
+                // The schedule starts at the first item.
+                this.timer.set(Some(sleep_until(Instant::now())));
+            }
+            let Some(mut timer) = this.timer.as_mut().as_pin_mut() else {
+                return Poll::Ready(());
+            };
             if weight == 0 {
                 return Poll::Ready(());
             }
-            let due = previous + this.delay.saturating_mul(weight);
-            *this.due = Some(due);
-            match this.timer.as_mut().as_pin_mut() {
-                Some(timer) => timer.reset(due),
-                None => this.timer.set(Some(sleep_until(due))),
-            }
+            let due = timer.deadline() + this.delay.saturating_mul(weight);
+            timer.as_mut().reset(due);
             *this.waiting = true;
         }
         if let Some(timer) = this.timer.as_pin_mut() {

@@ -30,15 +30,24 @@
 //! response at a time: they are passed through untouched. A port that
 //! speaks both tells them apart by the HTTP/2 preface.
 //!
-//! The cost is memory when the server falls behind: a deferred write then
-//! waits for every stream with a chunk due, each of which queues a frame,
-//! and h2 keeps its per-connection queue at the largest size it reached
-//! (about one frame per open stream at worst; BENCHMARKS.md, stop 22).
+//! A deferred write gathers at most [`GATHER`] frames ([`Round`]): when the
+//! server falls behind, every stream with a chunk due would otherwise queue
+//! a frame before the connection's task came round again, and h2 keeps its
+//! per-connection queue at the largest size it reached (a slot of about 300
+//! bytes a frame: up to one per open stream, BENCHMARKS.md, stops 22 and
+//! 23). A stream that finds the round full waits, in order, for the write,
+//! instead of polling its body; each write wakes the next [`GATHER`] of
+//! them, so each stream waits at most once a chunk.
 
 use std::{
+    collections::VecDeque,
     io,
     pin::Pin,
-    task::{Context, Poll},
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, Ordering::Relaxed},
+    },
+    task::{Context, Poll, Waker},
 };
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -53,6 +62,127 @@ const HTTP2_PREFACE_START: &[u8] = b"PRI ";
 /// forty paced chunks' frames (a hundred bytes each), a quarter of a fast
 /// stream's full frame.
 const LARGE_WRITE: usize = 4 * 1024;
+
+/// Frames a deferred write gathers at most: about six kilobytes of paced
+/// chunks, one `writev`.
+const GATHER: u32 = 64;
+
+/// Streams that may wait for a connection's write at once; past that, a
+/// stream queues its frame without waiting (h2 bounds what it queues).
+const MAX_WAITING: usize = 4096;
+
+/// The credit of a round when no write is deferred: no limit.
+const NO_ROUND: u32 = u32::MAX;
+
+/// One connection's gathering of frames for a deferred write: the credit of
+/// frames its streams may still queue, and the streams waiting for the
+/// write because there was none left.
+#[derive(Debug)]
+pub(crate) struct Round {
+    credit: AtomicU32,
+    waiting: Mutex<Waiting>,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    /// In the order they came.
+    streams: VecDeque<Waker>,
+    /// Streams woken by the last write that have not come back yet: they
+    /// queue their frame whatever the credit, so none waits twice.
+    passes: u32,
+}
+
+/// Whether a stream may poll its body now ([`Round::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Yes: no write is deferred, or the round has room.
+    Now,
+    /// Yes, on the turn the last write gave it; if it has nothing to send
+    /// it gives the turn on ([`Round::pass_on`]).
+    Passed,
+    /// No: it waits for the write, and is woken then.
+    Wait,
+}
+
+impl Default for Round {
+    fn default() -> Self {
+        Self {
+            credit: AtomicU32::new(NO_ROUND),
+            waiting: Mutex::default(),
+        }
+    }
+}
+
+impl Round {
+    /// Called by a stream before it polls its body: whether it may queue a
+    /// frame now. One atomic operation unless the round is full.
+    pub(crate) fn admit(&self, cx: &Context<'_>) -> Admission {
+        let took = self.credit.fetch_update(Relaxed, Relaxed, |credit| {
+            (credit != NO_ROUND && credit > 0).then(|| credit - 1)
+        });
+        if matches!(took, Ok(_) | Err(NO_ROUND)) {
+            return Admission::Now;
+        }
+        // A poisoned lock (a panic elsewhere) stops the gathering, not the
+        // stream.
+        let Ok(mut waiting) = self.waiting.lock() else {
+            return Admission::Now;
+        };
+        // The write may have gone out meanwhile (it ends the round under
+        // this lock).
+        if self.credit.load(Relaxed) == NO_ROUND {
+            return Admission::Now;
+        }
+        if waiting.passes > 0 {
+            waiting.passes -= 1;
+            return Admission::Passed;
+        }
+        if waiting.streams.len() >= MAX_WAITING {
+            return Admission::Now;
+        }
+        waiting.streams.push_back(cx.waker().clone());
+        Admission::Wait
+    }
+
+    /// A stream let through by [`Admission::Passed`] had nothing to send:
+    /// the next waiting one gets its turn, so a round of streams that were
+    /// woken for nothing cannot leave the others waiting.
+    pub(crate) fn pass_on(&self) {
+        let next = match self.waiting.lock() {
+            Ok(mut waiting) => waiting.streams.pop_front().inspect(|_| waiting.passes += 1),
+            Err(_) => None,
+        };
+        if let Some(stream) = next {
+            stream.wake();
+        }
+    }
+
+    /// A write is deferred: from now on its streams queue at most
+    /// [`GATHER`] frames before it goes out.
+    fn open(&self) {
+        self.credit.store(GATHER, Relaxed);
+    }
+
+    /// A write went out: the round ends, and the first `wake` waiting
+    /// streams get their turn.
+    fn close(&self, wake: usize) {
+        let woken: Vec<Waker> = match self.waiting.lock() {
+            Ok(mut waiting) => {
+                self.credit.store(NO_ROUND, Relaxed);
+                let n = wake.min(waiting.streams.len());
+                waiting.passes = u32::try_from(n).unwrap_or(u32::MAX);
+                waiting.streams.drain(..n).collect()
+            }
+            Err(_) => {
+                self.credit.store(NO_ROUND, Relaxed);
+                Vec::new()
+            }
+        };
+        for stream in woken {
+            stream.wake();
+        }
+    }
+}
 
 /// A connection's socket whose writes wait one turn of the scheduler when
 /// it speaks HTTP/2.
@@ -96,6 +226,7 @@ impl<T> Coalesced<T> {
                 if !*deferred && len < LARGE_WRITE && self.load.in_flight() > 1 =>
             {
                 *deferred = true;
+                self.load.round().open();
                 cx.waker().wake_by_ref();
                 true
             }
@@ -167,14 +298,24 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
         if flushed.is_ready()
             && let Mode::Coalescing { deferred } = &mut this.mode
         {
-            // Everything written went out: the next write starts a round.
+            // Everything written went out: the next write starts a round,
+            // and the streams that waited for this one may go.
             *deferred = false;
+            this.load.round().close(GATHER as usize);
         }
         flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl<T> Drop for Coalesced<T> {
+    fn drop(&mut self) {
+        // No write will come: every waiting stream goes (and finds its
+        // connection gone).
+        self.load.round().close(MAX_WAITING);
     }
 }
 
@@ -327,6 +468,100 @@ mod tests {
         assert_eq!(write(&mut io, &mut cx, b"two"), Poll::Pending);
         assert_eq!(wakes.0.load(Relaxed), 1);
         assert_eq!(io.inner.written, b"alone");
+    }
+
+    #[test]
+    fn a_deferred_write_gathers_at_most_a_round_of_frames() {
+        let (conn_wakes, conn_waker) = counted_waker();
+        let mut conn = Context::from_waker(&conn_waker);
+        let (load, _requests) = load_of(2);
+        let round = load.clone();
+        let mut io = Coalesced::new(Socket::default(), Protocols::Http2, load);
+        let (stream_wakes, stream_waker) = counted_waker();
+        let stream = Context::from_waker(&stream_waker);
+
+        // No write waits: streams go as they come.
+        assert_eq!(round.round().admit(&stream), Admission::Now);
+        assert_eq!(write(&mut io, &mut conn, b"first"), Poll::Pending);
+        assert_eq!(conn_wakes.0.load(Relaxed), 1);
+        for _ in 0..GATHER {
+            assert_eq!(round.round().admit(&stream), Admission::Now);
+        }
+        // The round is full: the next streams wait for the write.
+        assert_eq!(round.round().admit(&stream), Admission::Wait);
+        assert_eq!(round.round().admit(&stream), Admission::Wait);
+        assert_eq!(stream_wakes.0.load(Relaxed), 0);
+        assert_eq!(write(&mut io, &mut conn, b"gathered"), Poll::Ready(8));
+        flush(&mut io, &mut conn);
+        // The write woke them, and they go whatever the next round holds.
+        assert_eq!(stream_wakes.0.load(Relaxed), 2);
+        assert_eq!(write(&mut io, &mut conn, b"next"), Poll::Pending);
+        for _ in 0..GATHER {
+            assert_eq!(round.round().admit(&stream), Admission::Now);
+        }
+        assert_eq!(round.round().admit(&stream), Admission::Passed);
+        assert_eq!(round.round().admit(&stream), Admission::Passed);
+        assert_eq!(round.round().admit(&stream), Admission::Wait);
+    }
+
+    #[test]
+    fn a_turn_given_on_wakes_the_next_waiting_stream() {
+        let (_conn_wakes, conn_waker) = counted_waker();
+        let mut conn = Context::from_waker(&conn_waker);
+        let (load, _requests) = load_of(2);
+        let round = load.clone();
+        let mut io = Coalesced::new(Socket::default(), Protocols::Http2, load);
+        let gather = GATHER as usize;
+        let streams: Vec<_> = (0..gather + 2).map(|_| counted_waker()).collect();
+        let admit = |i: usize| round.round().admit(&Context::from_waker(&streams[i].1));
+        let wakes = |i: usize| streams[i].0.0.load(Relaxed);
+
+        assert_eq!(write(&mut io, &mut conn, b"first"), Poll::Pending);
+        for i in 0..gather {
+            assert_eq!(admit(i), Admission::Now);
+        }
+        // Every stream comes back with its next chunk: all wait.
+        for i in 0..gather + 2 {
+            assert_eq!(admit(i), Admission::Wait);
+        }
+        assert_eq!(write(&mut io, &mut conn, b"gathered"), Poll::Ready(8));
+        flush(&mut io, &mut conn);
+        // A write wakes a round's worth of them, in the order they came.
+        assert!((0..gather).all(|i| wakes(i) == 1));
+        assert_eq!((wakes(gather), wakes(gather + 1)), (0, 0));
+        // The next round fills; a woken stream still goes, on its turn.
+        assert_eq!(write(&mut io, &mut conn, b"next"), Poll::Pending);
+        for _ in 0..GATHER {
+            round.round().admit(&Context::from_waker(&conn_waker));
+        }
+        assert_eq!(admit(0), Admission::Passed);
+        // It had nothing to send: the next waiting stream gets the turn.
+        round.round().pass_on();
+        assert_eq!((wakes(gather), wakes(gather + 1)), (1, 0));
+        assert_eq!(admit(gather), Admission::Passed);
+    }
+
+    #[test]
+    fn a_closed_connection_wakes_every_waiting_stream() {
+        let (_conn_wakes, conn_waker) = counted_waker();
+        let mut conn = Context::from_waker(&conn_waker);
+        let (load, _requests) = load_of(2);
+        let round = load.clone();
+        let mut io = Coalesced::new(Socket::default(), Protocols::Http2, load);
+        let (stream_wakes, stream_waker) = counted_waker();
+        let stream = Context::from_waker(&stream_waker);
+
+        assert_eq!(write(&mut io, &mut conn, b"first"), Poll::Pending);
+        for _ in 0..GATHER {
+            round.round().admit(&stream);
+        }
+        let waiting = 2 * GATHER as usize;
+        for _ in 0..waiting {
+            assert_eq!(round.round().admit(&stream), Admission::Wait);
+        }
+        drop(io);
+        assert_eq!(stream_wakes.0.load(Relaxed), waiting);
+        assert_eq!(round.round().admit(&stream), Admission::Now);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use tower::Service;
 use super::{
     super::ConnectionStreams,
     Shared,
-    coalesce::Coalesced,
+    coalesce::{Admission, Coalesced},
     load::{InFlight, Load},
     stall::{SendWatch, StallClock},
     tls::{self, MaybeTls},
@@ -280,7 +280,7 @@ where
         let in_flight = this.in_flight.take();
         Poll::Ready(Ok(response.map(|body| Served {
             body: SendWatch::new(body),
-            _in_flight: in_flight,
+            in_flight,
         })))
     }
 }
@@ -288,7 +288,7 @@ where
 /// A response body, counted in flight until it is dropped.
 pub(crate) struct Served<B> {
     body: SendWatch<B>,
-    _in_flight: Option<InFlight>,
+    in_flight: Option<InFlight>,
 }
 
 impl<B: Body + Unpin> Body for Served<B> {
@@ -299,7 +299,22 @@ impl<B: Body + Unpin> Body for Served<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        // A full round of frames waits for the connection's write first
+        // (see `coalesce`); HTTP/1 connections never gather.
+        let round = this.in_flight.as_ref().map(InFlight::round);
+        let admission = round.map_or(Admission::Now, |round| round.admit(cx));
+        if admission == Admission::Wait {
+            return Poll::Pending;
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if admission == Admission::Passed
+            && polled.is_pending()
+            && let Some(round) = round
+        {
+            round.pass_on();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

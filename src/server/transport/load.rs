@@ -24,6 +24,8 @@ use std::{
 
 use tokio::{sync::Notify, time::Instant};
 
+use super::coalesce::Round;
+
 /// A count of requests in flight that can be waited on.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Load(Arc<Shared>);
@@ -36,6 +38,9 @@ struct Shared {
     /// When it last did, in nanoseconds since `origin`.
     idle_since: AtomicU64,
     origin: Instant,
+    /// A connection's gathering of frames for its writes (unused in the
+    /// server's count).
+    round: Round,
 }
 
 impl Default for Shared {
@@ -45,6 +50,7 @@ impl Default for Shared {
             idle: Notify::new(),
             idle_since: AtomicU64::new(0),
             origin: Instant::now(),
+            round: Round::default(),
         }
     }
 }
@@ -82,6 +88,11 @@ impl Load {
             connection: self.clone(),
             server: server.clone(),
         }
+    }
+
+    /// The connection's gathering of frames (see [`super::coalesce`]).
+    pub(crate) fn round(&self) -> &Round {
+        &self.0.round
     }
 
     /// Requests in flight now.
@@ -127,6 +138,13 @@ impl Load {
 pub(crate) struct InFlight {
     connection: Load,
     server: Load,
+}
+
+impl InFlight {
+    /// The gathering of frames of the request's connection.
+    pub(crate) fn round(&self) -> &Round {
+        self.connection.round()
+    }
 }
 
 impl Drop for InFlight {

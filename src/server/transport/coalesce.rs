@@ -37,7 +37,7 @@
 //! bytes a frame: up to one per open stream, BENCHMARKS.md, stops 22 and
 //! 23). A stream that finds the round full waits, in order, for the write,
 //! instead of polling its body; each write wakes the next [`GATHER`] of
-//! them, so each stream waits at most once a chunk.
+//! them, which then go on the turn it gave them.
 
 use std::{
     collections::VecDeque,
@@ -88,7 +88,9 @@ struct Waiting {
     /// In the order they came.
     streams: VecDeque<Waker>,
     /// Streams woken by the last write that have not come back yet: they
-    /// queue their frame whatever the credit, so none waits twice.
+    /// queue their frame whatever the credit, rather than wait again (a
+    /// write that goes out before they come back starts the count anew,
+    /// and those left wait once more).
     passes: u32,
 }
 

@@ -151,7 +151,10 @@ impl Round {
     /// woken for nothing cannot leave the others waiting.
     pub(crate) fn pass_on(&self) {
         let next = match self.waiting.lock() {
-            Ok(mut waiting) => waiting.streams.pop_front().inspect(|_| waiting.passes += 1),
+            Ok(mut waiting) => waiting
+                .streams
+                .pop_front()
+                .inspect(|_| waiting.passes = waiting.passes.saturating_add(1)),
             Err(_) => None,
         };
         if let Some(stream) = next {

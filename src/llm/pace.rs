@@ -54,18 +54,20 @@ impl Pace {
             return Poll::Ready(());
         }
         if !*this.waiting {
-            if this.timer.is_none() {
-                // The schedule starts at the first item.
-                this.timer.set(Some(sleep_until(Instant::now())));
-            }
-            let Some(mut timer) = this.timer.as_mut().as_pin_mut() else {
-                return Poll::Ready(());
-            };
+            // When the last item was due; none yet: the schedule starts
+            // with this item, whatever its weight.
+            let last = this.timer.as_ref().get_ref().as_ref().map(Sleep::deadline);
             if weight == 0 {
+                if last.is_none() {
+                    this.timer.set(Some(sleep_until(Instant::now())));
+                }
                 return Poll::Ready(());
             }
-            let due = timer.deadline() + this.delay.saturating_mul(weight);
-            timer.as_mut().reset(due);
+            let due = last.unwrap_or_else(Instant::now) + this.delay.saturating_mul(weight);
+            match this.timer.as_mut().as_pin_mut() {
+                Some(timer) => timer.reset(due),
+                None => this.timer.set(Some(sleep_until(due))),
+            }
             *this.waiting = true;
         }
         if let Some(timer) = this.timer.as_pin_mut() {
@@ -102,6 +104,12 @@ mod tests {
     async fn items_are_due_on_a_fixed_schedule_by_weight() {
         let at = due_times(Duration::from_millis(10), &[1, 0, 2, 1], &[]).await;
         assert_eq!(at, [10, 10, 30, 40]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_item_of_no_weight_starts_the_schedule() {
+        let at = due_times(Duration::from_millis(10), &[0, 1, 1], &[5]).await;
+        assert_eq!(at, [0, 10, 20]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -415,12 +415,26 @@ mod tests {
         (connection, guards)
     }
 
+    /// An HTTP/2 connection with two requests in flight (while the guards
+    /// live), and its load, which holds its round.
+    fn busy_http2() -> (Coalesced<Socket>, Load, Vec<InFlight>) {
+        let (load, requests) = load_of(2);
+        let io = Coalesced::new(Socket::default(), Protocols::Http2, load.clone());
+        (io, load, requests)
+    }
+
+    /// Takes the whole credit of the round just opened on `load`.
+    fn fill_round(load: &Load, stream: &Context<'_>) {
+        for _ in 0..GATHER {
+            assert_eq!(load.round().admit(stream), Admission::Now);
+        }
+    }
+
     #[test]
     fn an_http2_write_waits_one_turn_with_its_task_woken() {
         let (wakes, waker) = counted_waker();
         let mut cx = Context::from_waker(&waker);
-        let (load, _requests) = load_of(2);
-        let mut io = Coalesced::new(Socket::default(), Protocols::Http2, load);
+        let (mut io, _load, _requests) = busy_http2();
 
         assert_eq!(write(&mut io, &mut cx, b"frame"), Poll::Pending);
         assert_eq!(wakes.0.load(Relaxed), 1, "deferred without a wake-up");
@@ -441,8 +455,7 @@ mod tests {
     fn a_large_write_goes_at_once() {
         let (wakes, waker) = counted_waker();
         let mut cx = Context::from_waker(&waker);
-        let (load, _requests) = load_of(2);
-        let mut io = Coalesced::new(Socket::default(), Protocols::Http2, load);
+        let (mut io, _load, _requests) = busy_http2();
 
         let large = vec![7; LARGE_WRITE];
         assert_eq!(write(&mut io, &mut cx, &large), Poll::Ready(LARGE_WRITE));
@@ -479,9 +492,7 @@ mod tests {
     fn a_deferred_write_gathers_at_most_a_round_of_frames() {
         let (conn_wakes, conn_waker) = counted_waker();
         let mut conn = Context::from_waker(&conn_waker);
-        let (load, _requests) = load_of(2);
-        let round = load.clone();
-        let mut io = Coalesced::new(Socket::default(), Protocols::Http2, load);
+        let (mut io, round, _requests) = busy_http2();
         let (stream_wakes, stream_waker) = counted_waker();
         let stream = Context::from_waker(&stream_waker);
 
@@ -489,9 +500,7 @@ mod tests {
         assert_eq!(round.round().admit(&stream), Admission::Now);
         assert_eq!(write(&mut io, &mut conn, b"first"), Poll::Pending);
         assert_eq!(conn_wakes.0.load(Relaxed), 1);
-        for _ in 0..GATHER {
-            assert_eq!(round.round().admit(&stream), Admission::Now);
-        }
+        fill_round(&round, &stream);
         // The round is full: the next streams wait for the write.
         assert_eq!(round.round().admit(&stream), Admission::Wait);
         assert_eq!(round.round().admit(&stream), Admission::Wait);
@@ -501,9 +510,7 @@ mod tests {
         // The write woke them, and they go whatever the next round holds.
         assert_eq!(stream_wakes.0.load(Relaxed), 2);
         assert_eq!(write(&mut io, &mut conn, b"next"), Poll::Pending);
-        for _ in 0..GATHER {
-            assert_eq!(round.round().admit(&stream), Admission::Now);
-        }
+        fill_round(&round, &stream);
         assert_eq!(round.round().admit(&stream), Admission::Passed);
         assert_eq!(round.round().admit(&stream), Admission::Passed);
         assert_eq!(round.round().admit(&stream), Admission::Wait);
@@ -513,9 +520,7 @@ mod tests {
     fn a_turn_given_on_wakes_the_next_waiting_stream() {
         let (_conn_wakes, conn_waker) = counted_waker();
         let mut conn = Context::from_waker(&conn_waker);
-        let (load, _requests) = load_of(2);
-        let round = load.clone();
-        let mut io = Coalesced::new(Socket::default(), Protocols::Http2, load);
+        let (mut io, round, _requests) = busy_http2();
         let gather = GATHER as usize;
         let streams: Vec<_> = (0..gather + 2).map(|_| counted_waker()).collect();
         let admit = |i: usize| round.round().admit(&Context::from_waker(&streams[i].1));
@@ -536,9 +541,7 @@ mod tests {
         assert_eq!((wakes(gather), wakes(gather + 1)), (0, 0));
         // The next round fills; a woken stream still goes, on its turn.
         assert_eq!(write(&mut io, &mut conn, b"next"), Poll::Pending);
-        for _ in 0..GATHER {
-            round.round().admit(&Context::from_waker(&conn_waker));
-        }
+        fill_round(&round, &Context::from_waker(&conn_waker));
         assert_eq!(admit(0), Admission::Passed);
         // It had nothing to send: the next waiting stream gets the turn.
         round.round().pass_on();
@@ -550,16 +553,12 @@ mod tests {
     fn a_closed_connection_wakes_every_waiting_stream() {
         let (_conn_wakes, conn_waker) = counted_waker();
         let mut conn = Context::from_waker(&conn_waker);
-        let (load, _requests) = load_of(2);
-        let round = load.clone();
-        let mut io = Coalesced::new(Socket::default(), Protocols::Http2, load);
+        let (mut io, round, _requests) = busy_http2();
         let (stream_wakes, stream_waker) = counted_waker();
         let stream = Context::from_waker(&stream_waker);
 
         assert_eq!(write(&mut io, &mut conn, b"first"), Poll::Pending);
-        for _ in 0..GATHER {
-            round.round().admit(&stream);
-        }
+        fill_round(&round, &stream);
         let waiting = 2 * GATHER as usize;
         for _ in 0..waiting {
             assert_eq!(round.round().admit(&stream), Admission::Wait);
